@@ -1,0 +1,44 @@
+# Two entry points: `make demo` and `make test`. Each installs what it needs
+# first (Debian packages when missing, then a virtualenv from requirements.lock).
+
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+APT_PACKAGES := mariadb-server mariadb-backup mariadb-client zstd util-linux
+# Binaries whose absence means the Debian packages above must be installed.
+NEEDED_BINARIES := mariadbd mariadb-install-db mariadb-dump mariadb zstd setpriv
+
+.PHONY: demo test lint deps system-deps venv clean
+
+demo: deps
+	$(BIN)/catchup demo
+
+test: deps
+	$(BIN)/ruff check src tests bench
+	$(BIN)/pytest -q
+
+lint: deps
+	$(BIN)/ruff check src tests bench
+
+deps: system-deps venv
+
+system-deps:
+	@missing=""; for b in $(NEEDED_BINARIES); do \
+	  PATH="$$PATH:/usr/sbin:/sbin" command -v $$b >/dev/null 2>&1 || missing="$$missing $$b"; done; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing Debian packages (missing:$$missing)"; \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  $$SUDO apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends $(APT_PACKAGES); \
+	fi
+
+venv: $(VENV)/.installed
+
+$(VENV)/.installed: requirements.lock pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --require-hashes -r requirements.lock
+	$(BIN)/pip install -q --no-deps --no-build-isolation -e .
+	touch $@
+
+clean:
+	rm -rf $(VENV) .pytest_cache build src/*.egg-info

@@ -1,0 +1,3 @@
+from catchup.cli import main
+
+main()

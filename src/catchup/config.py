@@ -1,0 +1,239 @@
+"""The user's `catchup.toml`: typed loading and validation.
+
+Every invalid value becomes one line that names the key, the value, why it is
+wrong and what to do, raised as a `ConfigError` (exit code 2).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import tomllib
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+
+from catchup.errors import ConfigError
+
+CONFIG_ENV = "CATCHUP_CONFIG"
+NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]*$"  # safe as one path segment everywhere
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Credentials(Strict):
+    """How catchup authenticates to a source. Never a password inline."""
+
+    user: str = "catchup"
+    password_env: str | None = None
+    password_file: Path | None = None
+
+    @model_validator(mode="after")
+    def _one_password_source(self) -> Credentials:
+        if self.password_env and self.password_file:
+            raise ValueError("give password_env or password_file, not both")
+        return self
+
+    def password(self) -> SecretStr | None:
+        """Read the password now, so a missing one fails before any work starts."""
+        if self.password_env:
+            value = os.environ.get(self.password_env)
+            if value is None:
+                raise ConfigError(
+                    f"credentials.password_env = {self.password_env!r}: environment variable "
+                    f"is not set; export {self.password_env} or use password_file"
+                )
+            return SecretStr(value)
+        if self.password_file:
+            try:
+                return SecretStr(self.password_file.read_text().rstrip("\r\n"))
+            except OSError as exc:
+                raise ConfigError(
+                    f"credentials.password_file = '{self.password_file}': cannot be read "
+                    f"({exc.strerror}); create it (mode 0600) or fix the path"
+                ) from None
+        return None
+
+
+class Shard(Strict):
+    keyspace: Annotated[str, Field(pattern=NAME_PATTERN)]
+    shard: Annotated[str, Field(pattern=NAME_PATTERN)]
+    engine: Literal["mariadb"] = "mariadb"
+    source: str | None = None
+    socket: Path | None = None
+    role: Literal["primary", "replica"] = "primary"
+    credentials: Credentials | None = None
+
+    @field_validator("source")
+    @classmethod
+    def _host_port(cls, value: str | None) -> str | None:
+        if value is not None:
+            host, _, port = value.rpartition(":")
+            if not host or not port.isdigit() or not 0 < int(port) < 65536:
+                raise ValueError('must be host:port with a port in 1-65535, e.g. "db1:3306"')
+        return value
+
+    @model_validator(mode="after")
+    def _one_endpoint(self) -> Shard:
+        if (self.source is None) == (self.socket is None):
+            raise ValueError("give exactly one of source (host:port) or socket (a path)")
+        return self
+
+    @property
+    def name(self) -> str:
+        return f"{self.keyspace}/{self.shard}"
+
+    @property
+    def host(self) -> str | None:
+        return self.source.rpartition(":")[0] if self.source else None
+
+    @property
+    def port(self) -> int | None:
+        return int(self.source.rpartition(":")[2]) if self.source else None
+
+    @property
+    def endpoint(self) -> str:
+        return self.source or f"unix:{self.socket}"
+
+
+class Retention(Strict):
+    min_count: Annotated[int, Field(ge=1)] = 7
+    min_age_days: Annotated[float, Field(ge=0)] = 7.0
+
+
+class Compression(Strict):
+    level: Annotated[int, Field(ge=1, le=22)] = 3
+    threads: Annotated[int, Field(ge=0, le=64)] = 0
+
+
+class MariaDBSettings(Strict):
+    """Knobs for the ephemeral MariaDB servers (not the source)."""
+
+    binaries: Path | None = None  # directory with mariadbd etc.; default: PATH and /usr/sbin
+    buffer_pool_mb: Annotated[int, Field(ge=16)] = 256
+    redo_log_mb: Annotated[int, Field(ge=16)] = 256  # during catch-up
+    archive_redo_log_mb: Annotated[int, Field(ge=16)] = 16  # shrunk to this before archiving
+
+
+class Config(Strict):
+    repository: str
+    work_dir: Path = Path("/var/lib/catchup/work")
+    parallel: Annotated[int, Field(ge=1, le=256)] = 2
+    jobs: Annotated[int, Field(ge=1, le=64)] = 4
+    stall_timeout_seconds: Annotated[float, Field(gt=0)] = 300.0
+    credentials: Credentials = Credentials()
+    retention: Retention = Retention()
+    compression: Compression = Compression()
+    mariadb: MariaDBSettings = MariaDBSettings()
+    shards: Annotated[list[Shard], Field(min_length=1)]
+
+    @field_validator("repository")
+    @classmethod
+    def _repository_url(cls, value: str) -> str:
+        scheme = re.match(r"^([a-z][a-z0-9+.-]*)://", value)
+        if scheme and scheme.group(1) != "file":
+            raise ValueError(
+                f"scheme {scheme.group(1)}:// is not supported; use a directory path or file://"
+            )
+        return value
+
+    @model_validator(mode="after")
+    def _unique_shards(self) -> Config:
+        seen: set[str] = set()
+        for index, shard in enumerate(self.shards):
+            if shard.name in seen:
+                raise ValueError(f"shards[{index}]: {shard.name} is listed twice; remove one")
+            seen.add(shard.name)
+        return self
+
+    def credentials_for(self, shard: Shard) -> Credentials:
+        return shard.credentials or self.credentials
+
+    def select(self, names: list[str] | None) -> list[Shard]:
+        """The shards named `keyspace/shard` (or just `shard` when unambiguous); all if None."""
+        if not names:
+            return list(self.shards)
+        return [self.shard(name) for name in names]
+
+    def shard(self, name: str) -> Shard:
+        matches = [s for s in self.shards if name in (s.name, s.shard)]
+        if len(matches) == 1:
+            return matches[0]
+        known = ", ".join(s.name for s in self.shards)
+        why = "matches several shards" if matches else "is not in the config"
+        raise ConfigError(f"shard {name!r} {why}; use keyspace/shard, one of: {known}")
+
+
+def load_config(path: Path | str | None) -> Config:
+    """Read and validate a config file given by path or $CATCHUP_CONFIG."""
+    path = Path(path or os.environ.get(CONFIG_ENV) or "catchup.toml")
+    try:
+        data = tomllib.loads(path.read_text())
+    except FileNotFoundError:
+        raise ConfigError(
+            f"config file '{path}' does not exist; pass -c/--config or set {CONFIG_ENV}"
+        ) from None
+    except OSError as exc:
+        raise ConfigError(f"config file '{path}' cannot be read: {exc.strerror}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: not valid TOML ({exc}); fix the syntax") from None
+    return parse_config(data, source=str(path))
+
+
+def parse_config(data: dict[str, Any], source: str = "config") -> Config:
+    try:
+        return Config.model_validate(data)
+    except ValidationError as exc:
+        lines = [f"{source}: {describe_error(err, data)}" for err in exc.errors()]
+        raise ConfigError("\n".join(lines)) from None
+
+
+def describe_error(err: Any, data: dict[str, Any]) -> str:
+    """One line: key = value: why; what to do."""
+    loc = [part for part in err["loc"] if not str(part).startswith("function-")]
+    key = format_key(loc)
+    kind = err["type"]
+    ctx = err.get("ctx") or {}
+    if kind == "missing":
+        return f"{key}: is required but missing; add it"
+    if kind == "extra_forbidden":
+        return f"{key}: unknown key; remove it or check its spelling"
+    why = err["msg"].removeprefix("Value error, ")
+    fix = FIXES.get(kind, "").format(**ctx)
+    shown = f" = {err['input']!r}" if key and not isinstance(err["input"], dict) else ""
+    return f"{key or 'config'}{shown}: {why}" + (f"; {fix}" if fix else "")
+
+
+FIXES = {
+    "string_pattern_mismatch": "use letters, digits, '_', '.' or '-', starting with a letter or digit",
+    "literal_error": "choose one of the allowed values",
+    "int_parsing": "write a whole number",
+    "int_type": "write a whole number",
+    "float_parsing": "write a number",
+    "greater_than_equal": "raise it to at least {ge}",
+    "less_than_equal": "lower it to at most {le}",
+    "greater_than": "use a value above {gt}",
+    "too_short": "add at least one",
+    "string_type": "quote it as a string",
+    "bool_type": "write true or false",
+    "list_type": "use an array of tables, e.g. [[shards]]",
+    "model_type": "use a table, e.g. [section]",
+}
+
+
+def format_key(loc: list[Any]) -> str:
+    key = ""
+    for part in loc:
+        key += f"[{part}]" if isinstance(part, int) else (f".{part}" if key else str(part))
+    return key

@@ -1,0 +1,267 @@
+"""One backup cycle of one shard, step by step.
+
+    precheck → provision → restore (or bootstrap) → start → checkpoint →
+    catch up → stop → back up → destroy
+
+The cycle knows no SQL and no bucket: it drives an engine's `Source` and
+`Instance` and the `Repository`. Whatever fails, the instance is destroyed,
+the previous backups are untouched and nothing half-written becomes visible.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Protocol
+
+from catchup.cancel import CancelToken
+from catchup.codec import CodecSettings
+from catchup.config import Config, Shard
+from catchup.engines import Coverage, Engine, Instance, Source, engine_for
+from catchup.errors import DivergedError, LogsPurgedError, SourceError
+from catchup.repository import Manifest, Repository
+from catchup.repository.manifest import SourceInfo
+
+log = logging.getLogger("catchup.cycle")
+
+
+class Reporter(Protocol):
+    """Where a cycle tells what it is doing (a progress display, logs, metrics)."""
+
+    def step(self, shard: str, step: str) -> None: ...
+
+    def progress(self, shard: str, done: int, total: int) -> None: ...
+
+    def warn(self, shard: str, message: str) -> None: ...
+
+
+class LogReporter:
+    def step(self, shard: str, step: str) -> None:
+        log.info("shard=%s step=%s", shard, step)
+
+    def progress(self, shard: str, done: int, total: int) -> None:
+        pass
+
+    def warn(self, shard: str, message: str) -> None:
+        log.warning("shard=%s %s", shard, message)
+
+
+@dataclass(frozen=True)
+class CycleOptions:
+    rebootstrap: bool = True  # bootstrap again, loudly, when the source purged the needed log
+    force_bootstrap: bool = False
+
+
+@dataclass(frozen=True)
+class Plan:
+    parent: Manifest | None  # the backup to restore and catch up; None: bootstrap
+    rebootstrap_reason: str | None
+
+
+@dataclass
+class StepClock:
+    """Times each step and reports it as it starts."""
+
+    shard: str
+    reporter: Reporter
+    durations: dict[str, float] = field(default_factory=dict)
+
+    @contextmanager
+    def __call__(self, step: str) -> Iterator[None]:
+        self.reporter.step(self.shard, step)
+        started = time.monotonic()
+        try:
+            yield
+        finally:
+            self.durations[step] = round(time.monotonic() - started, 3)
+
+    def progress(self, done: int, total: int) -> None:
+        self.reporter.progress(self.shard, done, total)
+
+
+def run_cycle(
+    config: Config,
+    shard: Shard,
+    repository: Repository,
+    options: CycleOptions,
+    reporter: Reporter,
+    cancel: CancelToken,
+) -> Manifest:
+    """Produce the shard's next complete backup, or raise and leave everything as it was."""
+    engine = engine_for(shard.engine)
+    clock = StepClock(shard.name, reporter)
+    started_at = datetime.now(UTC)
+    with engine.open_source(config, shard) as source:
+        with clock("precheck"):
+            plan = precheck(repository, source, shard, options, reporter)
+        with provisioned(engine, config, shard, clock) as instance:
+            if plan.parent is None:
+                bootstrap(instance, source, clock, cancel)
+            else:
+                restore_previous(repository, plan.parent, instance, config, clock)
+                start(instance, clock, cancel)
+            checkpoint = take_checkpoint(source, clock)
+            catch_up(instance, source, checkpoint, clock, cancel)
+            server_version = instance.server_version()
+            stop(instance, clock)
+            draft = draft_manifest(
+                shard, plan, checkpoint, server_version, source.bytes_sent, started_at, clock
+            )
+            return back_up(repository, instance, draft, config, clock)
+
+
+def precheck(
+    repository: Repository,
+    source: Source,
+    shard: Shard,
+    options: CycleOptions,
+    reporter: Reporter,
+) -> Plan:
+    """Decide between catching up the newest backup and bootstrapping a new chain."""
+    latest = repository.latest(shard.keyspace, shard.shard)
+    if latest is None:
+        return Plan(None, None)
+    if options.force_bootstrap:
+        return Plan(None, "a new chain was requested (--bootstrap)")
+    if latest.engine != shard.engine:
+        raise SourceError(
+            f"shard {shard.name}: newest backup {latest.backup_id} is a {latest.engine} backup "
+            f"but the config says {shard.engine}; fix the config or use another keyspace"
+        )
+    verdict = source.judge(latest.position)
+    if verdict.coverage is Coverage.COVERED:
+        return Plan(latest, None)
+    if verdict.coverage is Coverage.PURGED:
+        reason = f"newest backup {latest.backup_id} cannot be caught up: {verdict.reason}"
+        if not options.rebootstrap:
+            raise LogsPurgedError(
+                f"shard {shard.name}: {reason}; run without --no-rebootstrap to bootstrap a "
+                "new chain from the source"
+            )
+        reporter.warn(shard.name, f"BOOTSTRAPPING AGAIN: {reason}")
+        return Plan(None, reason)
+    raise DivergedError(
+        f"shard {shard.name}: refusing to back up: newest backup {latest.backup_id} at "
+        f"{latest.position} does not belong to this source ({verdict.reason}); was the source "
+        "replaced or restored? Check it, then start a new chain with `catchup backup --bootstrap`"
+    )
+
+
+@contextmanager
+def provisioned(engine: Engine, config: Config, shard: Shard, clock: StepClock) -> Iterator[Instance]:
+    """An ephemeral instance that is destroyed however the block ends."""
+    with clock("provision"):
+        context = engine.provision(config, shard)
+        instance = context.__enter__()
+    try:
+        yield instance
+    except BaseException as exc:
+        with clock("destroy"):
+            context.__exit__(type(exc), exc, exc.__traceback__)
+        raise
+    with clock("destroy"):
+        context.__exit__(None, None, None)
+
+
+def bootstrap(instance: Instance, source: Source, clock: StepClock, cancel: CancelToken) -> None:
+    with clock("bootstrap"):
+        instance.bootstrap(source, cancel, clock.progress)
+
+
+def restore_previous(
+    repository: Repository, parent: Manifest, instance: Instance, config: Config, clock: StepClock
+) -> None:
+    with clock("restore"):
+        done = 0
+
+        def advance(n: int) -> None:
+            nonlocal done
+            done += n
+            clock.progress(done, parent.stored_bytes)
+
+        repository.restore(parent, instance.data_dir, config.jobs, advance)
+
+
+def start(instance: Instance, clock: StepClock, cancel: CancelToken) -> None:
+    with clock("start"):
+        instance.start(cancel)
+
+
+def take_checkpoint(source: Source, clock: StepClock) -> str:
+    with clock("checkpoint"):
+        return source.checkpoint()
+
+
+def catch_up(
+    instance: Instance, source: Source, checkpoint: str, clock: StepClock, cancel: CancelToken
+) -> None:
+    with clock("catch up"):
+        instance.catch_up(source, checkpoint, cancel, clock.progress)
+
+
+def stop(instance: Instance, clock: StepClock) -> None:
+    with clock("stop"):
+        instance.stop_for_archive()
+
+
+def draft_manifest(
+    shard: Shard,
+    plan: Plan,
+    checkpoint: str,
+    server_version: str,
+    bytes_from_source: int,
+    started_at: datetime,
+    clock: StepClock,
+) -> Manifest:
+    """Every manifest field known before the upload; sizes and files come with it."""
+    return Manifest(
+        backup_id="",
+        keyspace=shard.keyspace,
+        shard=shard.shard,
+        engine=shard.engine,
+        server_version=server_version,
+        kind="bootstrap" if plan.parent is None else "catchup",
+        parent=plan.parent.backup_id if plan.parent else None,
+        rebootstrap_reason=plan.rebootstrap_reason,
+        position=checkpoint,
+        source=SourceInfo(endpoint=shard.endpoint, role=shard.role),
+        started_at=started_at,
+        created_at=started_at,
+        bytes_from_source=bytes_from_source,
+        data_bytes=0,
+        stored_bytes=0,
+        durations=dict(clock.durations),
+        compression={},
+        directories=[],
+        files=[],
+    )
+
+
+def back_up(
+    repository: Repository, instance: Instance, draft: Manifest, config: Config, clock: StepClock
+) -> Manifest:
+    with clock("back up"):
+        listing = repository.scan(instance.data_dir, lambda rel: not instance.is_archived(rel))
+        done = 0
+
+        def advance(n: int) -> None:
+            nonlocal done
+            done += n
+            clock.progress(done, listing.total_bytes)
+
+        def commit(manifest: Manifest) -> Manifest:
+            durations = {**manifest.durations, "back up": round(time.monotonic() - started, 3)}
+            return manifest.model_copy(
+                update={"durations": durations, "created_at": datetime.now(UTC)}
+            )
+
+        started = time.monotonic()
+        draft = draft.model_copy(update={"backup_id": repository.new_backup_id()})
+        codec = CodecSettings(config.compression.level, config.compression.threads)
+        return repository.write_backup(
+            draft, instance.data_dir, listing, codec, config.jobs, advance, commit
+        )

@@ -1,0 +1,118 @@
+"""Database engines behind one small interface.
+
+The cycle talks to a `Source` (the production server; read-only questions and
+the log stream) and an `Instance` (the ephemeral server it builds the next
+backup in). All SQL and server-binary detail lives below this package.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from contextlib import AbstractContextManager
+from dataclasses import dataclass
+from enum import Enum
+from pathlib import Path
+from typing import Protocol
+
+from catchup.cancel import CancelToken
+from catchup.config import Config, Shard
+
+Progress = Callable[[int, int], None]  # done, total (units depend on the step)
+
+
+class Coverage(Enum):
+    COVERED = "covered"  # the source still holds the log since the backup
+    PURGED = "purged"  # it does not: bootstrap again
+    AHEAD = "ahead"  # the backup has transactions the source never had: refuse
+    FOREIGN = "foreign"  # the backup comes from another history: refuse
+
+
+@dataclass(frozen=True)
+class Verdict:
+    coverage: Coverage
+    reason: str
+
+
+@dataclass(frozen=True)
+class Finding:
+    """One line of `catchup check`."""
+
+    check: str
+    ok: bool
+    detail: str
+
+
+class Source(Protocol):
+    """The shard's production server, as seen by one cycle."""
+
+    @property
+    def bytes_sent(self) -> int:
+        """Bytes the source has sent to this cycle so far, measured on the wire."""
+        ...
+
+    def server_version(self) -> str: ...
+
+    def checkpoint(self) -> str:
+        """The source's current position; this cycle's backup will stand exactly there."""
+        ...
+
+    def judge(self, backup_position: str) -> Verdict:
+        """Can the source send everything after `backup_position`?"""
+        ...
+
+    def check(self) -> list[Finding]:
+        """Connectivity, settings and privileges, for `catchup check`."""
+        ...
+
+    def estimated_data_bytes(self) -> int: ...
+
+
+class Instance(Protocol):
+    """An ephemeral server for one cycle; destroyed when its context exits."""
+
+    @property
+    def data_dir(self) -> Path: ...
+
+    def bootstrap(self, source: Source, cancel: CancelToken, progress: Progress) -> None:
+        """Fill a fresh data dir from a consistent copy of the source, and start."""
+        ...
+
+    def start(self, cancel: CancelToken) -> None:
+        """Start the server on the restored data dir, isolated from clients."""
+        ...
+
+    def catch_up(
+        self, source: Source, checkpoint: str, cancel: CancelToken, progress: Progress
+    ) -> None:
+        """Replay the source's log up to exactly `checkpoint`, or raise."""
+        ...
+
+    def stop_for_archive(self) -> None:
+        """Forget the source, make the files compact, and shut down cleanly."""
+        ...
+
+    def server_version(self) -> str: ...
+
+    def is_archived(self, relative_path: str) -> bool:
+        """Whether a file of the stopped data dir belongs in the backup."""
+        ...
+
+    def verify(self, expected_position: str) -> list[Finding]:
+        """Check a started instance: position and every table."""
+        ...
+
+
+class Engine(Protocol):
+    name: str
+
+    def open_source(self, config: Config, shard: Shard) -> AbstractContextManager[Source]: ...
+
+    def provision(self, config: Config, shard: Shard) -> AbstractContextManager[Instance]: ...
+
+
+def engine_for(name: str) -> Engine:
+    if name == "mariadb":
+        from catchup.engines.mariadb import MariaDBEngine
+
+        return MariaDBEngine()
+    raise ValueError(f"unknown engine {name!r}")

@@ -1,0 +1,29 @@
+"""Finding the MariaDB programs this machine has."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+from catchup.errors import ConfigError
+
+SEARCH_DIRS = ("/usr/sbin", "/usr/bin", "/usr/local/sbin", "/usr/local/bin")
+
+
+def find_binary(name: str, configured_dir: Path | None = None) -> str:
+    if configured_dir is not None:
+        candidate = configured_dir / name
+        if os.access(candidate, os.X_OK):
+            return str(candidate)
+        raise ConfigError(
+            f"mariadb.binaries = '{configured_dir}': {name} is not there; point it at the "
+            "directory holding mariadbd, mariadb-dump and mariadb-install-db"
+        )
+    found = shutil.which(name) or shutil.which(name, path=os.pathsep.join(SEARCH_DIRS))
+    if found is None:
+        raise ConfigError(
+            f"{name} is not installed; install the Debian packages mariadb-server and "
+            "mariadb-client (`make deps` does) or set mariadb.binaries"
+        )
+    return found

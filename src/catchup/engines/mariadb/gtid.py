@@ -1,0 +1,78 @@
+"""MariaDB GTID positions (`domain-server-seqno,…`) and how two of them relate.
+
+Pure logic: the coverage and divergence decisions of the precheck live here so
+they can be tested without a server.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from catchup.engines import Coverage, Verdict
+
+
+@dataclass(frozen=True, order=True)
+class Gtid:
+    domain: int
+    server: int
+    seqno: int
+
+    def __str__(self) -> str:
+        return f"{self.domain}-{self.server}-{self.seqno}"
+
+
+class Position(dict[int, Gtid]):
+    """The last GTID per replication domain."""
+
+    @classmethod
+    def parse(cls, text: str | None) -> Position:
+        position = cls()
+        for item in (text or "").replace(" ", "").split(","):
+            if not item:
+                continue
+            parts = item.split("-")
+            if len(parts) != 3 or not all(p.isdigit() for p in parts):
+                raise ValueError(f"{item!r} is not a MariaDB GTID (domain-server-seqno)")
+            gtid = Gtid(*map(int, parts))
+            position[gtid.domain] = gtid
+        return position
+
+    def __str__(self) -> str:
+        return ",".join(str(self[d]) for d in sorted(self))
+
+    def transactions(self) -> int:
+        """Sum of sequence numbers: a measure of progress between two positions."""
+        return sum(g.seqno for g in self.values())
+
+
+def judge_coverage(backup: Position, current: Position, oldest: Position) -> Verdict:
+    """Can the source send what comes after `backup`?
+
+    `current` is the source's @@gtid_binlog_pos; `oldest` is the state before
+    its oldest binary log (BINLOG_GTID_POS(first file, 4)).
+    """
+    for domain, gtid in sorted(backup.items()):
+        now = current.get(domain)
+        if now is None:
+            return Verdict(
+                Coverage.FOREIGN,
+                f"backup has GTID domain {domain} ({gtid}) which the source has never logged",
+            )
+        if gtid.seqno > now.seqno:
+            return Verdict(
+                Coverage.AHEAD, f"backup is at {gtid}, ahead of the source's {now} in domain {domain}"
+            )
+        if gtid.seqno == now.seqno and gtid.server != now.server:
+            return Verdict(
+                Coverage.FOREIGN,
+                f"backup's {gtid} and the source's {now} are different transactions",
+            )
+    for domain, before in sorted(oldest.items()):
+        have = backup.get(domain)
+        if have is None or have.seqno < before.seqno:
+            needed = f"after {have}" if have else f"of domain {domain} from the start"
+            return Verdict(
+                Coverage.PURGED,
+                f"source's binlogs start after {before}; the backup needs transactions {needed}",
+            )
+    return Verdict(Coverage.COVERED, "source's binlogs cover the delta")

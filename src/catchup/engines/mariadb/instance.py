@@ -1,0 +1,149 @@
+"""The ephemeral MariaDB instance of one cycle: provisioned under the work dir,
+always destroyed — on success, on error, on cancellation, and (through the
+reaper) even after catchup itself was killed.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import os
+import secrets
+import shutil
+import signal
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from catchup.config import MariaDBSettings
+from catchup.engines.mariadb.server import MariaDBServer, ServerFiles
+
+# Replica server ids must differ from every server the source talks to; sources
+# normally use small ids, so ephemeral ones come from the top of the range.
+SERVER_ID_BASE = 4_000_000_000
+SERVER_ID_SLOTS = 10_000
+
+FAST_REPLICA_OPTIONS = [
+    "--skip-slave-start",
+    "--relay-log=relay-bin",
+    "--gtid-strict-mode=1",
+    "--skip-log-bin",
+    "--innodb-flush-log-at-trx-commit=0",
+    "--innodb-doublewrite=0",
+    "--sync-master-info=0",
+    "--sync-relay-log=0",
+    "--sync-relay-log-info=0",
+    "--innodb-fast-shutdown=1",
+    "--event-scheduler=DISABLED",
+]
+
+
+@dataclass
+class ServerIdLease:
+    server_id: int
+    handle: int
+
+    def release(self) -> None:
+        os.close(self.handle)
+
+
+def lease_server_id(work_dir: Path) -> ServerIdLease:
+    """A server id no other instance under this work dir holds (flock, so a crash frees it)."""
+    leases = work_dir / "server-ids"
+    leases.mkdir(parents=True, exist_ok=True)
+    for slot in range(SERVER_ID_SLOTS):
+        handle = os.open(leases / f"{slot}.lock", os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(handle)
+            continue
+        return ServerIdLease(SERVER_ID_BASE + slot, handle)
+    raise RuntimeError(f"all {SERVER_ID_SLOTS} server ids under {leases} are in use")
+
+
+class EphemeralInstance:
+    """One cycle's server. Its data dir is `files.data_dir`."""
+
+    def __init__(self, root: Path, server_id: int, settings: MariaDBSettings) -> None:
+        self.files = ServerFiles(root)
+        self.settings = settings
+        self.server = MariaDBServer(
+            self.files,
+            server_id,
+            [
+                *FAST_REPLICA_OPTIONS,
+                f"--innodb-buffer-pool-size={settings.buffer_pool_mb}M",
+                f"--innodb-log-file-size={settings.redo_log_mb}M",
+            ],
+            binaries=settings.binaries,
+        )
+
+    @property
+    def data_dir(self) -> Path:
+        return self.files.data_dir
+
+    def destroy(self) -> None:
+        self.server.kill()
+        shutil.rmtree(self.files.root, ignore_errors=True)
+        if not self.files.socket.is_relative_to(self.files.root):
+            self.files.socket.unlink(missing_ok=True)
+
+
+@contextlib.contextmanager
+def provision(work_dir: Path, label: str, settings: MariaDBSettings) -> Iterator[EphemeralInstance]:
+    instances = work_dir / "instances"
+    instances.mkdir(parents=True, exist_ok=True)
+    reap_orphans(instances)
+    lease = lease_server_id(work_dir)
+    root = instances / f"{label}.{secrets.token_hex(4)}"
+    root.mkdir()
+    instance = EphemeralInstance(root, lease.server_id, settings)
+    try:
+        _write_owner(root, instance)
+        yield instance
+    finally:
+        instance.destroy()
+        lease.release()
+
+
+# --- orphans: instances whose owner process died without cleaning up -----------
+
+
+def _process_start_time(pid: int) -> str | None:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    return stat.rpartition(")")[2].split()[19]
+
+
+def _write_owner(root: Path, instance: EphemeralInstance) -> None:
+    pid = os.getpid()
+    owner = {"pid": pid, "start_time": _process_start_time(pid), "data_dir": str(instance.data_dir)}
+    (root / "owner.json").write_text(json.dumps(owner))
+
+
+def reap_orphans(instances: Path) -> list[Path]:
+    """Remove instance dirs whose owner is gone, killing any server still running there."""
+    reaped = []
+    for root in instances.iterdir():
+        try:
+            owner = json.loads((root / "owner.json").read_text())
+        except (OSError, ValueError):
+            continue  # being created right now, or not ours
+        if _process_start_time(owner["pid"]) == owner["start_time"]:
+            continue  # owner alive
+        _kill_server_in(root, owner["data_dir"])
+        shutil.rmtree(root, ignore_errors=True)
+        reaped.append(root)
+    return reaped
+
+
+def _kill_server_in(root: Path, data_dir: str) -> None:
+    with contextlib.suppress(OSError, ValueError):
+        pid = int((root / "mariadbd.pid").read_text().strip())
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+        if f"--datadir={data_dir}".encode() in cmdline:  # never kill an unrelated process
+            os.kill(pid, signal.SIGKILL)

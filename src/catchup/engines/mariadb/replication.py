@@ -1,0 +1,206 @@
+"""Catching an ephemeral replica up to exactly the checkpoint.
+
+`START SLAVE UNTIL master_gtid_pos=<checkpoint>` stops both threads at the
+checkpoint, so nothing past it is fetched. UNTIL also "succeeds" at once on a
+diverged position, so the result is always checked: `@@gtid_slave_pos` must
+equal the checkpoint exactly.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import pymysql
+import pymysql.cursors
+
+from catchup.cancel import CancelToken
+from catchup.engines.mariadb.gtid import Position
+from catchup.engines.mariadb.server import MariaDBServer
+from catchup.errors import CatchUpFailedError, InstanceError
+
+POLL_SECONDS = 0.5
+# IO errors the replica retries by itself (network trouble): they count as a
+# stall, not as a failure, until the stall timeout says otherwise.
+TRANSIENT_IO_ERRORS = {2003, 2005, 2006, 2013, 1158, 1159, 1160, 1161}
+
+Progress = Callable[[int, int], None]  # transactions applied, transactions to apply
+
+
+@dataclass(frozen=True)
+class ReplicationSource:
+    host: str
+    port: int
+    user: str
+    password: str
+
+
+@dataclass
+class _Watch:
+    """What changed since the last poll, for stall detection."""
+
+    marker: tuple[str, str, int] = ("", "", 0)
+    since: float = 0.0
+
+
+def catch_up(
+    server: MariaDBServer,
+    source: ReplicationSource,
+    checkpoint: Position,
+    stall_timeout: float,
+    cancel: CancelToken,
+    progress: Progress | None = None,
+) -> Position:
+    """Replicate from the restored position to `checkpoint`; return the reached position."""
+    with _replica_session(server) as conn:
+        start = slave_position(conn)
+        if start == checkpoint:
+            return start  # nothing happened on the source since the last backup
+        _execute(
+            conn,
+            "CHANGE MASTER TO MASTER_HOST=%s, MASTER_PORT=%s, MASTER_USER=%s, "
+            "MASTER_PASSWORD=%s, MASTER_USE_GTID=slave_pos, MASTER_CONNECT_RETRY=1",
+            (source.host, source.port, source.user, source.password),
+        )
+        _execute(conn, "START SLAVE UNTIL master_gtid_pos = %s", (str(checkpoint),))
+        _wait_until(conn, server, checkpoint, start, stall_timeout, cancel, progress)
+        _wait_sql_thread_stopped(conn, server, cancel)
+        reached = slave_position(conn)
+        _execute(conn, "STOP SLAVE")
+        if reached != checkpoint:
+            raise CatchUpFailedError(
+                f"replica stopped at {reached or 'nothing'} instead of the checkpoint "
+                f"{checkpoint}: the backup's position has diverged from the source; "
+                "bootstrap again with `catchup backup --bootstrap`"
+            )
+        return reached
+
+
+def forget_source(server: MariaDBServer) -> None:
+    """RESET SLAVE ALL: no source address or password is left in the data dir."""
+    with _replica_session(server) as conn:
+        _execute(conn, "STOP SLAVE")
+        _execute(conn, "RESET SLAVE ALL")
+
+
+def slave_position(conn: pymysql.Connection) -> Position:
+    with conn.cursor() as cursor:
+        cursor.execute("SELECT @@gtid_slave_pos")
+        return Position.parse(cursor.fetchone()[0])
+
+
+class _replica_session:
+    """A connection to the ephemeral server that reports the server's death clearly."""
+
+    def __init__(self, server: MariaDBServer) -> None:
+        self.server = server
+
+    def __enter__(self) -> pymysql.Connection:
+        try:
+            self.conn = self.server.connect()
+        except pymysql.err.MySQLError as exc:
+            raise _instance_lost(self.server, exc) from None
+        return self.conn
+
+    def __exit__(self, exc_type: object, exc: object, tb: object) -> None:
+        try:
+            self.conn.close()
+        except Exception:
+            pass
+        if isinstance(exc, pymysql.err.OperationalError) and not self.server.running:
+            raise _instance_lost(self.server, exc) from None
+
+
+def _instance_lost(server: MariaDBServer, exc: Exception) -> InstanceError:
+    if not server.running:
+        code = server.process.returncode if server.process else None
+        return InstanceError(
+            f"the ephemeral mariadbd died (exit code {code}) during catch-up: {server.error_tail()}"
+        )
+    return InstanceError(f"cannot talk to the ephemeral mariadbd: {exc}")
+
+
+def _execute(conn: pymysql.Connection, sql: str, args: tuple[object, ...] | None = None) -> None:
+    with conn.cursor() as cursor:
+        cursor.execute(sql, args)
+
+
+def _slave_status(conn: pymysql.Connection) -> dict[str, object]:
+    with conn.cursor(pymysql.cursors.DictCursor) as cursor:
+        cursor.execute("SHOW SLAVE STATUS")
+        return cursor.fetchone() or {}
+
+
+def _wait_until(
+    conn: pymysql.Connection,
+    server: MariaDBServer,
+    checkpoint: Position,
+    start: Position,
+    stall_timeout: float,
+    cancel: CancelToken,
+    progress: Progress | None,
+) -> None:
+    total = max(1, checkpoint.transactions() - start.transactions())
+    watch = _Watch(since=time.monotonic())
+    while True:
+        cancel.check()
+        with conn.cursor() as cursor:
+            cursor.execute("SELECT MASTER_GTID_WAIT(%s, %s)", (str(checkpoint), POLL_SECONDS))
+            if cursor.fetchone()[0] == 0:
+                return
+        status = _slave_status(conn)
+        _raise_on_error(status)
+        applied = slave_position(conn)
+        if progress:
+            progress(min(total, applied.transactions() - start.transactions()), total)
+        _check_stall(watch, status, applied, stall_timeout)
+        if not server.running:
+            raise _instance_lost(server, RuntimeError("server exited"))
+
+
+def _raise_on_error(status: dict[str, object]) -> None:
+    sql_errno = int(status.get("Last_SQL_Errno") or 0)
+    if sql_errno:
+        raise CatchUpFailedError(
+            f"replication SQL error {sql_errno}: {status.get('Last_SQL_Error')}; the backup no "
+            "longer matches the source, bootstrap again with `catchup backup --bootstrap`"
+        )
+    io_errno = int(status.get("Last_IO_Errno") or 0)
+    if io_errno and io_errno not in TRANSIENT_IO_ERRORS:
+        hint = (
+            "the source no longer has the binlogs after the backup's position, or the position "
+            "is foreign to it; bootstrap again with `catchup backup --bootstrap`"
+            if io_errno == 1236
+            else "check the catchup account's REPLICATION SLAVE grant and the source's logs"
+        )
+        raise CatchUpFailedError(
+            f"replication IO error {io_errno}: {status.get('Last_IO_Error')}; {hint}"
+        )
+
+
+def _check_stall(watch: _Watch, status: dict[str, object], applied: Position, limit: float) -> None:
+    marker = (str(status.get("Gtid_IO_Pos", "")), str(applied), int(status.get("Relay_Log_Space") or 0))
+    now = time.monotonic()
+    if marker != watch.marker:
+        watch.marker, watch.since = marker, now
+        return
+    if now - watch.since > limit:
+        detail = status.get("Last_IO_Error") or f"IO thread {status.get('Slave_IO_Running')}"
+        raise CatchUpFailedError(
+            f"catch-up stalled: no progress for {limit:.0f}s at {applied} ({detail}); "
+            "check that the source is reachable, or raise stall_timeout_seconds"
+        )
+
+
+def _wait_sql_thread_stopped(
+    conn: pymysql.Connection, server: MariaDBServer, cancel: CancelToken, timeout: float = 60
+) -> None:
+    deadline = time.monotonic() + timeout
+    while _slave_status(conn).get("Slave_SQL_Running") == "Yes":
+        cancel.check()
+        if time.monotonic() > deadline:
+            raise CatchUpFailedError(
+                f"the replica reached the checkpoint but its SQL thread did not stop in {timeout}s"
+            )
+        time.sleep(0.05)

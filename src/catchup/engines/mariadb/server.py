@@ -1,0 +1,249 @@
+"""A private mariadbd process: its files, start, readiness, clean stop, kill.
+
+Used for the ephemeral instances of a cycle and for sandbox sources (demo and
+tests). Access is through an admin account that an init file (mode 0600)
+creates at each start with a random password, so the password never appears in
+a process list and the accounts a backup carries cannot lock catchup out.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import getpass
+import os
+import secrets
+import shutil
+import signal
+import subprocess
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pymysql
+import pymysql.cursors
+
+from catchup.cancel import NEVER, CancelToken
+from catchup.engines.mariadb.binaries import find_binary
+from catchup.errors import InstanceError
+from catchup.files import write_private
+
+ADMIN_USER = "catchup_admin"
+SOCKET_PATH_LIMIT = 100  # sun_path is 108 bytes on Linux
+
+
+@dataclass
+class ServerFiles:
+    """Everything a server owns lives under `root`."""
+
+    root: Path
+    socket: Path = field(init=False)
+
+    def __post_init__(self) -> None:
+        socket = self.root / "mariadbd.sock"
+        if len(str(socket)) > SOCKET_PATH_LIMIT:
+            # Deep work dirs overflow sun_path; fall back to a short private name.
+            short = Path("/tmp") / f"catchup-{secrets.token_hex(6)}.sock"
+            socket = short
+        self.socket = socket
+
+    @property
+    def data_dir(self) -> Path:
+        return self.root / "data"
+
+    @property
+    def pid_file(self) -> Path:
+        return self.root / "mariadbd.pid"
+
+    @property
+    def error_log(self) -> Path:
+        return self.root / "error.log"
+
+    @property
+    def init_file(self) -> Path:
+        return self.root / "init.sql"
+
+    @property
+    def client_config(self) -> Path:
+        return self.root / "admin.cnf"
+
+
+class MariaDBServer:
+    def __init__(
+        self,
+        files: ServerFiles,
+        server_id: int,
+        options: list[str],
+        binaries: Path | None = None,
+        port: int | None = None,
+        die_with_parent: bool = True,
+        admin_user: str = ADMIN_USER,
+    ) -> None:
+        self.files = files
+        self.server_id = server_id
+        self.options = options
+        self.binaries = binaries
+        self.port = port
+        self.die_with_parent = die_with_parent
+        self.admin_user = admin_user
+        self.admin_password = secrets.token_urlsafe(24)
+        self.process: subprocess.Popen[bytes] | None = None
+
+    # --- lifecycle -------------------------------------------------------------
+
+    def install(self) -> None:
+        """Create a fresh, empty data dir with the system tables."""
+        self.files.data_dir.mkdir(parents=True, exist_ok=True)
+        command = [
+            find_binary("mariadb-install-db", self.binaries),
+            "--no-defaults",
+            f"--datadir={self.files.data_dir}",
+            "--auth-root-authentication-method=socket",
+            "--skip-test-db",
+            *self._run_as_user(),
+        ]
+        result = subprocess.run(command, capture_output=True, text=True, check=False)
+        if result.returncode != 0:
+            raise InstanceError(f"mariadb-install-db failed: {_last_line(result.stderr)}")
+
+    def start(self, timeout: float = 120, cancel: CancelToken = NEVER) -> None:
+        write_private(self.files.init_file, self._init_sql())
+        write_private(
+            self.files.client_config,
+            f"[client]\nuser={self.admin_user}\npassword={self.admin_password}\n"
+            f"socket={self.files.socket}\n",
+        )
+        command = [find_binary("mariadbd", self.binaries), "--no-defaults", *self._arguments()]
+        if self.die_with_parent and shutil.which("setpriv"):
+            # If catchup itself is killed, the kernel takes the server down with it.
+            command = ["setpriv", "--pdeathsig", "KILL", *command]
+        self.files.error_log.touch()
+        with open(self.files.error_log, "ab") as log:
+            self.process = subprocess.Popen(
+                command,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=log,
+                start_new_session=True,  # Ctrl-C reaches catchup, which stops the server itself
+            )
+        try:
+            self._wait_ready(timeout, cancel)
+        finally:
+            self.files.init_file.unlink(missing_ok=True)
+
+    def stop(self, timeout: float = 300) -> None:
+        """Clean shutdown (SIGTERM is mariadbd's normal shutdown); wait for the exit."""
+        if self.process is None or self.process.poll() is not None:
+            return
+        self.process.send_signal(signal.SIGTERM)
+        try:
+            self.process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            raise InstanceError(
+                f"mariadbd (pid {self.process.pid}) did not shut down within {timeout:.0f}s; "
+                f"see {self.files.error_log}"
+            ) from None
+        if self.process.returncode not in (0, -signal.SIGTERM):
+            raise InstanceError(
+                f"mariadbd exited with code {self.process.returncode} during shutdown: "
+                f"{self.error_tail()}"
+            )
+
+    def kill(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.kill()
+            self.process.wait()
+
+    @property
+    def running(self) -> bool:
+        return self.process is not None and self.process.poll() is None
+
+    @property
+    def pid(self) -> int | None:
+        return self.process.pid if self.process else None
+
+    # --- access ----------------------------------------------------------------
+
+    def connect(self, database: str | None = None, timeout: float = 10) -> pymysql.Connection:
+        return pymysql.connect(
+            unix_socket=str(self.files.socket),
+            user=self.admin_user,
+            password=self.admin_password,
+            database=database,
+            autocommit=True,
+            connect_timeout=timeout,
+            charset="utf8mb4",
+            cursorclass=pymysql.cursors.Cursor,
+        )
+
+    def error_tail(self, lines: int = 3) -> str:
+        try:
+            text = self.files.error_log.read_text(errors="replace").strip().splitlines()
+        except OSError:
+            return "(no error log)"
+        relevant = [line for line in text if "[ERROR]" in line] or text
+        return " | ".join(relevant[-lines:]) or "(empty error log)"
+
+    # --- details ---------------------------------------------------------------
+
+    def _arguments(self) -> list[str]:
+        networking = (
+            [f"--port={self.port}", "--bind-address=127.0.0.1"]
+            if self.port
+            else ["--skip-networking"]
+        )
+        return [
+            *self._run_as_user(),
+            f"--datadir={self.files.data_dir}",
+            f"--socket={self.files.socket}",
+            f"--pid-file={self.files.pid_file}",
+            f"--log-error={self.files.error_log}",
+            f"--server-id={self.server_id}",
+            f"--init-file={self.files.init_file}",
+            "--skip-name-resolve",
+            "--max-allowed-packet=1G",
+            *networking,
+            *self.options,
+        ]
+
+    def _init_sql(self) -> str:
+        # Not binlogged: a sandbox source must not ship this account to its replicas.
+        return (
+            "SET sql_log_bin=0;\n"
+            f"CREATE OR REPLACE USER '{self.admin_user}'@'localhost' "
+            f"IDENTIFIED BY '{self.admin_password}';\n"
+            f"GRANT ALL PRIVILEGES ON *.* TO '{self.admin_user}'@'localhost' WITH GRANT OPTION;\n"
+            # A dump of accounts includes root's PROXY grant, which only a holder of
+            # PROXY WITH GRANT OPTION may give; an init file may not GRANT PROXY itself.
+            "REPLACE INTO mysql.proxies_priv (Host, User, Proxied_host, Proxied_user, With_grant)"
+            f" VALUES ('localhost', '{self.admin_user}', '', '', 1);\n"
+            "FLUSH PRIVILEGES;\n"
+        )
+
+    def _wait_ready(self, timeout: float, cancel: CancelToken) -> None:
+        deadline = time.monotonic() + timeout
+        while True:
+            cancel.check()
+            if self.process is not None and self.process.poll() is not None:
+                raise InstanceError(
+                    f"mariadbd exited with code {self.process.returncode} at startup: "
+                    f"{self.error_tail()}"
+                )
+            with contextlib.suppress(pymysql.err.OperationalError):
+                self.connect(timeout=2).close()
+                return
+            if time.monotonic() > deadline:
+                self.kill()
+                raise InstanceError(
+                    f"mariadbd did not become ready within {timeout:.0f}s: {self.error_tail()}"
+                )
+            time.sleep(0.05)
+
+    @staticmethod
+    def _run_as_user() -> list[str]:
+        # mariadbd refuses to run as root unless told to; elsewhere it runs as the caller.
+        return [f"--user={getpass.getuser()}"] if os.geteuid() == 0 else []
+
+
+def _last_line(text: str) -> str:
+    lines = [line for line in text.strip().splitlines() if line.strip()]
+    return lines[-1] if lines else "(no output)"

@@ -1,0 +1,139 @@
+"""What catchup asks of a MariaDB source: its position, its binlog coverage,
+its databases. Read-only, and only statements the documented GRANTs allow.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import pymysql
+
+from catchup.config import Shard
+from catchup.engines.mariadb.gtid import Position
+from catchup.engines.relay import CountingRelay
+from catchup.errors import SourceError
+
+SYSTEM_DATABASES = ("mysql", "information_schema", "performance_schema", "sys")
+
+# Privileges the catchup account needs on the source, and why (README lists the GRANT).
+REQUIRED_PRIVILEGES = {
+    "SELECT": "read tables, routines and accounts for the bootstrap dump",
+    "SHOW VIEW": "dump view definitions",
+    "TRIGGER": "dump triggers",
+    "EVENT": "dump events",
+    "LOCK TABLES": "mariadb-dump's consistent snapshot setup",
+    "BINLOG MONITOR": "read the GTID position and the binlog list",
+    "REPLICATION SLAVE": "stream the binlog delta",
+}
+
+
+@dataclass(frozen=True)
+class SourceFacts:
+    version: str
+    server_id: int
+    log_bin: bool
+    binlog_format: str
+
+
+class SourceSession:
+    """A connection to the shard's source, through the cycle's counting relay."""
+
+    def __init__(self, shard: Shard, user: str, password: str | None, relay: CountingRelay) -> None:
+        self.shard = shard
+        self.user = user
+        self.password = password
+        self.relay = relay
+        self.conn = self._connect()
+
+    def _connect(self) -> pymysql.Connection:
+        try:
+            return pymysql.connect(
+                host="127.0.0.1",
+                port=self.relay.port,
+                user=self.user,
+                password=self.password or "",
+                autocommit=True,
+                connect_timeout=10,
+                read_timeout=600,
+                charset="utf8mb4",
+            )
+        except pymysql.err.OperationalError:
+            if self.relay.last_error:
+                exc = pymysql.err.OperationalError(2003, self.relay.last_error)
+            raise SourceError(describe_source_error(self.shard, exc)) from None
+
+    def close(self) -> None:
+        with contextlib.suppress(Exception):
+            self.conn.close()
+
+    def query(self, sql: str, args: tuple[object, ...] | None = None) -> list[tuple]:
+        try:
+            with self.conn.cursor() as cursor:
+                cursor.execute(sql, args)
+                return list(cursor.fetchall())
+        except pymysql.err.MySQLError as exc:
+            raise SourceError(describe_source_error(self.shard, exc)) from None
+
+    def facts(self) -> SourceFacts:
+        version, server_id, log_bin, binlog_format = self.query(
+            "SELECT @@version, @@server_id, @@log_bin, @@binlog_format"
+        )[0]
+        return SourceFacts(version, int(server_id), bool(log_bin), binlog_format)
+
+    def checkpoint(self) -> Position:
+        """The source's current GTID position: where this cycle's backup will stand."""
+        return Position.parse(self.query("SELECT @@gtid_binlog_pos")[0][0])
+
+    def oldest_binlog_state(self) -> Position:
+        """The GTID state just before the oldest binlog the source still has."""
+        logs = self.query("SHOW BINARY LOGS")
+        if not logs:
+            raise SourceError(f"shard {self.shard.name}: source has no binary logs; enable log_bin")
+        return Position.parse(self.query("SELECT BINLOG_GTID_POS(%s, 4)", (logs[0][0],))[0][0])
+
+    def user_databases(self) -> list[str]:
+        return [name for (name,) in self.query("SHOW DATABASES") if name not in SYSTEM_DATABASES]
+
+    def data_bytes(self) -> int:
+        """An estimate of the user data size, for progress display and planning."""
+        placeholders = ",".join(["%s"] * len(SYSTEM_DATABASES))
+        (size,) = self.query(
+            "SELECT COALESCE(SUM(data_length + index_length), 0) FROM information_schema.tables "
+            f"WHERE table_schema NOT IN ({placeholders})",
+            SYSTEM_DATABASES,
+        )[0]
+        return int(size)
+
+    def missing_privileges(self) -> list[str]:
+        grants = " ".join(row[0].upper() for row in self.query("SHOW GRANTS"))
+        if "ALL PRIVILEGES ON *.*" in grants:
+            return []
+        global_grants = [g for g in grants.split("GRANT ") if " ON *.* " in g]
+        have = " ".join(global_grants)
+        return [p for p in REQUIRED_PRIVILEGES if p not in have]
+
+
+@contextlib.contextmanager
+def open_source(
+    shard: Shard, user: str, password: str | None, relay: CountingRelay
+) -> Iterator[SourceSession]:
+    session = SourceSession(shard, user, password, relay)
+    try:
+        yield session
+    finally:
+        session.close()
+
+
+def describe_source_error(shard: Shard, exc: Exception) -> str:
+    code = exc.args[0] if exc.args else None
+    message = exc.args[1] if len(exc.args) > 1 else str(exc)
+    where = f"shard {shard.name}: source {shard.endpoint}"
+    if code in (2002, 2003, 2006, 2013):
+        return f"{where} is unreachable ({message}); check the address and that the server runs"
+    if code == 1045:
+        return f"{where} refused the login ({message}); check credentials in the config"
+    if code in (1142, 1227, 1044):
+        return f"{where}: missing privilege ({message}); apply the GRANT from the README"
+    return f"{where}: {message} (error {code})"

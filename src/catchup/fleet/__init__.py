@@ -1,0 +1,1 @@
+"""A run over many shards: selection, concurrency, per-shard locks, results."""

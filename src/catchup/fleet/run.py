@@ -1,0 +1,121 @@
+"""Backing up a selection of shards: N cycles under a concurrency limit, no
+coordinator, each shard under its own lock. One shard's failure never stops
+the others.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass, field
+
+from catchup.cancel import CancelToken
+from catchup.config import Config, Shard
+from catchup.cycle import CycleOptions, Reporter, run_cycle
+from catchup.errors import CatchupError, ExitCode, ShardBusyError
+from catchup.fleet.lock import shard_lock
+from catchup.repository import Manifest, Repository
+
+log = logging.getLogger("catchup.fleet")
+
+
+@dataclass
+class ShardResult:
+    shard: str
+    ok: bool
+    seconds: float
+    kind: str | None = None
+    backup_id: str | None = None
+    parent: str | None = None
+    position: str | None = None
+    bytes_from_source: int = 0
+    data_bytes: int = 0
+    stored_bytes: int = 0
+    durations: dict[str, float] = field(default_factory=dict)
+    rebootstrap_reason: str | None = None
+    error: str | None = None
+    busy: bool = False
+
+    @classmethod
+    def success(cls, manifest: Manifest, seconds: float) -> ShardResult:
+        return cls(
+            shard=manifest.shard_name,
+            ok=True,
+            seconds=round(seconds, 3),
+            kind=manifest.kind,
+            backup_id=manifest.backup_id,
+            parent=manifest.parent,
+            position=manifest.position,
+            bytes_from_source=manifest.bytes_from_source,
+            data_bytes=manifest.data_bytes,
+            stored_bytes=manifest.stored_bytes,
+            durations=manifest.durations,
+            rebootstrap_reason=manifest.rebootstrap_reason,
+        )
+
+    def to_json(self) -> dict[str, object]:
+        return asdict(self)
+
+
+def backup_shard(
+    config: Config,
+    shard: Shard,
+    repository: Repository,
+    options: CycleOptions,
+    reporter: Reporter,
+    cancel: CancelToken,
+) -> ShardResult:
+    started = time.monotonic()
+    try:
+        with shard_lock(config.work_dir, shard.keyspace, shard.shard):
+            manifest = run_cycle(config, shard, repository, options, reporter, cancel)
+        return ShardResult.success(manifest, time.monotonic() - started)
+    except CatchupError as exc:
+        reporter.step(shard.name, "failed")
+        log.error("shard=%s failed: %s", shard.name, exc)
+        return ShardResult(
+            shard.name,
+            ok=False,
+            seconds=round(time.monotonic() - started, 3),
+            error=str(exc),
+            busy=isinstance(exc, ShardBusyError),
+        )
+    except Exception as exc:
+        reporter.step(shard.name, "failed")
+        log.exception("shard=%s failed unexpectedly", shard.name)
+        return ShardResult(
+            shard.name,
+            ok=False,
+            seconds=round(time.monotonic() - started, 3),
+            error=f"unexpected {type(exc).__name__}: {exc}",
+        )
+
+
+def backup_fleet(
+    config: Config,
+    shards: list[Shard],
+    repository: Repository,
+    options: CycleOptions,
+    reporter: Reporter,
+    cancel: CancelToken,
+    parallel: int | None = None,
+) -> list[ShardResult]:
+    workers = max(1, min(parallel or config.parallel, len(shards)))
+    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="cycle") as pool:
+        futures = [
+            pool.submit(backup_shard, config, shard, repository, options, reporter, cancel)
+            for shard in shards
+        ]
+        return [future.result() for future in futures]
+
+
+def exit_code(results: list[ShardResult], cancel: CancelToken) -> ExitCode:
+    if cancel.cancelled:
+        return ExitCode.INTERRUPTED
+    failed = [r for r in results if not r.ok]
+    if not failed:
+        return ExitCode.OK
+    if all(r.busy for r in failed):
+        return ExitCode.BUSY
+    return ExitCode.FAILED

@@ -1,0 +1,78 @@
+"""The manifest: the one object that makes a backup exist.
+
+It is written last; a backup prefix without one is incomplete and invisible.
+Its format is documented in docs/repository-format.md; bump FORMAT_VERSION on
+any change a reader of an older version could misread.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict
+
+FORMAT_VERSION = 1
+Kind = Literal["bootstrap", "catchup"]
+
+
+class Model(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class FileEntry(Model):
+    path: str  # relative to the data dir, '/'-separated
+    size: int
+    sha256: str  # of the plaintext
+    object: str  # key relative to the backup's prefix
+    stored_size: int
+    mode: int
+
+
+class SourceInfo(Model):
+    endpoint: str
+    role: Literal["primary", "replica"]
+
+
+class Manifest(Model):
+    format_version: int = FORMAT_VERSION
+    backup_id: str
+    keyspace: str
+    shard: str
+    engine: str
+    server_version: str
+    kind: Kind
+    parent: str | None  # the backup this one was caught up from; None for a bootstrap
+    rebootstrap_reason: str | None = None  # why a chain was started again, if it was
+    position: str  # engine-specific: a MariaDB GTID position
+    source: SourceInfo
+    started_at: datetime
+    created_at: datetime
+    bytes_from_source: int
+    data_bytes: int
+    stored_bytes: int
+    durations: dict[str, float]
+    compression: dict[str, object]
+    encryption: dict[str, object] | None = None
+    directories: list[str]
+    files: list[FileEntry]
+
+    @property
+    def shard_name(self) -> str:
+        return f"{self.keyspace}/{self.shard}"
+
+    def summary(self) -> dict[str, object]:
+        """The fields `catchup list --json` prints."""
+        return {
+            "id": self.backup_id,
+            "shard": self.shard_name,
+            "engine": self.engine,
+            "kind": self.kind,
+            "parent": self.parent,
+            "position": self.position,
+            "bytes_from_source": self.bytes_from_source,
+            "created_at": self.created_at.isoformat(),
+            "data_bytes": self.data_bytes,
+            "stored_bytes": self.stored_bytes,
+            "rebootstrap_reason": self.rebootstrap_reason,
+        }

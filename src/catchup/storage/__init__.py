@@ -1,0 +1,66 @@
+"""Object stores behind one narrow interface.
+
+A store holds immutable objects under `/`-separated keys. Writes are atomic:
+an object is visible whole or not at all. That is all the repository needs.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from contextlib import AbstractContextManager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import BinaryIO, Protocol
+
+from catchup.errors import CatchupError, ConfigError
+
+
+class StorageError(CatchupError):
+    """A store operation failed for good (after any retries)."""
+
+
+class ObjectNotFound(StorageError):
+    pass
+
+
+@dataclass(frozen=True)
+class StoredObject:
+    key: str
+    size: int
+
+
+class Store(Protocol):
+    url: str
+
+    def writer(self, key: str) -> AbstractContextManager[BinaryIO]:
+        """A stream that becomes the object `key` only when the block exits cleanly."""
+        ...
+
+    def reader(self, key: str) -> AbstractContextManager[BinaryIO]: ...
+
+    def put(self, key: str, data: bytes) -> None: ...
+
+    def get(self, key: str) -> bytes: ...
+
+    def list(self, prefix: str) -> Iterator[StoredObject]:
+        """Every complete object whose key starts with `prefix`."""
+        ...
+
+    def delete(self, key: str) -> None: ...
+
+    def delete_prefix(self, prefix: str) -> None:
+        """Remove every object under `prefix`, and any partial write left there by a crash."""
+        ...
+
+
+def open_store(url: str) -> Store:
+    from catchup.storage.local import LocalStore
+
+    match = re.match(r"^([a-z][a-z0-9+.-]*)://(.*)$", url)
+    if match is None:
+        return LocalStore(Path(url))
+    scheme, rest = match.groups()
+    if scheme == "file":
+        return LocalStore(Path(rest))
+    raise ConfigError(f"repository = {url!r}: {scheme}:// is not supported; use a path or file://")
