@@ -25,7 +25,8 @@ from pydantic import (
 from catchup.errors import ConfigError
 
 CONFIG_ENV = "CATCHUP_CONFIG"
-NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]*$"  # safe as one path segment everywhere
+# Safe as one path segment everywhere; Vitess-style key ranges ("-80", "80-") included.
+NAME_PATTERN = r"^[A-Za-z0-9_-][A-Za-z0-9_.-]*$"
 
 
 class Strict(BaseModel):
@@ -216,7 +217,7 @@ def describe_error(err: Any, data: dict[str, Any]) -> str:
 
 
 FIXES = {
-    "string_pattern_mismatch": "use letters, digits, '_', '.' or '-', starting with a letter or digit",
+    "string_pattern_mismatch": "use letters, digits, '_', '.' or '-', not starting with '.'",
     "literal_error": "choose one of the allowed values",
     "int_parsing": "write a whole number",
     "int_type": "write a whole number",

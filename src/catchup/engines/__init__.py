@@ -101,6 +101,10 @@ class Instance(Protocol):
         """Check a started instance: position and every table."""
         ...
 
+    def table_checksums(self) -> dict[str, int | None]:
+        """A checksum of every user table, to compare with the source."""
+        ...
+
 
 class Engine(Protocol):
     name: str

@@ -11,13 +11,12 @@ import json
 import os
 import secrets
 import shutil
-import signal
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 from catchup.config import MariaDBSettings
-from catchup.engines.mariadb.server import MariaDBServer, ServerFiles
+from catchup.engines.mariadb.server import MariaDBServer, ServerFiles, kill_server_in
 
 # Replica server ids must differ from every server the source talks to; sources
 # normally use small ids, so ephemeral ones come from the top of the range.
@@ -135,15 +134,7 @@ def reap_orphans(instances: Path) -> list[Path]:
             continue  # being created right now, or not ours
         if _process_start_time(owner["pid"]) == owner["start_time"]:
             continue  # owner alive
-        _kill_server_in(root, owner["data_dir"])
+        kill_server_in(root)
         shutil.rmtree(root, ignore_errors=True)
         reaped.append(root)
     return reaped
-
-
-def _kill_server_in(root: Path, data_dir: str) -> None:
-    with contextlib.suppress(OSError, ValueError):
-        pid = int((root / "mariadbd.pid").read_text().strip())
-        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
-        if f"--datadir={data_dir}".encode() in cmdline:  # never kill an unrelated process
-            os.kill(pid, signal.SIGKILL)

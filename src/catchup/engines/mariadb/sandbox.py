@@ -15,7 +15,7 @@ from pathlib import Path
 import pymysql
 
 from catchup.engines.mariadb import table_checksums
-from catchup.engines.mariadb.server import MariaDBServer, ServerFiles
+from catchup.engines.mariadb.server import MariaDBServer, ServerFiles, kill_server_in
 from catchup.files import write_private
 
 SOURCE_GRANT = (
@@ -201,6 +201,10 @@ class SandboxSource:
 
     def stop(self) -> None:
         self.server.stop()
+
+    @staticmethod
+    def kill_leftover(root: Path) -> None:
+        kill_server_in(root)
 
     def kill(self) -> None:
         self.server.kill()

@@ -247,3 +247,13 @@ class MariaDBServer:
 def _last_line(text: str) -> str:
     lines = [line for line in text.strip().splitlines() if line.strip()]
     return lines[-1] if lines else "(no output)"
+
+
+def kill_server_in(root: Path) -> None:
+    """SIGKILL a mariadbd left running under `root` by a process that is gone."""
+    files = ServerFiles(root)
+    with contextlib.suppress(OSError, ValueError):
+        pid = int(files.pid_file.read_text().strip())
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+        if f"--datadir={files.data_dir}".encode() in cmdline:  # never an unrelated process
+            os.kill(pid, signal.SIGKILL)

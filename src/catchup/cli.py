@@ -1,0 +1,529 @@
+"""The `catchup` command: parse input, call the layers below, present output.
+
+Every command that prints data takes `--json`. Errors a user can act on are
+one line on stderr and an exit code (see `ExitCode`), never a traceback.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import signal
+import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from datetime import timedelta
+from pathlib import Path
+from typing import Annotated, Any, TypeVar
+
+import typer
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    Progress,
+    TaskID,
+    TextColumn,
+    TimeElapsedColumn,
+)
+from rich.table import Table
+
+from catchup import __version__
+from catchup.cancel import CancelToken
+from catchup.config import Config, load_config
+from catchup.cycle import CycleOptions, LogReporter, Reporter
+from catchup.demo import DemoResult, DemoOptions, run_demo
+from catchup.engines import Finding, engine_for
+from catchup.errors import CatchupError, ExitCode, UsageError
+from catchup.fleet.prune import prune
+from catchup.fleet.run import ShardResult, backup_fleet, exit_code
+from catchup.log import setup_logging
+from catchup.repository import Manifest, Repository, open_repository
+from catchup.verification import verify_backup
+
+app = typer.Typer(
+    name="catchup",
+    help="Consistent backups of database shards that cost the source only the log delta.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+# Piped output is read by people too (CI logs, mail): no 80-column squeeze there.
+out = Console(highlight=False, width=None if sys.stdout.isatty() else 200)
+err = Console(stderr=True, highlight=False, soft_wrap=True)
+
+ConfigOption = Annotated[
+    Path | None,
+    typer.Option("--config", "-c", envvar="CATCHUP_CONFIG", help="Config file (catchup.toml)."),
+]
+JsonOption = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON.")]
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def user_errors(func: F) -> F:
+    """Turn a CatchupError into its one-line message and exit code."""
+
+    @functools.wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return func(*args, **kwargs)
+        except CatchupError as exc:
+            for line in str(exc).splitlines():
+                err.print(f"[red]error:[/red] {line}", markup=True, highlight=False)
+            raise typer.Exit(int(exc.exit_code)) from None
+
+    return wrapper  # type: ignore[return-value]
+
+
+@app.callback()
+def main_options(
+    log_format: Annotated[
+        str, typer.Option("--log-format", help="Log lines as 'text' or 'json'.")
+    ] = "text",
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Debug logging.")] = False,
+    version: Annotated[bool, typer.Option("--version", help="Print the version.")] = False,
+) -> None:
+    if version:
+        out.print(__version__)
+        raise typer.Exit()
+    if log_format not in ("text", "json"):
+        err.print(f"error: --log-format {log_format!r} is not 'text' or 'json'; pick one")
+        raise typer.Exit(ExitCode.USAGE)
+    setup_logging(log_format, verbose)
+
+
+# --- presentation helpers --------------------------------------------------------
+
+
+def print_json(data: object) -> None:
+    sys.stdout.write(json.dumps(data, indent=2, default=str) + "\n")
+
+
+def human_bytes(n: float) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if abs(n) < 1024 or unit == "TiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n:.1f} TiB"
+
+
+class ProgressReporter:
+    """A live row per shard: its current step, and a bar when the step has a size."""
+
+    def __init__(self, display: Progress) -> None:
+        self.display = display
+        self.tasks: dict[str, TaskID] = {}
+
+    def _task(self, shard: str) -> TaskID:
+        if shard not in self.tasks:
+            self.tasks[shard] = self.display.add_task(shard, total=None, step="waiting")
+        return self.tasks[shard]
+
+    def step(self, shard: str, step: str) -> None:
+        self.display.update(self._task(shard), step=step, total=None, completed=0)
+
+    def progress(self, shard: str, done: int, total: int) -> None:
+        self.display.update(self._task(shard), total=total, completed=done)
+
+    def warn(self, shard: str, message: str) -> None:
+        self.display.console.print(f"[yellow]warning:[/yellow] {shard}: {message}")
+
+
+@contextmanager
+def reporting(json_output: bool) -> Iterator[Reporter]:
+    """A live progress display on a terminal, log lines elsewhere."""
+    if not err.is_terminal:
+        yield LogReporter()
+        return
+    columns = (
+        TextColumn("[bold]{task.description:<16}"),
+        TextColumn("{task.fields[step]:<10}"),
+        BarColumn(),
+        TextColumn("{task.percentage:>5.1f}%"),
+        TimeElapsedColumn(),
+    )
+    with Progress(*columns, console=err, transient=json_output) as display:
+        yield ProgressReporter(display)
+
+
+@contextmanager
+def cancellable() -> Iterator[CancelToken]:
+    """SIGINT/SIGTERM cancel the run; cycles unwind through their cleanup."""
+    token = CancelToken()
+
+    def handler(signum: int, frame: object) -> None:
+        name = signal.Signals(signum).name
+        if token.cancelled:
+            err.print(f"{name} again: still cleaning up ephemeral instances, please wait")
+        token.cancel(f"received {name}")
+
+    previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield token
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old)
+
+
+def open_repo(config: Config) -> Repository:
+    return open_repository(config.repository)
+
+
+# --- backup ----------------------------------------------------------------------
+
+
+@app.command()
+@user_errors
+def backup(
+    shards: Annotated[list[str] | None, typer.Argument(help="keyspace/shard names.")] = None,
+    all_shards: Annotated[bool, typer.Option("--all", help="Every shard in the config.")] = False,
+    parallel: Annotated[
+        int | None, typer.Option("--parallel", "-p", min=1, help="Shards at once.")
+    ] = None,
+    no_rebootstrap: Annotated[
+        bool,
+        typer.Option(
+            "--no-rebootstrap", help="Fail instead of bootstrapping again when logs are purged."
+        ),
+    ] = False,
+    force_bootstrap: Annotated[
+        bool, typer.Option("--bootstrap", help="Start a new chain from the source.")
+    ] = False,
+    config_path: ConfigOption = None,
+    json_output: JsonOption = False,
+) -> None:
+    """Run one backup cycle for each selected shard."""
+    if not shards and not all_shards:
+        raise UsageError("name the shards to back up, or pass --all")
+    if shards and all_shards:
+        raise UsageError("give shard names or --all, not both")
+    config = load_config(config_path)
+    selected = config.select(None if all_shards else shards)
+    options = CycleOptions(rebootstrap=not no_rebootstrap, force_bootstrap=force_bootstrap)
+    with cancellable() as cancel, reporting(json_output) as reporter:
+        results = backup_fleet(
+            config, selected, open_repo(config), options, reporter, cancel, parallel
+        )
+    if json_output:
+        print_json([r.to_json() for r in results])
+    else:
+        print_backup_summary(results)
+    raise typer.Exit(int(exit_code(results, cancel)))
+
+
+def print_backup_summary(results: list[ShardResult]) -> None:
+    table = Table(title="Backup cycles", title_justify="left")
+    for column in ("shard", "result", "kind", "backup", "position", "from source", "data",
+                   "stored", "seconds"):
+        table.add_column(column, justify="right" if column in ("seconds",) else "left")
+    for r in results:
+        table.add_row(
+            r.shard,
+            "[green]ok[/green]" if r.ok else ("[yellow]busy[/yellow]" if r.busy else "[red]FAILED"),
+            r.kind or "",
+            r.backup_id or "",
+            r.position or "",
+            human_bytes(r.bytes_from_source) if r.ok else "",
+            human_bytes(r.data_bytes) if r.ok else "",
+            human_bytes(r.stored_bytes) if r.ok else "",
+            f"{r.seconds:.1f}",
+        )
+    out.print(table)
+    for r in results:
+        if r.rebootstrap_reason:
+            out.print(f"[yellow]re-bootstrapped[/yellow] {r.shard}: {r.rebootstrap_reason}")
+        if r.error:
+            out.print(f"[red]failed[/red] {r.shard}: {r.error}")
+    failed = sum(not r.ok for r in results)
+    out.print(f"{len(results) - failed} of {len(results)} shards backed up")
+
+
+# --- list / show -------------------------------------------------------------------
+
+
+@app.command("list")
+@user_errors
+def list_backups(
+    shard: Annotated[str | None, typer.Argument(help="Only this keyspace/shard.")] = None,
+    config_path: ConfigOption = None,
+    json_output: JsonOption = False,
+) -> None:
+    """List complete backups, oldest first."""
+    config = load_config(config_path)
+    repository = open_repo(config)
+    if shard:
+        selected = config.shard(shard)
+        backups = repository.backups(selected.keyspace, selected.shard)
+    else:
+        backups = repository.backups()
+    if json_output:
+        print_json([m.summary() for m in backups])
+        return
+    table = Table(title=f"Backups in {repository.url}", title_justify="left")
+    for column in ("shard", "id", "kind", "parent", "position", "from source", "data", "stored",
+                   "created"):
+        table.add_column(column)
+    for m in backups:
+        table.add_row(
+            m.shard_name, m.backup_id, m.kind, m.parent or "-", m.position,
+            human_bytes(m.bytes_from_source), human_bytes(m.data_bytes),
+            human_bytes(m.stored_bytes), m.created_at.strftime("%Y-%m-%d %H:%M:%S"),
+        )
+    out.print(table)
+
+
+@app.command()
+@user_errors
+def show(
+    backup_id: Annotated[str, typer.Argument(help="A backup id from `catchup list`.")],
+    config_path: ConfigOption = None,
+    json_output: JsonOption = False,
+) -> None:
+    """Show one backup's manifest."""
+    manifest = open_repo(load_config(config_path)).find_any(backup_id)
+    if json_output:
+        print_json(manifest.model_dump(mode="json"))
+        return
+    summary = manifest.summary()
+    for key in ("id", "shard", "engine", "kind", "parent", "position", "created_at"):
+        out.print(f"{key:>18}: {summary[key]}")
+    out.print(f"{'server':>18}: {manifest.server_version}")
+    out.print(f"{'source':>18}: {manifest.source.endpoint} ({manifest.source.role})")
+    out.print(f"{'from source':>18}: {human_bytes(manifest.bytes_from_source)}")
+    out.print(f"{'data / stored':>18}: {human_bytes(manifest.data_bytes)} / "
+              f"{human_bytes(manifest.stored_bytes)} in {len(manifest.files)} files")
+    out.print(f"{'compression':>18}: {manifest.compression}")
+    steps = ", ".join(f"{k} {v:.2f}s" for k, v in manifest.durations.items())
+    out.print(f"{'steps':>18}: {steps}")
+    if manifest.rebootstrap_reason:
+        out.print(f"{'re-bootstrapped':>18}: {manifest.rebootstrap_reason}")
+
+
+# --- restore / verify ----------------------------------------------------------------
+
+
+def find_backup(config: Config, shard: str, backup_id: str | None) -> tuple[Any, Manifest]:
+    selected = config.shard(shard)
+    manifest = open_repo(config).find(selected.keyspace, selected.shard, backup_id)
+    return selected, manifest
+
+
+@app.command()
+@user_errors
+def restore(
+    shard: Annotated[str, typer.Argument(help="keyspace/shard.")],
+    backup_id: Annotated[str, typer.Argument(help="A backup id, or 'latest'.")] = "latest",
+    target_dir: Annotated[
+        Path, typer.Option("--target-dir", "-t", help="An empty or new directory.")
+    ] = ...,  # type: ignore[assignment]
+    config_path: ConfigOption = None,
+    json_output: JsonOption = False,
+) -> None:
+    """Restore a backup into a data dir a stock server starts on."""
+    config = load_config(config_path)
+    _, manifest = find_backup(config, shard, backup_id)
+    repository = open_repo(config)
+    with cancellable():
+        repository.restore(manifest, target_dir, config.jobs)
+    if json_output:
+        print_json({"restored": manifest.summary(), "target_dir": str(target_dir.absolute())})
+        return
+    out.print(
+        f"Restored {manifest.shard_name} backup {manifest.backup_id} ({manifest.kind}, "
+        f"{human_bytes(manifest.data_bytes)}, every file's sha256 checked) into {target_dir}.\n"
+        f"GTID position: {manifest.position}\n"
+        f"Start it with: mariadbd --datadir={target_dir.absolute()} (chown -R mysql: it first "
+        "when the server runs as mysql). To attach it as a replica: "
+        f"CHANGE MASTER TO ..., MASTER_USE_GTID=slave_pos (gtid_slave_pos is {manifest.position})."
+    )
+
+
+@app.command()
+@user_errors
+def verify(
+    shard: Annotated[str, typer.Argument(help="keyspace/shard.")],
+    backup_id: Annotated[str, typer.Argument(help="A backup id, or 'latest'.")] = "latest",
+    config_path: ConfigOption = None,
+    json_output: JsonOption = False,
+) -> None:
+    """Restore a backup into an ephemeral instance, start it and check every table."""
+    config = load_config(config_path)
+    selected, manifest = find_backup(config, shard, backup_id)
+    with cancellable() as cancel:
+        report = verify_backup(config, selected, open_repo(config), manifest, cancel)
+    if json_output:
+        print_json(report.to_json())
+    else:
+        print_findings(f"Verify {shard} {manifest.backup_id}", report.findings)
+        out.print("[green]verified[/green]" if report.ok else "[red]verification FAILED[/red]")
+    raise typer.Exit(ExitCode.OK if report.ok else ExitCode.FAILED)
+
+
+def print_findings(title: str, findings: list[Finding]) -> None:
+    table = Table(title=title, title_justify="left")
+    table.add_column("check")
+    table.add_column("ok")
+    table.add_column("detail")
+    for f in findings:
+        table.add_row(f.check, "[green]yes[/green]" if f.ok else "[red]NO[/red]", f.detail)
+    out.print(table)
+
+
+# --- prune / check -----------------------------------------------------------------
+
+
+@app.command("prune")
+@user_errors
+def prune_command(
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Only say what would go.")] = False,
+    config_path: ConfigOption = None,
+    json_output: JsonOption = False,
+) -> None:
+    """Apply retention and remove incomplete leftovers."""
+    config = load_config(config_path)
+    result = prune(
+        open_repo(config),
+        config.work_dir,
+        config.retention.min_count,
+        timedelta(days=config.retention.min_age_days),
+        dry_run,
+    )
+    if json_output:
+        print_json({"dry_run": dry_run, "removed": result.removed, "skipped": result.skipped,
+                    "kept": result.kept})
+        return
+    verb = "would remove" if dry_run else "removed"
+    for entry in result.removed:
+        out.print(f"{verb} {entry['shard']} {entry['id']} ({entry['reason']})")
+    for entry in result.skipped:
+        out.print(f"skipped {entry['shard']} {entry['id']} ({entry['reason']})")
+    out.print(f"{len(result.removed)} {verb}, {result.kept} complete backups kept")
+
+
+@app.command()
+@user_errors
+def check(
+    shards: Annotated[list[str] | None, typer.Argument(help="keyspace/shard names.")] = None,
+    config_path: ConfigOption = None,
+    json_output: JsonOption = False,
+) -> None:
+    """Check config, connectivity, privileges and binlog coverage for each shard."""
+    config = load_config(config_path)
+    repository = open_repo(config)
+    report: dict[str, list[Finding]] = {}
+    for shard in config.select(shards):
+        report[shard.name] = check_shard(config, shard, repository)
+    healthy = all(f.ok for findings in report.values() for f in findings)
+    if json_output:
+        print_json({name: [f.__dict__ for f in fs] for name, fs in report.items()})
+    else:
+        for name, findings in report.items():
+            print_findings(name, findings)
+    raise typer.Exit(ExitCode.OK if healthy else ExitCode.FAILED)
+
+
+def check_shard(config: Config, shard: Any, repository: Repository) -> list[Finding]:
+    try:
+        with engine_for(shard.engine).open_source(config, shard) as source:
+            findings = source.check()
+            latest = repository.latest(shard.keyspace, shard.shard)
+            if latest is None:
+                findings.append(Finding("newest backup", True, "none yet: next cycle bootstraps"))
+            else:
+                verdict = source.judge(latest.position)
+                findings.append(
+                    Finding("newest backup", verdict.coverage.value == "covered",
+                            f"{latest.backup_id} at {latest.position}: {verdict.reason}")
+                )
+            return findings
+    except CatchupError as exc:
+        return [Finding("connect", False, str(exc))]
+
+
+# --- demo ---------------------------------------------------------------------------
+
+
+@app.command()
+@user_errors
+def demo(
+    shards: Annotated[int, typer.Option("--shards", min=1, max=64, help="Sandbox shards.")] = 4,
+    size: Annotated[float, typer.Option("--size", min=1, help="MB of data per shard.")] = 100,
+    keep: Annotated[bool, typer.Option("--keep", help="Leave the fleet running.")] = False,
+    directory: Annotated[
+        Path, typer.Option("--dir", help="Where the sandbox, repository and config go.")
+    ] = Path("catchup-demo"),
+    json_output: JsonOption = False,
+) -> None:
+    """Back up a local sandbox fleet twice, restore a shard and prove it equal to its source."""
+    options = DemoOptions(shards=shards, size_mb=size, directory=directory, keep=keep)
+
+    def say(text: str) -> None:
+        if not json_output:
+            err.print(f"[bold cyan]»[/bold cyan] {text}")
+
+    with cancellable() as cancel, reporting(json_output) as reporter:
+        result = run_demo(options, reporter, cancel, say)
+    if json_output:
+        print_json(demo_rows(result))
+    else:
+        print_demo_summary(result)
+        if keep:
+            out.print(f"\nThe sandbox fleet is still running. Try:\n"
+                      f"  export CATCHUP_CONFIG={result.config_path}\n"
+                      "  catchup list; catchup check; catchup backup --all; catchup prune --dry-run")
+    raise typer.Exit(ExitCode.OK if result.ok else ExitCode.FAILED)
+
+
+def demo_rows(result: DemoResult) -> list[dict[str, object]]:
+    full_dump = {r.shard: r.bytes_from_source for c, r in result.cycles if r.kind == "bootstrap"}
+    rows: list[dict[str, object]] = []
+    for cycle, r in result.cycles:
+        base = full_dump.get(r.shard) or 0
+        rows.append({
+            "shard": r.shard, "cycle": cycle, "kind": r.kind, "ok": r.ok, "position": r.position,
+            "bytes_from_source": r.bytes_from_source, "data_bytes": r.data_bytes,
+            "stored_bytes": r.stored_bytes,
+            "percent_of_full_dump": round(100 * r.bytes_from_source / base, 2) if base else None,
+            "seconds": r.seconds, "durations": r.durations, "error": r.error,
+        })
+    report = result.verification
+    rows.append({
+        "verified": result.verified,
+        "shard": report.shard if report else None,
+        "backup_id": report.backup_id if report else None,
+        "position_equal": result.position_equal,
+        "checksums_equal": result.checksums_equal,
+        "tables_compared": result.tables_compared,
+    })
+    return rows
+
+
+def print_demo_summary(result: DemoResult) -> None:
+    rows = demo_rows(result)
+    table = Table(title="catchup demo: two cycles per shard", title_justify="left")
+    for column in ("shard", "cycle", "kind", "position", "data", "from source", "% of full dump",
+                   "seconds", "steps"):
+        table.add_column(column, justify="right" if column in ("seconds", "% of full dump")
+                         else "left")
+    for row in rows[:-1]:
+        steps = " ".join(f"{k}={v:.1f}" for k, v in (row["durations"] or {}).items())
+        table.add_row(
+            str(row["shard"]), str(row["cycle"]), str(row["kind"] or "[red]failed"),
+            str(row["position"] or ""), human_bytes(row["data_bytes"]),
+            human_bytes(row["bytes_from_source"]),
+            f"{row['percent_of_full_dump']:.1f}" if row["percent_of_full_dump"] is not None
+            else "", f"{row['seconds']:.1f}", steps or str(row["error"] or ""),
+        )
+    out.print(table)
+    verdict = rows[-1]
+    if verdict["verified"]:
+        out.print(f"[green]verified[/green]: {verdict['shard']} backup {verdict['backup_id']} "
+                  f"restored; GTID position and CHECKSUM TABLE of all {verdict['tables_compared']}"
+                  " tables equal the source")
+    else:
+        out.print(f"[red]NOT verified[/red]: position equal {verdict['position_equal']}, "
+                  f"checksums equal {verdict['checksums_equal']}")
+
+
+def main() -> None:
+    app()
