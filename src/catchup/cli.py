@@ -199,6 +199,7 @@ def backup(
         raise UsageError("give shard names or --all, not both")
     config = load_config(config_path)
     selected = config.select(None if all_shards else shards)
+    config.require_passwords(selected)
     options = CycleOptions(rebootstrap=not no_rebootstrap, force_bootstrap=force_bootstrap)
     with cancellable() as cancel, reporting(json_output) as reporter:
         results = backup_fleet(
@@ -411,6 +412,7 @@ def check(
     config = load_config(config_path)
     repository = open_repo(config)
     report: dict[str, list[Finding]] = {}
+    config.require_passwords(config.select(shards))
     for shard in config.select(shards):
         report[shard.name] = check_shard(config, shard, repository)
     healthy = all(f.ok for findings in report.values() for f in findings)

@@ -161,6 +161,11 @@ class Config(Strict):
     def credentials_for(self, shard: Shard) -> Credentials:
         return shard.credentials or self.credentials
 
+    def require_passwords(self, shards: list[Shard]) -> None:
+        """Fail now, with a config error, if any selected shard's password cannot be read."""
+        for shard in shards:
+            self.credentials_for(shard).password()
+
     def select(self, names: list[str] | None) -> list[Shard]:
         """The shards named `keyspace/shard` (or just `shard` when unambiguous); all if None."""
         if not names:

@@ -25,4 +25,4 @@ def expired_backups(
         for rank, manifest in enumerate(newest_first):
             if rank >= max(1, min_count) and now - manifest.created_at >= min_age:
                 expired.append(manifest)
-    return expired
+    return sorted(expired, key=lambda m: m.backup_id)

@@ -47,6 +47,7 @@ class MariaDBSource:
             Position.parse(backup_position),
             self.session.checkpoint(),
             self.session.oldest_binlog_state(),
+            self.session.binlog_history(),
         )
 
     def estimated_data_bytes(self) -> int:

@@ -45,11 +45,23 @@ class Position(dict[int, Gtid]):
         return sum(g.seqno for g in self.values())
 
 
-def judge_coverage(backup: Position, current: Position, oldest: Position) -> Verdict:
+def parse_state(text: str | None) -> list[Gtid]:
+    """@@gtid_binlog_state: the last GTID of every (domain, server) pair in the history."""
+    gtids = []
+    for item in (text or "").replace(" ", "").split(","):
+        if item:
+            gtids.extend(Position.parse(item).values())
+    return gtids
+
+
+def judge_coverage(
+    backup: Position, current: Position, oldest: Position, history: list[Gtid] | None = None
+) -> Verdict:
     """Can the source send what comes after `backup`?
 
     `current` is the source's @@gtid_binlog_pos; `oldest` is the state before
-    its oldest binary log (BINLOG_GTID_POS(first file, 4)).
+    its oldest binary log (BINLOG_GTID_POS(first file, 4)); `history` is its
+    @@gtid_binlog_state, which remembers every server's last GTID per domain.
     """
     for domain, gtid in sorted(backup.items()):
         now = current.get(domain)
@@ -66,6 +78,15 @@ def judge_coverage(backup: Position, current: Position, oldest: Position) -> Ver
             return Verdict(
                 Coverage.FOREIGN,
                 f"backup's {gtid} and the source's {now} are different transactions",
+            )
+    for gtid in sorted(backup.values()):
+        if history is not None and not any(
+            h.domain == gtid.domain and h.server == gtid.server and h.seqno >= gtid.seqno
+            for h in history
+        ):
+            return Verdict(
+                Coverage.FOREIGN,
+                f"backup's last transaction {gtid} is not in the source's binlog history",
             )
     for domain, before in sorted(oldest.items()):
         have = backup.get(domain)

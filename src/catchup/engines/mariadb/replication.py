@@ -152,6 +152,14 @@ def _wait_until(
         status = _slave_status(conn)
         _raise_on_error(status)
         applied = slave_position(conn)
+        if status.get("Slave_IO_Running") == "No" and status.get("Slave_SQL_Running") == "No":
+            if applied == checkpoint:
+                return  # reached between the wait and the status check
+            raise CatchUpFailedError(
+                f"replication stopped at {applied or 'nothing'} before the checkpoint "
+                f"{checkpoint} without an error: the source's history does not contain the "
+                "backup's position; bootstrap again with `catchup backup --bootstrap`"
+            )
         if progress:
             progress(min(total, applied.transactions() - start.transactions()), total)
         _check_stall(watch, status, applied, stall_timeout)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import secrets
 import socket
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -278,4 +279,14 @@ class SandboxSource:
             cursor.execute("FLUSH BINARY LOGS")
             cursor.execute("SHOW BINARY LOGS")
             newest = cursor.fetchall()[-1][0]
-            cursor.execute("PURGE BINARY LOGS TO %s", (newest,))
+            # A binlog stays "in use" until InnoDB's binlog checkpoint passes it,
+            # and PURGE skips such files silently: retry until they are gone.
+            deadline = time.monotonic() + 30
+            while True:
+                cursor.execute("PURGE BINARY LOGS TO %s", (newest,))
+                cursor.execute("SHOW BINARY LOGS")
+                if cursor.fetchall()[0][0] == newest:
+                    return
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"binlogs before {newest} could not be purged")
+                time.sleep(0.1)

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 import pymysql
 
 from catchup.config import Shard
-from catchup.engines.mariadb.gtid import Position
+from catchup.engines.mariadb.gtid import Gtid, Position, parse_state
 from catchup.engines.relay import CountingRelay
 from catchup.errors import SourceError
 
@@ -85,6 +85,10 @@ class SourceSession:
     def checkpoint(self) -> Position:
         """The source's current GTID position: where this cycle's backup will stand."""
         return Position.parse(self.query("SELECT @@gtid_binlog_pos")[0][0])
+
+    def binlog_history(self) -> list[Gtid]:
+        """The last GTID of each server in each domain over the source's whole binlog history."""
+        return parse_state(self.query("SELECT @@gtid_binlog_state")[0][0])
 
     def oldest_binlog_state(self) -> Position:
         """The GTID state just before the oldest binlog the source still has."""

@@ -1,0 +1,90 @@
+"""Fixtures that start real mariadbd sandbox sources and write configs for them."""
+
+from __future__ import annotations
+
+import tomllib
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+
+from catchup.cancel import CancelToken
+from catchup.config import Config, parse_config
+from catchup.cycle import CycleOptions, LogReporter, Reporter
+from catchup.demo import demo_config
+from catchup.engines.mariadb.sandbox import SandboxSource
+from catchup.fleet.run import ShardResult, backup_fleet
+from catchup.repository import Repository, open_repository
+
+
+@dataclass
+class Fleet:
+    """Sandbox sources, a config pointing at them, and its repository."""
+
+    root: Path
+    sources: list[SandboxSource] = field(default_factory=list)
+
+    @property
+    def config_path(self) -> Path:
+        return self.root / "catchup.toml"
+
+    def write_config(self, text: str | None = None) -> Config:
+        # Tests fail fast on a stall instead of waiting out the production default.
+        default = "stall_timeout_seconds = 20\n" + demo_config(self.root, self.sources, 2)
+        self.config_path.write_text(text or default)
+        return self.config
+
+    @property
+    def config(self) -> Config:
+        return parse_config(tomllib.loads(self.config_path.read_text()), "catchup.toml")
+
+    @property
+    def repository(self) -> Repository:
+        return open_repository(self.config.repository)
+
+    def backup(
+        self,
+        options: CycleOptions | None = None,
+        reporter: Reporter | None = None,
+        cancel: CancelToken | None = None,
+    ) -> list[ShardResult]:
+        config = self.config
+        return backup_fleet(
+            config, config.shards, self.repository, options or CycleOptions(),
+            reporter or LogReporter(), cancel or CancelToken(),
+        )
+
+    def add_source(self, server_id: int = 1, size_mb: float = 2) -> SandboxSource:
+        source = SandboxSource(self.root / "sandbox" / f"src-{len(self.sources)}", server_id)
+        self.sources.append(source)
+        source.start()
+        source.load_demo_data(size_mb)
+        return source
+
+    def instance_dirs(self) -> list[Path]:
+        instances = self.root / "work" / "instances"
+        return list(instances.iterdir()) if instances.exists() else []
+
+
+@pytest.fixture
+def fleet(short_tmp: Path) -> Iterator[Fleet]:
+    fleet = Fleet(short_tmp)
+    yield fleet
+    for source in fleet.sources:
+        source.kill()
+
+
+def mariadbd_processes_under(root: Path) -> list[int]:
+    """Pids of mariadbd processes whose command line mentions `root`."""
+    pids = []
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            cmdline = (proc / "cmdline").read_bytes()
+        except OSError:
+            continue
+        if b"mariadbd" in cmdline and str(root).encode() in cmdline:
+            pids.append(int(proc.name))
+    return pids
