@@ -31,7 +31,7 @@ from catchup import __version__
 from catchup.cancel import CancelToken
 from catchup.config import Config, load_config
 from catchup.cycle import CycleOptions, LogReporter, Reporter
-from catchup.demo import DemoResult, DemoOptions, run_demo
+from catchup.demo import DemoOptions, DemoResult, run_demo
 from catchup.engines import Finding, engine_for
 from catchup.errors import CatchupError, ExitCode, UsageError
 from catchup.fleet.prune import prune
@@ -93,6 +93,13 @@ def main_options(
 
 
 # --- presentation helpers --------------------------------------------------------
+
+
+def new_table(title: str, columns: list[str], right: tuple[str, ...] = ()) -> Table:
+    table = Table(title=title, title_justify="left")
+    for column in columns:
+        table.add_column(column, justify="right" if column in right else "left")
+    return table
 
 
 def print_json(data: object) -> None:
@@ -213,10 +220,21 @@ def backup(
 
 
 def print_backup_summary(results: list[ShardResult]) -> None:
-    table = Table(title="Backup cycles", title_justify="left")
-    for column in ("shard", "result", "kind", "backup", "position", "from source", "data",
-                   "stored", "seconds"):
-        table.add_column(column, justify="right" if column in ("seconds",) else "left")
+    table = new_table(
+        "Backup cycles",
+        [
+            "shard",
+            "result",
+            "kind",
+            "backup",
+            "position",
+            "from source",
+            "data",
+            "stored",
+            "seconds",
+        ],
+        right=("seconds",),
+    )
     for r in results:
         table.add_row(
             r.shard,
@@ -260,15 +278,21 @@ def list_backups(
     if json_output:
         print_json([m.summary() for m in backups])
         return
-    table = Table(title=f"Backups in {repository.url}", title_justify="left")
-    for column in ("shard", "id", "kind", "parent", "position", "from source", "data", "stored",
-                   "created"):
-        table.add_column(column)
+    table = new_table(
+        f"Backups in {repository.url}",
+        ["shard", "id", "kind", "parent", "position", "from source", "data", "stored", "created"],
+    )
     for m in backups:
         table.add_row(
-            m.shard_name, m.backup_id, m.kind, m.parent or "-", m.position,
-            human_bytes(m.bytes_from_source), human_bytes(m.data_bytes),
-            human_bytes(m.stored_bytes), m.created_at.strftime("%Y-%m-%d %H:%M:%S"),
+            m.shard_name,
+            m.backup_id,
+            m.kind,
+            m.parent or "-",
+            m.position,
+            human_bytes(m.bytes_from_source),
+            human_bytes(m.data_bytes),
+            human_bytes(m.stored_bytes),
+            m.created_at.strftime("%Y-%m-%d %H:%M:%S"),
         )
     out.print(table)
 
@@ -291,8 +315,10 @@ def show(
     out.print(f"{'server':>18}: {manifest.server_version}")
     out.print(f"{'source':>18}: {manifest.source.endpoint} ({manifest.source.role})")
     out.print(f"{'from source':>18}: {human_bytes(manifest.bytes_from_source)}")
-    out.print(f"{'data / stored':>18}: {human_bytes(manifest.data_bytes)} / "
-              f"{human_bytes(manifest.stored_bytes)} in {len(manifest.files)} files")
+    out.print(
+        f"{'data / stored':>18}: {human_bytes(manifest.data_bytes)} / "
+        f"{human_bytes(manifest.stored_bytes)} in {len(manifest.files)} files"
+    )
     out.print(f"{'compression':>18}: {manifest.compression}")
     steps = ", ".join(f"{k} {v:.2f}s" for k, v in manifest.durations.items())
     out.print(f"{'steps':>18}: {steps}")
@@ -361,10 +387,7 @@ def verify(
 
 
 def print_findings(title: str, findings: list[Finding]) -> None:
-    table = Table(title=title, title_justify="left")
-    table.add_column("check")
-    table.add_column("ok")
-    table.add_column("detail")
+    table = new_table(title, ["check", "ok", "detail"])
     for f in findings:
         table.add_row(f.check, "[green]yes[/green]" if f.ok else "[red]NO[/red]", f.detail)
     out.print(table)
@@ -390,8 +413,14 @@ def prune_command(
         dry_run,
     )
     if json_output:
-        print_json({"dry_run": dry_run, "removed": result.removed, "skipped": result.skipped,
-                    "kept": result.kept})
+        print_json(
+            {
+                "dry_run": dry_run,
+                "removed": result.removed,
+                "skipped": result.skipped,
+                "kept": result.kept,
+            }
+        )
         return
     verb = "would remove" if dry_run else "removed"
     for entry in result.removed:
@@ -431,12 +460,18 @@ def check_shard(config: Config, shard: Any, repository: Repository) -> list[Find
             latest = repository.latest(shard.keyspace, shard.shard)
             if latest is None:
                 findings.append(Finding("newest backup", True, "none yet: next cycle bootstraps"))
-            else:
+                return findings
+            try:
                 verdict = source.judge(latest.position)
                 findings.append(
-                    Finding("newest backup", verdict.coverage.value == "covered",
-                            f"{latest.backup_id} at {latest.position}: {verdict.reason}")
+                    Finding(
+                        "newest backup",
+                        verdict.coverage.value == "covered",
+                        f"{latest.backup_id} at {latest.position}: {verdict.reason}",
+                    )
                 )
+            except CatchupError as exc:
+                findings.append(Finding("newest backup", False, str(exc)))
             return findings
     except CatchupError as exc:
         return [Finding("connect", False, str(exc))]
@@ -470,9 +505,11 @@ def demo(
     else:
         print_demo_summary(result)
         if keep:
-            out.print(f"\nThe sandbox fleet is still running. Try:\n"
-                      f"  export CATCHUP_CONFIG={result.config_path}\n"
-                      "  catchup list; catchup check; catchup backup --all; catchup prune --dry-run")
+            out.print(
+                f"\nThe sandbox fleet is still running. Try:\n"
+                f"  export CATCHUP_CONFIG={result.config_path}\n"
+                "  catchup list; catchup check; catchup backup --all; catchup prune --dry-run"
+            )
     raise typer.Exit(ExitCode.OK if result.ok else ExitCode.FAILED)
 
 
@@ -481,50 +518,84 @@ def demo_rows(result: DemoResult) -> list[dict[str, object]]:
     rows: list[dict[str, object]] = []
     for cycle, r in result.cycles:
         base = full_dump.get(r.shard) or 0
-        rows.append({
-            "shard": r.shard, "cycle": cycle, "kind": r.kind, "ok": r.ok, "position": r.position,
-            "bytes_from_source": r.bytes_from_source, "data_bytes": r.data_bytes,
-            "stored_bytes": r.stored_bytes,
-            "percent_of_full_dump": round(100 * r.bytes_from_source / base, 2) if base else None,
-            "seconds": r.seconds, "durations": r.durations, "error": r.error,
-        })
+        rows.append(
+            {
+                "shard": r.shard,
+                "cycle": cycle,
+                "kind": r.kind,
+                "ok": r.ok,
+                "position": r.position,
+                "bytes_from_source": r.bytes_from_source,
+                "data_bytes": r.data_bytes,
+                "stored_bytes": r.stored_bytes,
+                "percent_of_full_dump": round(100 * r.bytes_from_source / base, 2)
+                if base
+                else None,
+                "seconds": r.seconds,
+                "durations": r.durations,
+                "error": r.error,
+            }
+        )
     report = result.verification
-    rows.append({
-        "verified": result.verified,
-        "shard": report.shard if report else None,
-        "backup_id": report.backup_id if report else None,
-        "position_equal": result.position_equal,
-        "checksums_equal": result.checksums_equal,
-        "tables_compared": result.tables_compared,
-    })
+    rows.append(
+        {
+            "verified": result.verified,
+            "shard": report.shard if report else None,
+            "backup_id": report.backup_id if report else None,
+            "position_equal": result.position_equal,
+            "checksums_equal": result.checksums_equal,
+            "tables_compared": result.tables_compared,
+        }
+    )
     return rows
 
 
 def print_demo_summary(result: DemoResult) -> None:
     rows = demo_rows(result)
-    table = Table(title="catchup demo: two cycles per shard", title_justify="left")
-    for column in ("shard", "cycle", "kind", "position", "data", "from source", "% of full dump",
-                   "seconds", "steps"):
-        table.add_column(column, justify="right" if column in ("seconds", "% of full dump")
-                         else "left")
+    table = new_table(
+        "catchup demo: two cycles per shard",
+        [
+            "shard",
+            "cycle",
+            "kind",
+            "position",
+            "data",
+            "from source",
+            "% of full dump",
+            "seconds",
+            "steps",
+        ],
+        right=(
+            "seconds",
+            "% of full dump",
+        ),
+    )
     for row in rows[:-1]:
         steps = " ".join(f"{k}={v:.1f}" for k, v in (row["durations"] or {}).items())
         table.add_row(
-            str(row["shard"]), str(row["cycle"]), str(row["kind"] or "[red]failed"),
-            str(row["position"] or ""), human_bytes(row["data_bytes"]),
+            str(row["shard"]),
+            str(row["cycle"]),
+            str(row["kind"] or "[red]failed"),
+            str(row["position"] or ""),
+            human_bytes(row["data_bytes"]),
             human_bytes(row["bytes_from_source"]),
-            f"{row['percent_of_full_dump']:.1f}" if row["percent_of_full_dump"] is not None
-            else "", f"{row['seconds']:.1f}", steps or str(row["error"] or ""),
+            f"{row['percent_of_full_dump']:.1f}" if row["percent_of_full_dump"] is not None else "",
+            f"{row['seconds']:.1f}",
+            steps or str(row["error"] or ""),
         )
     out.print(table)
     verdict = rows[-1]
     if verdict["verified"]:
-        out.print(f"[green]verified[/green]: {verdict['shard']} backup {verdict['backup_id']} "
-                  f"restored; GTID position and CHECKSUM TABLE of all {verdict['tables_compared']}"
-                  " tables equal the source")
+        out.print(
+            f"[green]verified[/green]: {verdict['shard']} backup {verdict['backup_id']} "
+            f"restored; GTID position and CHECKSUM TABLE of all {verdict['tables_compared']}"
+            " tables equal the source"
+        )
     else:
-        out.print(f"[red]NOT verified[/red]: position equal {verdict['position_equal']}, "
-                  f"checksums equal {verdict['checksums_equal']}")
+        out.print(
+            f"[red]NOT verified[/red]: position equal {verdict['position_equal']}, "
+            f"checksums equal {verdict['checksums_equal']}"
+        )
 
 
 def main() -> None:

@@ -152,7 +152,9 @@ def precheck(
 
 
 @contextmanager
-def provisioned(engine: Engine, config: Config, shard: Shard, clock: StepClock) -> Iterator[Instance]:
+def provisioned(
+    engine: Engine, config: Config, shard: Shard, clock: StepClock
+) -> Iterator[Instance]:
     """An ephemeral instance that is destroyed however the block ends."""
     with clock("provision"):
         context = engine.provision(config, shard)

@@ -54,7 +54,9 @@ class DemoResult:
     @property
     def verified(self) -> bool:
         return bool(
-            self.verification and self.verification.ok and self.checksums_equal
+            self.verification
+            and self.verification.ok
+            and self.checksums_equal
             and self.position_equal
         )
 
@@ -71,10 +73,12 @@ def shard_names(count: int) -> list[str]:
     return [str(i) for i in range(count)]
 
 
-def demo_config(root: Path, sources: list[SandboxSource], parallel: int) -> str:
+def demo_config(
+    root: Path, sources: list[SandboxSource], parallel: int, role: str = "primary"
+) -> str:
     shards = "\n".join(
         f'[[shards]]\nkeyspace = "{KEYSPACE}"\nshard = "{name}"\nengine = "mariadb"\n'
-        f'source = "{source.endpoint}"\nrole = "primary"\n'
+        f'source = "{source.endpoint}"\nrole = "{role}"\n'
         f'credentials = {{ user = "catchup", password_file = "{source.password_file}" }}\n'
         for name, source in zip(shard_names(len(sources)), sources, strict=True)
     )

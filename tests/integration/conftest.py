@@ -29,10 +29,12 @@ class Fleet:
     def config_path(self) -> Path:
         return self.root / "catchup.toml"
 
-    def write_config(self, text: str | None = None) -> Config:
+    def write_config(
+        self, sources: list[SandboxSource] | None = None, role: str = "primary"
+    ) -> Config:
         # Tests fail fast on a stall instead of waiting out the production default.
-        default = "stall_timeout_seconds = 20\n" + demo_config(self.root, self.sources, 2)
-        self.config_path.write_text(text or default)
+        text = demo_config(self.root, sources or self.sources, 2, role)
+        self.config_path.write_text("stall_timeout_seconds = 20\n" + text)
         return self.config
 
     @property
@@ -51,8 +53,12 @@ class Fleet:
     ) -> list[ShardResult]:
         config = self.config
         return backup_fleet(
-            config, config.shards, self.repository, options or CycleOptions(),
-            reporter or LogReporter(), cancel or CancelToken(),
+            config,
+            config.shards,
+            self.repository,
+            options or CycleOptions(),
+            reporter or LogReporter(),
+            cancel or CancelToken(),
         )
 
     def add_source(self, server_id: int = 1, size_mb: float = 2) -> SandboxSource:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 
-from catchup.cycle import CycleOptions
 from catchup.engines.mariadb.server import MariaDBServer, ServerFiles
 from tests.conftest import run_cli
 
@@ -32,14 +31,30 @@ def test_three_cycles_with_ddl_and_grant_restore_to_exactly_the_source(fleet, sh
     listed = json.loads(run_cli("list", "--json", "-c", str(fleet.config_path)).stdout)
     assert [b["id"] for b in listed] == [first.backup_id, second.backup_id, third.backup_id]
     for backup in listed:
-        assert {"id", "shard", "kind", "parent", "position", "bytes_from_source", "created_at",
-                "data_bytes", "stored_bytes"} <= backup.keys()
+        assert {
+            "id",
+            "shard",
+            "kind",
+            "parent",
+            "position",
+            "bytes_from_source",
+            "created_at",
+            "data_bytes",
+            "stored_bytes",
+        } <= backup.keys()
     assert [b["kind"] for b in listed] == ["bootstrap", "catchup", "catchup"]
 
     # Restore with the CLI and start a stock mariadbd on the result.
     target = short_tmp / "restored"
-    result = run_cli("restore", "commerce/0", "latest", "--target-dir", str(target / "data"),
-                     "-c", str(fleet.config_path))
+    result = run_cli(
+        "restore",
+        "commerce/0",
+        "latest",
+        "--target-dir",
+        str(target / "data"),
+        "-c",
+        str(fleet.config_path),
+    )
     assert result.returncode == 0, result.stderr
     restored = MariaDBServer(ServerFiles(target), server_id=99, options=["--skip-slave-start"])
     restored.start()
@@ -57,6 +72,14 @@ def test_three_cycles_with_ddl_and_grant_restore_to_exactly_the_source(fleet, sh
     finally:
         restored.stop()
 
+    # Retention (the config keeps 2): the oldest goes, the newest two stay.
+    dry = json.loads(run_cli("prune", "--dry-run", "--json", "-c", str(fleet.config_path)).stdout)
+    assert [e["id"] for e in dry["removed"]] == [first.backup_id]
+    assert len(fleet.repository.backups()) == 3
+    pruned = run_cli("prune", "-c", str(fleet.config_path))
+    assert pruned.returncode == 0 and first.backup_id in pruned.stdout
+    assert [m.backup_id for m in fleet.repository.backups()] == [second.backup_id, third.backup_id]
+
 
 def test_verify_and_show_report_a_good_backup(fleet):
     source = fleet.add_source()
@@ -70,8 +93,9 @@ def test_verify_and_show_report_a_good_backup(fleet):
     assert report["verified"] is True and report["backup_id"] == result.backup_id
     checks = {f["check"] for f in report["findings"]}
     assert "position" in checks and "CHECK TABLE `shop`.`orders`" in checks
-    shown = json.loads(run_cli("show", result.backup_id, "--json", "-c",
-                               str(fleet.config_path)).stdout)
+    shown = json.loads(
+        run_cli("show", result.backup_id, "--json", "-c", str(fleet.config_path)).stdout
+    )
     assert shown["parent"] and shown["source"]["role"] == "primary"
     assert {"restore", "start", "catch up", "stop", "back up"} <= shown["durations"].keys()
     assert shown["compression"]["algorithm"] == "zstd"
@@ -139,3 +163,27 @@ def test_a_backup_from_another_history_is_refused(fleet):
     assert len(fleet.repository.backups()) == 1
     assert not fleet.instance_dirs()
     original.kill()
+
+
+def test_a_replica_as_the_source(fleet):
+    from catchup.engines.mariadb.sandbox import SandboxSource
+
+    primary = fleet.add_source()
+    replica = SandboxSource(fleet.root / "sandbox" / "replica", server_id=2, replica_of=primary)
+    fleet.sources.append(replica)
+    replica.start()
+    replica.wait_replicated()
+    fleet.write_config([replica], role="replica")
+    config_text = fleet.config_path.read_text()
+    assert replica.endpoint in config_text and 'role = "replica"' in config_text
+    checked = run_cli("check", "--json", "-c", str(fleet.config_path))
+    assert checked.returncode == 0, checked.stdout
+    [first] = fleet.backup()
+    assert first.ok, first.error
+    primary.apply_workload(0.03)  # written on the primary, caught up from the replica
+    replica.wait_replicated()
+    [second] = fleet.backup()
+    assert second.ok and second.kind == "catchup", second.error
+    assert second.position == primary.position() == replica.position()
+    manifest = fleet.repository.find("commerce", "0", second.backup_id)
+    assert manifest.source.role == "replica"

@@ -21,9 +21,7 @@ credentials = { password_env = "DB_PW" }
 """
 
 
-def config_with(
-    extra: str = "", replace: tuple[str, str] | None = None, table: str = ""
-) -> str:
+def config_with(extra: str = "", replace: tuple[str, str] | None = None, table: str = "") -> str:
     text = GOOD
     if replace:
         assert replace[0] in text
@@ -37,33 +35,84 @@ BAD = [
     ("unknown key", config_with("paralel = 3\n"), "paralel", "unknown key"),
     ("parallel zero", config_with("parallel = 0\n"), "parallel = 0", "at least 1"),
     ("parallel text", config_with('parallel = "two"\n'), "parallel = 'two'", "whole number"),
-    ("missing repository", config_with(replace=('repository = "/tmp/repo"\n', "")),
-     "repository", "required"),
-    ("unsupported store", config_with(replace=('"/tmp/repo"', '"ftp://x/y"')), "repository",
-     "not supported"),
-    ("bad engine", config_with(replace=('source = "db1:3306"', 'engine = "oracle"\nsource = "db1:3306"')),
-     "shards[0].engine = 'oracle'", "allowed values"),
-    ("no port", config_with(replace=('"db1:3306"', '"db1"')), "shards[0].source = 'db1'",
-     "host:port"),
-    ("port range", config_with(replace=('"db1:3306"', '"db1:70000"')), "shards[0].source",
-     "1-65535"),
-    ("source and socket", config_with(replace=('source = "db1:3306"',
-                                               'source = "db1:3306"\nsocket = "/run/m.sock"')),
-     "shards[0]", "exactly one of source"),
-    ("bad role", config_with(replace=('source = "db1:3306"', 'source = "db1:3306"\nrole = "master"')),
-     "shards[0].role = 'master'", "allowed values"),
-    ("slash in keyspace", config_with(replace=('"commerce"', '"com/merce"')),
-     "shards[0].keyspace = 'com/merce'", "letters, digits"),
-    ("two passwords", config_with(replace=('{ password_env = "DB_PW" }',
-                                           '{ password_env = "DB_PW", password_file = "/x" }')),
-     "shards[0].credentials", "not both"),
-    ("retention", config_with(table="[retention]\nmin_count = 0\n"), "retention.min_count = 0",
-     "at least 1"),
-    ("compression", config_with(table="[compression]\nlevel = 30\n"), "compression.level = 30",
-     "at most 22"),
+    (
+        "missing repository",
+        config_with(replace=('repository = "/tmp/repo"\n', "")),
+        "repository",
+        "required",
+    ),
+    (
+        "unsupported store",
+        config_with(replace=('"/tmp/repo"', '"ftp://x/y"')),
+        "repository",
+        "not supported",
+    ),
+    (
+        "bad engine",
+        config_with(replace=('source = "db1:3306"', 'engine = "oracle"\nsource = "db1:3306"')),
+        "shards[0].engine = 'oracle'",
+        "allowed values",
+    ),
+    (
+        "no port",
+        config_with(replace=('"db1:3306"', '"db1"')),
+        "shards[0].source = 'db1'",
+        "host:port",
+    ),
+    (
+        "port range",
+        config_with(replace=('"db1:3306"', '"db1:70000"')),
+        "shards[0].source",
+        "1-65535",
+    ),
+    (
+        "source and socket",
+        config_with(replace=('source = "db1:3306"', 'source = "db1:3306"\nsocket = "/run/m.sock"')),
+        "shards[0]",
+        "exactly one of source",
+    ),
+    (
+        "bad role",
+        config_with(replace=('source = "db1:3306"', 'source = "db1:3306"\nrole = "master"')),
+        "shards[0].role = 'master'",
+        "allowed values",
+    ),
+    (
+        "slash in keyspace",
+        config_with(replace=('"commerce"', '"com/merce"')),
+        "shards[0].keyspace = 'com/merce'",
+        "letters, digits",
+    ),
+    (
+        "two passwords",
+        config_with(
+            replace=(
+                '{ password_env = "DB_PW" }',
+                '{ password_env = "DB_PW", password_file = "/x" }',
+            )
+        ),
+        "shards[0].credentials",
+        "not both",
+    ),
+    (
+        "retention",
+        config_with(table="[retention]\nmin_count = 0\n"),
+        "retention.min_count = 0",
+        "at least 1",
+    ),
+    (
+        "compression",
+        config_with(table="[compression]\nlevel = 30\n"),
+        "compression.level = 30",
+        "at most 22",
+    ),
     ("no shards", 'repository = "/tmp/r"\nshards = []\n', "shards", "add at least one"),
-    ("duplicate shard", GOOD + GOOD.split("[[shards]]")[1].join(["[[shards]]", ""]),
-     "shards[1]", "listed twice"),
+    (
+        "duplicate shard",
+        GOOD + GOOD.split("[[shards]]")[1].join(["[[shards]]", ""]),
+        "shards[1]",
+        "listed twice",
+    ),
 ]
 
 

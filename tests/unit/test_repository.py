@@ -33,11 +33,24 @@ def make_data_dir(root: Path) -> Path:
 def draft(backup_id: str, shard: str = "0", created: datetime | None = None) -> Manifest:
     now = created or datetime.now(UTC)
     return Manifest(
-        backup_id=backup_id, keyspace="ks", shard=shard, engine="mariadb",
-        server_version="10.11", kind="bootstrap", parent=None, position="0-1-5",
-        source=SourceInfo(endpoint="db:3306", role="primary"), started_at=now, created_at=now,
-        bytes_from_source=1, data_bytes=0, stored_bytes=0, durations={}, compression={},
-        directories=[], files=[],
+        backup_id=backup_id,
+        keyspace="ks",
+        shard=shard,
+        engine="mariadb",
+        server_version="10.11",
+        kind="bootstrap",
+        parent=None,
+        position="0-1-5",
+        source=SourceInfo(endpoint="db:3306", role="primary"),
+        started_at=now,
+        created_at=now,
+        bytes_from_source=1,
+        data_bytes=0,
+        stored_bytes=0,
+        durations={},
+        compression={},
+        directories=[],
+        files=[],
     )
 
 
@@ -154,8 +167,11 @@ def test_retention_keeps_min_count_and_young_backups_and_always_the_newest():
         for d in (30, 20, 10, 5, 1)
     ]
     expired = expired_backups(chain, min_count=2, min_age=timedelta(days=7), now=now)
-    assert [m.created_at for m in expired] == [now - timedelta(days=30), now - timedelta(days=20),
-                                               now - timedelta(days=10)]
+    assert [m.created_at for m in expired] == [
+        now - timedelta(days=30),
+        now - timedelta(days=20),
+        now - timedelta(days=10),
+    ]
     # min_count 0 still never removes the newest backup
     assert chain[-1] not in expired_backups(chain, 0, timedelta(0), now)
     assert len(expired_backups(chain, 0, timedelta(0), now)) == 4

@@ -68,7 +68,9 @@ class Repository:
         if backup_id in (None, "latest"):
             found = self.latest(keyspace, shard)
             if found is None:
-                raise NotFoundError(f"shard {keyspace}/{shard} has no complete backup in {self.url}")
+                raise NotFoundError(
+                    f"shard {keyspace}/{shard} has no complete backup in {self.url}"
+                )
             return found
         key = backup_prefix(keyspace, shard, backup_id) + MANIFEST
         if parse_key(key) is None or not any(True for _ in self.store.list(key)):
@@ -98,7 +100,7 @@ class Repository:
         try:
             return Manifest.model_validate_json(self.store.get(key))
         except ValidationError as exc:
-            why = exc.errors()[0]['msg']
+            why = exc.errors()[0]["msg"]
             raise IntegrityError(f"manifest {key} is unreadable: {why}") from None
 
     # --- writing -------------------------------------------------------------

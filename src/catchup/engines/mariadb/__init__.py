@@ -16,6 +16,7 @@ from catchup.engines.mariadb.instance import EphemeralInstance, provision
 from catchup.engines.mariadb.server import ADMIN_USER, MariaDBServer
 from catchup.engines.mariadb.source import SourceSession, open_source
 from catchup.engines.relay import CountingRelay
+from catchup.errors import SourceError
 
 # Files of a stopped data dir that must not travel with a backup: replication
 # state pointing at the source (with its password) and runtime leftovers.
@@ -73,11 +74,25 @@ class MariaDBSource:
                 else f"missing {', '.join(missing)}; apply the GRANT from the README",
             ),
         ]
-        if facts.log_bin:
-            oldest = self.session.oldest_binlog_state()
+        if self.session.shard.role == "replica":
             findings.append(
-                Finding("binlog coverage", True, f"oldest binlog starts after {oldest or 'nothing'}")
+                Finding(
+                    "replica source",
+                    facts.log_slave_updates,
+                    "log_slave_updates on: replicated transactions reach its binlog"
+                    if facts.log_slave_updates
+                    else "log_slave_updates is off, so this replica's binlog lacks what it "
+                    "replicates; set log_slave_updates=ON or back up from the primary",
+                )
             )
+        if facts.log_bin:
+            try:
+                oldest = self.session.oldest_binlog_state()
+                findings.append(
+                    Finding("binlogs", True, f"oldest binlog starts after {oldest or 'nothing'}")
+                )
+            except SourceError as exc:
+                findings.append(Finding("binlogs", False, str(exc)))
         return findings
 
     def replication_endpoint(self) -> replication.ReplicationSource:
@@ -164,7 +179,8 @@ class MariaDBInstance:
             Finding(
                 "position",
                 Position.parse(reached) == Position.parse(expected_position),
-                f"@@gtid_slave_pos {reached or '(empty)'}; manifest {expected_position or '(empty)'}",
+                f"@@gtid_slave_pos {reached or '(empty)'}; "
+                f"manifest {expected_position or '(empty)'}",
             )
         ]
         with self.server.connect() as conn, conn.cursor() as cursor:
@@ -172,7 +188,9 @@ class MariaDBInstance:
                 cursor.execute(f"CHECK TABLE {table}")
                 results = cursor.fetchall()
                 ok = not any(r[2] == "error" or r[3] == "Corrupt" for r in results)
-                findings.append(Finding(f"CHECK TABLE {table}", ok, "; ".join(r[3] for r in results)))
+                findings.append(
+                    Finding(f"CHECK TABLE {table}", ok, "; ".join(r[3] for r in results))
+                )
         return findings
 
     def table_checksums(self) -> dict[str, int | None]:
@@ -219,4 +237,3 @@ class MariaDBEngine:
         label = f"{shard.keyspace}.{shard.shard}"
         with provision(config.work_dir, label, config.mariadb) as ephemeral:
             yield MariaDBInstance(ephemeral, config.mariadb, config.stall_timeout_seconds)
-

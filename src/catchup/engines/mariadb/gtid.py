@@ -72,7 +72,8 @@ def judge_coverage(
             )
         if gtid.seqno > now.seqno:
             return Verdict(
-                Coverage.AHEAD, f"backup is at {gtid}, ahead of the source's {now} in domain {domain}"
+                Coverage.AHEAD,
+                f"backup is at {gtid}, ahead of the source's {now} in domain {domain}",
             )
         if gtid.seqno == now.seqno and gtid.server != now.server:
             return Verdict(

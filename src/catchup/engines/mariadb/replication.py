@@ -8,6 +8,7 @@ equal the checkpoint exactly.
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -104,10 +105,8 @@ class _replica_session:
         return self.conn
 
     def __exit__(self, exc_type: object, exc: object, tb: object) -> None:
-        try:
+        with contextlib.suppress(Exception):
             self.conn.close()
-        except Exception:
-            pass
         if isinstance(exc, pymysql.err.OperationalError) and not self.server.running:
             raise _instance_lost(self.server, exc) from None
 
@@ -188,7 +187,11 @@ def _raise_on_error(status: dict[str, object]) -> None:
 
 
 def _check_stall(watch: _Watch, status: dict[str, object], applied: Position, limit: float) -> None:
-    marker = (str(status.get("Gtid_IO_Pos", "")), str(applied), int(status.get("Relay_Log_Space") or 0))
+    marker = (
+        str(status.get("Gtid_IO_Pos", "")),
+        str(applied),
+        int(status.get("Relay_Log_Space") or 0),
+    )
     now = time.monotonic()
     if marker != watch.marker:
         watch.marker, watch.since = marker, now

@@ -45,7 +45,7 @@ def free_port() -> int:
 
 @dataclass(frozen=True)
 class RowCounts:
-    """Rows per table for a target data size; about 100 MB at size_mb=100."""
+    """Rows per table for a target data size: size_mb of InnoDB data and indexes."""
 
     customers: int
     products: int
@@ -56,7 +56,7 @@ class RowCounts:
 
     @classmethod
     def for_size(cls, size_mb: float) -> RowCounts:
-        scale = max(size_mb, 1.0)
+        scale = max(size_mb, 1.0) * 4 / 3  # measured: 75 MB of tables per 100 at scale 1
         return cls(
             customers=int(400 * scale),
             products=1000,
@@ -170,8 +170,15 @@ def fill_statements(rows: RowCounts) -> list[str]:
 class SandboxSource:
     """One sandbox primary with its `catchup` account and the demo schema."""
 
-    def __init__(self, root: Path, server_id: int, binaries: Path | None = None) -> None:
+    def __init__(
+        self,
+        root: Path,
+        server_id: int,
+        binaries: Path | None = None,
+        replica_of: SandboxSource | None = None,
+    ) -> None:
         self.root = root
+        self.replica_of = replica_of
         self.port = free_port()
         self.server = MariaDBServer(
             ServerFiles(root),
@@ -180,9 +187,11 @@ class SandboxSource:
             binaries=binaries,
             port=self.port,
             die_with_parent=False,  # `demo --keep` leaves the fleet running
-            admin_user="sandbox_admin",  # not catchup's: the bootstrap carries the source's accounts
+            # Not catchup's admin name: the bootstrap carries the source's accounts.
+            admin_user="sandbox_admin",
         )
-        self.password_file = root / "catchup.password"
+        # A replica gets its accounts, the catchup one included, from its primary.
+        self.password_file = (replica_of or self).root / "catchup.password"
         self.workloads = 0
 
     @property
@@ -194,11 +203,30 @@ class SandboxSource:
         if fresh:
             self.server.install()
         self.server.start()
-        if fresh:
+        if fresh and self.replica_of:
+            self._replicate_from(self.replica_of)
+        elif fresh:
             password = secrets.token_urlsafe(18)
             write_private(self.password_file, password + "\n")
             self.execute("CREATE USER 'catchup'@'%%' IDENTIFIED BY %s", (password,))
             self.execute(SOURCE_GRANT)
+
+    def _replicate_from(self, primary: SandboxSource) -> None:
+        self.execute(
+            "CHANGE MASTER TO MASTER_HOST='127.0.0.1', MASTER_PORT=%s, MASTER_USER='catchup', "
+            "MASTER_PASSWORD=%s, MASTER_USE_GTID=slave_pos",
+            (primary.port, primary.password_file.read_text().strip()),
+        )
+        self.execute("START SLAVE")
+
+    def wait_replicated(self, timeout: float = 60) -> None:
+        """Block until this replica has applied everything its primary has logged."""
+        assert self.replica_of is not None
+        target = self.replica_of.position()
+        with self.connect() as conn, conn.cursor() as cursor:
+            cursor.execute("SELECT MASTER_GTID_WAIT(%s, %s)", (target, timeout))
+            if cursor.fetchone()[0] != 0:
+                raise RuntimeError(f"replica did not reach {target} in {timeout}s")
 
     def stop(self) -> None:
         self.server.stop()
@@ -251,11 +279,14 @@ class SandboxSource:
                 )
                 cursor.execute("DELETE FROM event_log ORDER BY happened_at LIMIT %s", (n // 6 + 1,))
                 transactions += 3
-            cursor.execute("UPDATE documents SET body = RANDOM_BYTES(900) WHERE id %% 97 = %s",
-                           (self.workloads % 97,))
+            cursor.execute(
+                "UPDATE documents SET body = RANDOM_BYTES(900) WHERE id %% 97 = %s",
+                (self.workloads % 97,),
+            )
             cursor.execute("CALL cancel_stale_orders(%s)", (max_id // 50,))
-            cursor.execute("ALTER TABLE customers ADD COLUMN IF NOT EXISTS loyalty TINYINT "
-                           "NOT NULL DEFAULT 0")
+            cursor.execute(
+                "ALTER TABLE customers ADD COLUMN IF NOT EXISTS loyalty TINYINT NOT NULL DEFAULT 0"
+            )
             cursor.execute(f"ALTER TABLE products COMMENT = 'workload {self.workloads}'")
             return transactions + 4
 

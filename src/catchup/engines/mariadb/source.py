@@ -35,6 +35,7 @@ class SourceFacts:
     server_id: int
     log_bin: bool
     binlog_format: str
+    log_slave_updates: bool
 
 
 class SourceSession:
@@ -77,10 +78,12 @@ class SourceSession:
             raise SourceError(describe_source_error(self.shard, exc)) from None
 
     def facts(self) -> SourceFacts:
-        version, server_id, log_bin, binlog_format = self.query(
-            "SELECT @@version, @@server_id, @@log_bin, @@binlog_format"
+        version, server_id, log_bin, binlog_format, log_slave_updates = self.query(
+            "SELECT @@version, @@server_id, @@log_bin, @@binlog_format, @@log_slave_updates"
         )[0]
-        return SourceFacts(version, int(server_id), bool(log_bin), binlog_format)
+        return SourceFacts(
+            version, int(server_id), bool(log_bin), binlog_format, bool(log_slave_updates)
+        )
 
     def checkpoint(self) -> Position:
         """The source's current GTID position: where this cycle's backup will stand."""
