@@ -14,11 +14,11 @@ demo: deps
 	$(BIN)/catchup demo
 
 test: deps
-	$(BIN)/ruff check src tests bench
+	$(BIN)/ruff check .
 	$(BIN)/pytest -q
 
 lint: deps
-	$(BIN)/ruff check src tests bench
+	$(BIN)/ruff check .
 
 deps: system-deps venv
 
