@@ -212,3 +212,28 @@ def test_a_source_reached_only_by_unix_socket(fleet):
     [second] = fleet.backup()
     assert second.ok and second.kind == "catchup", second.error
     assert second.position == source.position()
+
+
+def test_a_frozen_source_fails_the_cycle_after_the_stall_timeout(fleet):
+    source = fleet.add_source()
+    fleet.write_config()
+    fleet.config_path.write_text(
+        fleet.config_path.read_text().replace(
+            "stall_timeout_seconds = 20", "stall_timeout_seconds = 3"
+        )
+    )
+    [first] = fleet.backup()
+    source.apply_workload(0.02)
+    position = source.position()
+    try:
+        [result] = fleet.backup(
+            reporter=HookReporter("catch up", lambda: os.kill(source.server.pid, signal.SIGSTOP))
+        )
+    finally:
+        os.kill(source.server.pid, signal.SIGCONT)
+    assert not result.ok
+    assert "catch-up stalled: no progress for 3s" in result.error, result.error
+    assert [m.backup_id for m in fleet.repository.backups()] == [first.backup_id]
+    assert not fleet.instance_dirs() and not mariadbd_processes_under(fleet.root / "work")
+    assert source.position() == position
+    assert fleet.backup()[0].ok
