@@ -29,6 +29,7 @@ from rich.table import Table
 
 from catchup import __version__
 from catchup.cancel import CancelToken
+from catchup.codec.keys import generate_key_file
 from catchup.config import Config, load_config
 from catchup.cycle import CycleOptions, LogReporter, Reporter
 from catchup.demo import DemoOptions, DemoResult, run_demo
@@ -38,7 +39,7 @@ from catchup.fleet.prune import prune
 from catchup.fleet.run import ShardResult, backup_fleet, exit_code
 from catchup.log import setup_logging
 from catchup.repository import Manifest, Repository, open_repository
-from catchup.verification import verify_backup
+from catchup.verification import check_stored_objects, verify_backup
 
 app = typer.Typer(
     name="catchup",
@@ -173,7 +174,7 @@ def cancellable() -> Iterator[CancelToken]:
 
 
 def open_repo(config: Config) -> Repository:
-    return open_repository(config.repository)
+    return open_repository(config)
 
 
 # --- backup ----------------------------------------------------------------------
@@ -370,6 +371,12 @@ def restore(
 def verify(
     shard: Annotated[str, typer.Argument(help="keyspace/shard.")],
     backup_id: Annotated[str, typer.Argument(help="A backup id, or 'latest'.")] = "latest",
+    deep: Annotated[
+        bool,
+        typer.Option(
+            "--deep", help="Only re-read every stored object (authenticity, hashes); no server."
+        ),
+    ] = False,
     config_path: ConfigOption = None,
     json_output: JsonOption = False,
 ) -> None:
@@ -377,7 +384,10 @@ def verify(
     config = load_config(config_path)
     selected, manifest = find_backup(config, shard, backup_id)
     with cancellable() as cancel:
-        report = verify_backup(config, selected, open_repo(config), manifest, cancel)
+        if deep:
+            report = check_stored_objects(config, selected, open_repo(config), manifest)
+        else:
+            report = verify_backup(config, selected, open_repo(config), manifest, cancel)
     if json_output:
         print_json(report.to_json())
     else:
@@ -391,6 +401,28 @@ def print_findings(title: str, findings: list[Finding]) -> None:
     for f in findings:
         table.add_row(f.check, "[green]yes[/green]" if f.ok else "[red]NO[/red]", f.detail)
     out.print(table)
+
+
+# --- keys -------------------------------------------------------------------------------
+
+
+@app.command()
+@user_errors
+def keygen(
+    out_file: Annotated[Path, typer.Argument(help="Where to write the new key file (mode 0600).")],
+    json_output: JsonOption = False,
+) -> None:
+    """Create a key-encryption key file for `encryption.key_files`."""
+    key = generate_key_file(out_file)
+    if json_output:
+        print_json({"key_id": key.key_id, "path": str(out_file)})
+        return
+    out.print(
+        f"Wrote key {key.key_id} to {out_file} (mode 0600). Keep a copy somewhere safe: "
+        "backups encrypted with it cannot be restored without it.\n"
+        "Use it by listing it first in encryption.key_files; keep older key files listed "
+        "after it for as long as backups made with them exist."
+    )
 
 
 # --- prune / check -----------------------------------------------------------------

@@ -118,6 +118,35 @@ class Compression(Strict):
     threads: Annotated[int, Field(ge=0, le=64)] = 0
 
 
+class StorageSettings(Strict):
+    """Options of object-store repositories (s3://, gs://, az://)."""
+
+    endpoint: str | None = None  # an S3-compatible endpoint; default: the cloud's own
+    region: str | None = None
+    path_style: bool = False
+    server_side_encryption: Literal["AES256", "aws:kms", "aws:kms:dsse"] | None = None
+    kms_key_id: str | None = None
+    part_size_mb: Annotated[int, Field(ge=5, le=512)] = 16
+    upload_concurrency: Annotated[int, Field(ge=1, le=64)] = 4
+    max_retries: Annotated[int, Field(ge=0, le=100)] = 10
+    retry_timeout_seconds: Annotated[float, Field(gt=0)] = 180.0
+    request_timeout_seconds: Annotated[float, Field(gt=0)] = 60.0
+    connect_timeout_seconds: Annotated[float, Field(gt=0)] = 10.0
+
+    @field_validator("endpoint")
+    @classmethod
+    def _http_url(cls, value: str | None) -> str | None:
+        if value is not None and not re.match(r"^https?://[^/]+", value):
+            raise ValueError('must be an http(s) URL, e.g. "https://s3.example.internal:9000"')
+        return value
+
+
+class EncryptionSettings(Strict):
+    """Key files, newest first: the first encrypts new backups, all decrypt old ones."""
+
+    key_files: list[Path] = []
+
+
 class MariaDBSettings(Strict):
     """Knobs for the ephemeral MariaDB servers (not the source)."""
 
@@ -137,16 +166,21 @@ class Config(Strict):
     retention: Retention = Retention()
     compression: Compression = Compression()
     mariadb: MariaDBSettings = MariaDBSettings()
+    storage: StorageSettings = StorageSettings()
+    encryption: EncryptionSettings = EncryptionSettings()
     shards: Annotated[list[Shard], Field(min_length=1)]
 
     @field_validator("repository")
     @classmethod
     def _repository_url(cls, value: str) -> str:
-        scheme = re.match(r"^([a-z][a-z0-9+.-]*)://", value)
-        if scheme and scheme.group(1) != "file":
+        scheme = re.match(r"^([a-z][a-z0-9+.-]*)://([^/]*)", value)
+        if scheme and scheme.group(1) not in ("file", "s3", "gs", "az"):
             raise ValueError(
-                f"scheme {scheme.group(1)}:// is not supported; use a directory path or file://"
+                f"scheme {scheme.group(1)}:// is not supported; use a directory path, file://, "
+                "s3://bucket/prefix, gs://bucket/prefix or az://container/prefix"
             )
+        if scheme and scheme.group(1) != "file" and not scheme.group(2):
+            raise ValueError("names no bucket; write it as s3://bucket/prefix")
         return value
 
     @model_validator(mode="after")

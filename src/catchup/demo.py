@@ -74,7 +74,11 @@ def shard_names(count: int) -> list[str]:
 
 
 def demo_config(
-    root: Path, sources: list[SandboxSource], parallel: int, role: str = "primary"
+    root: Path,
+    sources: list[SandboxSource],
+    parallel: int,
+    role: str = "primary",
+    repository: str | None = None,
 ) -> str:
     shards = "\n".join(
         f'[[shards]]\nkeyspace = "{KEYSPACE}"\nshard = "{name}"\nengine = "mariadb"\n'
@@ -84,7 +88,7 @@ def demo_config(
     )
     return (
         "# Written by `catchup demo`: a sandbox fleet on this machine.\n"
-        f'repository = "{root / "repository"}"\n'
+        f'repository = "{repository or root / "repository"}"\n'
         f'work_dir = "{root / "work"}"\n'
         f"parallel = {parallel}\n\n"
         "[retention]\nmin_count = 2\nmin_age_days = 0\n\n"
@@ -150,7 +154,7 @@ def run_cycles(
     on_each(sources, "load_demo_data", options.size_mb)
     result.config_path.write_text(demo_config(root, sources, options.parallel))
     config = parse_config(tomllib.loads(result.config_path.read_text()), str(result.config_path))
-    repository = open_repository(config.repository)
+    repository = open_repository(config)
 
     for cycle, narration in (
         (1, "Cycle 1: bootstrap every shard from a consistent dump"),

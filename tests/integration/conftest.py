@@ -30,11 +30,15 @@ class Fleet:
         return self.root / "catchup.toml"
 
     def write_config(
-        self, sources: list[SandboxSource] | None = None, role: str = "primary"
+        self,
+        sources: list[SandboxSource] | None = None,
+        role: str = "primary",
+        repository: str | None = None,
+        tables: str = "",
     ) -> Config:
         # Tests fail fast on a stall instead of waiting out the production default.
-        text = demo_config(self.root, sources or self.sources, 2, role)
-        self.config_path.write_text("stall_timeout_seconds = 20\n" + text)
+        text = demo_config(self.root, sources or self.sources, 2, role, repository)
+        self.config_path.write_text("stall_timeout_seconds = 20\n" + text + tables)
         return self.config
 
     @property
@@ -43,7 +47,7 @@ class Fleet:
 
     @property
     def repository(self) -> Repository:
-        return open_repository(self.config.repository)
+        return open_repository(self.config)
 
     def backup(
         self,

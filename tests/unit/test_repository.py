@@ -11,7 +11,7 @@ import pytest
 from catchup.codec import CodecSettings
 from catchup.errors import IntegrityError, NotFoundError
 from catchup.fleet.prune import prune
-from catchup.repository import Manifest, Repository, open_repository
+from catchup.repository import Manifest, Repository
 from catchup.repository.layout import BACKUP_ID, new_backup_id
 from catchup.repository.manifest import SourceInfo
 from catchup.repository.retention import expired_backups
@@ -69,7 +69,7 @@ def test_backup_ids_sort_by_time_and_match_the_layout():
 
 def test_round_trip_restores_identical_files_and_directories(tmp_path):
     data = make_data_dir(tmp_path)
-    repo = open_repository(str(tmp_path / "repo"))
+    repo = Repository(LocalStore(tmp_path / "repo"))
     manifest = write(repo, data)
     assert manifest.data_bytes == 2_300_000 + 400_000
     assert manifest.stored_bytes < manifest.data_bytes
@@ -104,7 +104,7 @@ def test_manifest_is_written_last_and_a_failed_upload_leaves_nothing_visible(tmp
 
 def test_incomplete_prefix_is_ignored_by_listing_and_removed_by_prune(tmp_path):
     data = make_data_dir(tmp_path)
-    repo = open_repository(str(tmp_path / "repo"))
+    repo = Repository(LocalStore(tmp_path / "repo"))
     good = write(repo, data)
     # A crash mid-upload: objects without a manifest, plus a half-written temp file.
     crashed = new_backup_id()
@@ -123,7 +123,7 @@ def test_incomplete_prefix_is_ignored_by_listing_and_removed_by_prune(tmp_path):
 @pytest.mark.parametrize("victim", ["object", "manifest"])
 def test_a_flipped_byte_is_refused_naming_the_object(tmp_path, victim):
     data = make_data_dir(tmp_path)
-    repo = open_repository(str(tmp_path / "repo"))
+    repo = Repository(LocalStore(tmp_path / "repo"))
     manifest = write(repo, data)
     prefix = tmp_path / "repo" / "ks" / "0" / manifest.backup_id
     if victim == "object":
@@ -142,7 +142,7 @@ def test_a_flipped_byte_is_refused_naming_the_object(tmp_path, victim):
 
 
 def test_restore_refuses_a_non_empty_target(tmp_path):
-    repo = open_repository(str(tmp_path / "repo"))
+    repo = Repository(LocalStore(tmp_path / "repo"))
     manifest = write(repo, make_data_dir(tmp_path))
     target = tmp_path / "busy"
     target.mkdir()
@@ -153,7 +153,7 @@ def test_restore_refuses_a_non_empty_target(tmp_path):
 
 
 def test_find_names_missing_backups_clearly(tmp_path):
-    repo = open_repository(str(tmp_path / "repo"))
+    repo = Repository(LocalStore(tmp_path / "repo"))
     with pytest.raises(NotFoundError, match="no complete backup"):
         repo.find("ks", "0", "latest")
     with pytest.raises(NotFoundError, match="catchup list"):
@@ -178,7 +178,7 @@ def test_retention_keeps_min_count_and_young_backups_and_always_the_newest():
 
 
 def test_prune_dry_run_removes_nothing(tmp_path):
-    repo = open_repository(str(tmp_path / "repo"))
+    repo = Repository(LocalStore(tmp_path / "repo"))
     data = make_data_dir(tmp_path)
     first, second = write(repo, data), write(repo, data)
     result = prune(repo, tmp_path / "work", 1, timedelta(0), dry_run=True)

@@ -15,10 +15,12 @@ import shutil
 from collections.abc import Callable
 from pathlib import Path
 
-from pydantic import ValidationError
-
 from catchup.codec import CodecSettings
-from catchup.errors import IntegrityError, NotFoundError
+from catchup.codec.encryption import Encryptor, new_data_key
+from catchup.codec.keys import Keyring
+from catchup.config import Config
+from catchup.errors import NotFoundError
+from catchup.repository.envelope import BackupKeys, decode_manifest, encode_manifest
 from catchup.repository.layout import (
     MANIFEST,
     backup_prefix,
@@ -34,14 +36,18 @@ from catchup.repository.transfer import (
     scan_data_dir,
     upload_files,
 )
-from catchup.storage import Store, open_store
+from catchup.storage import ObjectNotFound, Store, open_store
 
 __all__ = ["Manifest", "Repository", "open_repository"]
 
 
 class Repository:
-    def __init__(self, store: Store) -> None:
+    def __init__(self, store: Store, keyring: Keyring | None = None) -> None:
         self.store = store
+        self.keyring = keyring or Keyring()
+        self._data_keys: dict[
+            str, bytes | None
+        ] = {}  # per backup prefix, once its manifest is read
 
     @property
     def url(self) -> str:
@@ -73,12 +79,15 @@ class Repository:
                 )
             return found
         key = backup_prefix(keyspace, shard, backup_id) + MANIFEST
-        if parse_key(key) is None or not any(True for _ in self.store.list(key)):
+        try:
+            if parse_key(key) is None:
+                raise ObjectNotFound(key)
+            return self._read_manifest(key)
+        except ObjectNotFound:
             raise NotFoundError(
                 f"backup {backup_id!r} of {keyspace}/{shard} is not a complete backup in "
                 f"{self.url}; see `catchup list {keyspace}/{shard}`"
-            )
-        return self._read_manifest(key)
+            ) from None
 
     def find_any(self, backup_id: str) -> Manifest:
         for manifest in self.backups():
@@ -97,11 +106,19 @@ class Repository:
         return [ident for ident, complete in seen.items() if not complete]
 
     def _read_manifest(self, key: str) -> Manifest:
-        try:
-            return Manifest.model_validate_json(self.store.get(key))
-        except ValidationError as exc:
-            why = exc.errors()[0]["msg"]
-            raise IntegrityError(f"manifest {key} is unreadable: {why}") from None
+        prefix = key.removesuffix(MANIFEST)
+        manifest, data_key = decode_manifest(
+            self.store.get(key), self.keyring, prefix.rstrip("/"), key
+        )
+        self._data_keys[prefix] = data_key
+        return manifest
+
+    def _encryptor(self, manifest: Manifest) -> Encryptor | None:
+        prefix = backup_prefix(manifest.keyspace, manifest.shard, manifest.backup_id)
+        if prefix not in self._data_keys:
+            self._read_manifest(prefix + MANIFEST)
+        data_key = self._data_keys[prefix]
+        return Encryptor(data_key) if data_key else None
 
     # --- writing -------------------------------------------------------------
 
@@ -128,8 +145,13 @@ class Repository:
         partial prefix is removed if possible (else `prune` removes it).
         """
         prefix = backup_prefix(draft.keyspace, draft.shard, draft.backup_id)
+        active = self.keyring.active
+        keys = BackupKeys.create(active, new_data_key(), prefix.rstrip("/")) if active else None
+        encryptor = Encryptor(keys.data_key) if keys else None
         try:
-            files = upload_files(self.store, prefix, data_dir, listing, codec, jobs, progress)
+            files = upload_files(
+                self.store, prefix, data_dir, listing, codec, jobs, encryptor, progress
+            )
             manifest = on_commit(
                 draft.model_copy(
                     update={
@@ -138,10 +160,12 @@ class Repository:
                         "data_bytes": sum(f.size for f in files),
                         "stored_bytes": sum(f.stored_size for f in files),
                         "compression": codec.describe(),
+                        "encryption": keys.describe() if keys else None,
                     }
                 )
             )
-            self.store.put(prefix + MANIFEST, manifest.model_dump_json(indent=1).encode())
+            blob = encode_manifest(manifest, keys, prefix.rstrip("/"))
+            self.store.put(prefix + MANIFEST, blob)
         except BaseException:
             self._discard(prefix)
             raise
@@ -162,13 +186,14 @@ class Repository:
         """
         if target.exists() and any(target.iterdir()):
             raise NotFoundError(f"target dir '{target}' is not empty; give an empty or new dir")
+        encryptor = self._encryptor(manifest)  # a missing or wrong key fails before any write
         created = not target.exists()
         target.mkdir(parents=True, exist_ok=True)
         try:
             for directory in manifest.directories:
                 (target / directory).mkdir(parents=True, exist_ok=True)
             prefix = backup_prefix(manifest.keyspace, manifest.shard, manifest.backup_id)
-            download_files(self.store, prefix, manifest.files, target, jobs, progress)
+            download_files(self.store, prefix, manifest.files, target, jobs, encryptor, progress)
         except BaseException:
             if created:
                 shutil.rmtree(target, ignore_errors=True)
@@ -176,6 +201,14 @@ class Repository:
                 for child in target.iterdir():
                     shutil.rmtree(child) if child.is_dir() else child.unlink()
             raise
+
+    def check_objects(
+        self, manifest: Manifest, jobs: int, progress: Progress | None = None
+    ) -> None:
+        """Re-read every object of a backup: authentication, decompression, hash; no writes."""
+        prefix = backup_prefix(manifest.keyspace, manifest.shard, manifest.backup_id)
+        encryptor = self._encryptor(manifest)
+        download_files(self.store, prefix, manifest.files, None, jobs, encryptor, progress)
 
     # --- removing ------------------------------------------------------------
 
@@ -186,5 +219,7 @@ class Repository:
         self.store.delete_prefix(prefix)
 
 
-def open_repository(url: str) -> Repository:
-    return Repository(open_store(url))
+def open_repository(config: Config) -> Repository:
+    """The repository a config names, with its store options and its keyring."""
+    keyring = Keyring.from_files(config.encryption.key_files)
+    return Repository(open_store(config.repository, config.storage), keyring)

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import TypeVar
 
 from catchup.codec import CodecSettings, decode, encode
+from catchup.codec.encryption import Encryptor
 from catchup.errors import IntegrityError
 from catchup.repository.layout import object_key
 from catchup.repository.manifest import FileEntry
@@ -57,6 +58,7 @@ def upload_files(
     listing: DataDirListing,
     codec: CodecSettings,
     jobs: int,
+    encryptor: Encryptor | None = None,
     progress: Progress | None = None,
 ) -> list[FileEntry]:
     """Store every listed file as its own object; returns their manifest entries."""
@@ -64,7 +66,7 @@ def upload_files(
     def upload(index: int, rel: str, mode: int) -> FileEntry:
         key = object_key(index)
         with open(root / rel, "rb") as source, store.writer(prefix + key) as sink:
-            encoded = encode(ProgressReader(source, progress), sink, codec)
+            encoded = encode(ProgressReader(source, progress), sink, codec, encryptor, prefix + key)
         return FileEntry(
             path=rel,
             size=encoded.size,
@@ -82,20 +84,26 @@ def download_files(
     store: Store,
     prefix: str,
     entries: Iterable[FileEntry],
-    target: Path,
+    target: Path | None,
     jobs: int,
+    encryptor: Encryptor | None = None,
     progress: Progress | None = None,
 ) -> None:
-    """Write every entry under `target`, refusing any whose hash does not match."""
+    """Write every entry under `target`, refusing any whose hash does not match.
+
+    With `target` None, every object is read, authenticated and hashed, and
+    the plaintext discarded: `verify --deep`.
+    """
 
     def download(entry: FileEntry) -> None:
-        path = target / entry.path
-        with store.reader(prefix + entry.object) as source, open(path, "wb") as sink:
-            name = prefix + entry.object
-            written = decode(ProgressReader(source, progress), sink, entry.sha256, name)
+        name = prefix + entry.object
+        path = target / entry.path if target else None
+        with store.reader(name) as source, open(path or os.devnull, "wb") as sink:
+            written = decode(ProgressReader(source, progress), sink, entry.sha256, name, encryptor)
         if written != entry.size:
             raise IntegrityError(f"stored object {name}: its size differs from the manifest's")
-        os.chmod(path, entry.mode)
+        if path:
+            os.chmod(path, entry.mode)
 
     run_parallel(download, [(e,) for e in entries], jobs)
 

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO, Protocol
 
+from catchup.config import StorageSettings
 from catchup.errors import CatchupError, ConfigError
 
 
@@ -54,7 +55,8 @@ class Store(Protocol):
         ...
 
 
-def open_store(url: str) -> Store:
+def open_store(url: str, settings: StorageSettings | None = None) -> Store:
+    """The store a repository URL names: a directory, file://, s3://, gs:// or az://."""
     from catchup.storage.local import LocalStore
 
     match = re.match(r"^([a-z][a-z0-9+.-]*)://(.*)$", url)
@@ -63,4 +65,8 @@ def open_store(url: str) -> Store:
     scheme, rest = match.groups()
     if scheme == "file":
         return LocalStore(Path(rest))
+    if scheme in ("s3", "gs", "az"):
+        from catchup.storage.cloud import CloudStore
+
+        return CloudStore(url, settings or StorageSettings())
     raise ConfigError(f"repository = {url!r}: {scheme}:// is not supported; use a path or file://")

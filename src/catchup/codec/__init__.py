@@ -1,6 +1,6 @@
-"""Streaming stages between a file and its stored object: hash, compress (and,
-later, encrypt). Each stage is a writer wrapping the next, so memory stays
-bounded by one chunk per file whatever the file's size.
+"""Streaming stages between a file and its stored object: hash, compress,
+encrypt. Each stage is a writer wrapping the next, so memory stays bounded by a
+few segments per file whatever the file's size.
 """
 
 from __future__ import annotations
@@ -11,6 +11,7 @@ from typing import BinaryIO
 
 import zstandard
 
+from catchup.codec.encryption import Encryptor
 from catchup.errors import IntegrityError
 
 CHUNK = 1 << 20
@@ -47,26 +48,45 @@ class _CountingWriter:
         self.sink.flush()
 
 
-def encode(source: BinaryIO, sink: BinaryIO, settings: CodecSettings) -> Encoded:
-    """Compress `source` into `sink`, hashing the plaintext on the way."""
+def encode(
+    source: BinaryIO,
+    sink: BinaryIO,
+    settings: CodecSettings,
+    encryptor: Encryptor | None = None,
+    name: str = "",
+) -> Encoded:
+    """Compress (and encrypt) `source` into `sink`, hashing the plaintext on the way.
+
+    `name` is the object's key: encryption binds the ciphertext to it.
+    """
     digest = hashlib.sha256()
     counted = _CountingWriter(sink)
+    target = encryptor.writer(counted, name) if encryptor else counted  # type: ignore[arg-type]
     compressor = zstandard.ZstdCompressor(level=settings.level, threads=settings.threads)
     size = 0
-    with compressor.stream_writer(counted, closefd=False) as compressed:  # type: ignore[arg-type]
+    with compressor.stream_writer(target, closefd=False) as compressed:  # type: ignore[arg-type]
         while chunk := source.read(CHUNK):
             digest.update(chunk)
             compressed.write(chunk)
             size += len(chunk)
+    if encryptor:
+        target.close()
     return Encoded(size=size, sha256=digest.hexdigest(), stored_size=counted.count)
 
 
-def decode(source: BinaryIO, sink: BinaryIO, expected_sha256: str, name: str) -> int:
-    """Decompress `source` into `sink` and refuse it unless its hash is the expected one."""
+def decode(
+    source: BinaryIO,
+    sink: BinaryIO,
+    expected_sha256: str,
+    name: str,
+    encryptor: Encryptor | None = None,
+) -> int:
+    """Decrypt and decompress `source` into `sink`; refuse it unless its hash is as expected."""
     digest = hashlib.sha256()
     size = 0
+    plain_source = encryptor.reader(source, name) if encryptor else source
     try:
-        with zstandard.ZstdDecompressor().stream_reader(source, closefd=False) as plain:
+        with zstandard.ZstdDecompressor().stream_reader(plain_source, closefd=False) as plain:
             while chunk := plain.read(CHUNK):
                 digest.update(chunk)
                 sink.write(chunk)

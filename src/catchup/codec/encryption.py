@@ -1,0 +1,194 @@
+"""Encryption at rest: AES-256-GCM in a streaming framing, and envelope keys.
+
+Why not Tink's streaming AEAD: its Python binding measured 512 MB/s on one
+thread and 691 MB/s on two here, against 1,120 and 4,370 MB/s for
+`cryptography`'s AES-GCM, which releases the GIL. The framing below is the
+same construction Tink uses (AES-GCM-HKDF streaming, after Hoang et al.'s
+STREAM): only standard primitives, no home-made one.
+
+Object format (docs/repository-format.md):
+
+    header  = b"CUE1" | salt (16) | nonce prefix (7) | segment size (4, big-endian)
+    segment = AES-256-GCM(object key, nonce, plaintext[i], aad) with a 16-byte tag
+    object  = header | segment_0 | … | segment_n
+
+- object key = HKDF-SHA256(data key, salt, info = b"catchup object " + name):
+  a fresh key per object, bound to the object's name;
+- nonce = prefix (7) | segment index (4, big-endian) | last flag (1): reordering,
+  truncation and appending are all detected;
+- aad = the header, so it cannot be altered either.
+
+Every backup has its own random 256-bit data key, stored in its manifest only
+wrapped (AES-256-GCM) by a key-encryption key from a key file.
+"""
+
+from __future__ import annotations
+
+import os
+import struct
+from dataclasses import dataclass
+from typing import BinaryIO
+
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+
+from catchup.errors import IntegrityError
+
+MAGIC = b"CUE1"
+ALGORITHM = "AES-256-GCM-HKDF-SHA256-STREAM-1MiB"
+SEGMENT = 1 << 20
+TAG = 16
+HEADER = struct.Struct(">4s16s7sI")
+
+
+class DecryptionError(IntegrityError):
+    pass
+
+
+def new_data_key() -> bytes:
+    return AESGCM.generate_key(bit_length=256)
+
+
+def wrap_key(kek: bytes, data_key: bytes, context: bytes) -> bytes:
+    """The data key encrypted by the key-encryption key, bound to `context`."""
+    nonce = os.urandom(12)
+    return nonce + AESGCM(kek).encrypt(nonce, data_key, b"catchup data key " + context)
+
+
+def unwrap_key(kek: bytes, wrapped: bytes, context: bytes) -> bytes:
+    try:
+        return AESGCM(kek).decrypt(wrapped[:12], wrapped[12:], b"catchup data key " + context)
+    except InvalidTag:
+        raise DecryptionError(
+            "the wrapped data key does not open with the configured key: wrong key, or the "
+            "manifest was altered"
+        ) from None
+
+
+def seal(data_key: bytes, plaintext: bytes, context: bytes) -> bytes:
+    """One small authenticated blob (the manifest)."""
+    nonce = os.urandom(12)
+    return nonce + AESGCM(data_key).encrypt(nonce, plaintext, b"catchup sealed " + context)
+
+
+def unseal(data_key: bytes, blob: bytes, context: bytes) -> bytes:
+    try:
+        return AESGCM(data_key).decrypt(blob[:12], blob[12:], b"catchup sealed " + context)
+    except InvalidTag:
+        raise DecryptionError("failed authentication: it was altered or damaged") from None
+
+
+def _object_key(data_key: bytes, salt: bytes, name: str) -> AESGCM:
+    hkdf = HKDF(
+        algorithm=hashes.SHA256(), length=32, salt=salt, info=b"catchup object " + name.encode()
+    )
+    return AESGCM(hkdf.derive(data_key))
+
+
+def _nonce(prefix: bytes, index: int, last: bool) -> bytes:
+    return prefix + struct.pack(">I?", index, last)
+
+
+@dataclass
+class Encryptor:
+    """The data key of one backup; opens writers and readers per object name."""
+
+    data_key: bytes
+
+    def writer(self, sink: BinaryIO, name: str) -> EncryptingWriter:
+        return EncryptingWriter(sink, self.data_key, name)
+
+    def reader(self, source: BinaryIO, name: str) -> DecryptingReader:
+        return DecryptingReader(source, self.data_key, name)
+
+
+class EncryptingWriter:
+    """A write-only stream that encrypts into `sink` segment by segment."""
+
+    def __init__(self, sink: BinaryIO, data_key: bytes, name: str) -> None:
+        salt, self.prefix = os.urandom(16), os.urandom(7)
+        self.header = HEADER.pack(MAGIC, salt, self.prefix, SEGMENT)
+        self.aead = _object_key(data_key, salt, name)
+        self.sink = sink
+        self.buffer = bytearray()
+        self.index = 0
+        self.closed = False
+        sink.write(self.header)
+
+    def write(self, data: bytes | memoryview) -> int:
+        self.buffer += data
+        while len(self.buffer) > SEGMENT:  # keep a remainder: the last segment is flagged
+            self._emit(bytes(self.buffer[:SEGMENT]), last=False)
+            del self.buffer[:SEGMENT]
+        return len(data)
+
+    def flush(self) -> None:
+        pass
+
+    def close(self) -> None:
+        """Write the final, flagged segment (possibly empty). Does not close the sink."""
+        if not self.closed:
+            self._emit(bytes(self.buffer), last=True)
+            self.buffer.clear()
+            self.closed = True
+
+    def _emit(self, plaintext: bytes, last: bool) -> None:
+        nonce = _nonce(self.prefix, self.index, last)
+        self.sink.write(self.aead.encrypt(nonce, plaintext, self.header))
+        self.index += 1
+
+
+class DecryptingReader:
+    """A read-only stream of the plaintext; raises DecryptionError on any tampering."""
+
+    def __init__(self, source: BinaryIO, data_key: bytes, name: str) -> None:
+        self.source = source
+        self.name = name
+        header = _read_exactly(source, HEADER.size)
+        try:
+            magic, salt, self.prefix, self.segment = HEADER.unpack(header)
+        except struct.error:
+            raise DecryptionError(f"stored object {name}: too short to be encrypted") from None
+        if magic != MAGIC or self.segment > 64 * SEGMENT:
+            raise DecryptionError(f"stored object {name}: not a catchup-encrypted object")
+        self.header = header
+        self.aead = _object_key(data_key, salt, name)
+        self.index = 0
+        self.pending = _read_exactly(source, self.segment + TAG)
+        self.out = b""
+        self.done = False
+
+    def read(self, size: int = -1) -> bytes:
+        while not self.done and (size < 0 or len(self.out) < size):
+            self._next_segment()
+        if size < 0:
+            data, self.out = self.out, b""
+        else:
+            data, self.out = self.out[:size], self.out[size:]
+        return data
+
+    def _next_segment(self) -> None:
+        following = _read_exactly(self.source, self.segment + TAG)
+        last = not following
+        nonce = _nonce(self.prefix, self.index, last)
+        try:
+            self.out += self.aead.decrypt(nonce, self.pending, self.header)
+        except InvalidTag:
+            raise DecryptionError(
+                f"stored object {self.name} failed authentication at segment {self.index}: "
+                "it was altered, truncated or damaged, or the key is wrong"
+            ) from None
+        self.pending, self.index, self.done = following, self.index + 1, last
+
+
+def _read_exactly(source: BinaryIO, size: int) -> bytes:
+    chunks, remaining = [], size
+    while remaining:
+        chunk = source.read(remaining)
+        if not chunk:
+            break
+        chunks.append(chunk)
+        remaining -= len(chunk)
+    return b"".join(chunks)

@@ -1,0 +1,115 @@
+"""How a manifest is stored: checksummed, or sealed when encryption is on.
+
+    plain:      {"format": "catchup-manifest", "version": 1, "sha256": …, "manifest": {…}}
+    encrypted:  {"format": "catchup-manifest", "version": 1,
+                 "encryption": {"algorithm": …, "key_id": …, "wrapped_data_key": …},
+                 "sealed_manifest": base64(AES-GCM(data key, manifest))}
+
+A sealed manifest hides even file and schema names; both forms detect any
+altered byte. The data key is stored only wrapped by the key-encryption key.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import json
+from dataclasses import dataclass, field
+
+from pydantic import ValidationError
+
+from catchup.codec.encryption import ALGORITHM, DecryptionError, seal, unseal, unwrap_key, wrap_key
+from catchup.codec.keys import Key, Keyring
+from catchup.errors import IntegrityError
+from catchup.repository.manifest import Manifest
+
+FORMAT = "catchup-manifest"
+VERSION = 1
+
+
+@dataclass(frozen=True)
+class BackupKeys:
+    """A backup's data key and how it is wrapped."""
+
+    key_id: str
+    data_key: bytes = field(repr=False)
+    wrapped: bytes
+
+    @classmethod
+    def create(cls, key: Key, data_key: bytes, context: str) -> BackupKeys:
+        return cls(key.key_id, data_key, wrap_key(key.secret, data_key, context.encode()))
+
+    def describe(self) -> dict[str, object]:
+        return {"algorithm": ALGORITHM, "key_id": self.key_id}
+
+
+def _canonical(manifest: Manifest) -> bytes:
+    return json.dumps(
+        manifest.model_dump(mode="json"), sort_keys=True, separators=(",", ":")
+    ).encode()
+
+
+def encode_manifest(manifest: Manifest, keys: BackupKeys | None, context: str) -> bytes:
+    body = _canonical(manifest)
+    if keys is None:
+        document = {
+            "format": FORMAT,
+            "version": VERSION,
+            "sha256": hashlib.sha256(body).hexdigest(),
+            "manifest": manifest.model_dump(mode="json"),
+        }
+    else:
+        document = {
+            "format": FORMAT,
+            "version": VERSION,
+            "encryption": {
+                **keys.describe(),
+                "wrapped_data_key": base64.b64encode(keys.wrapped).decode(),
+            },
+            "sealed_manifest": base64.b64encode(
+                seal(keys.data_key, body, context.encode())
+            ).decode(),
+        }
+    return json.dumps(document, indent=1).encode()
+
+
+def decode_manifest(
+    blob: bytes, keyring: Keyring, context: str, name: str
+) -> tuple[Manifest, bytes | None]:
+    """The manifest and, for an encrypted backup, its data key. Refuses any tampering."""
+    try:
+        document = json.loads(blob)
+        if document.get("format") != FORMAT:
+            raise ValueError("not a catchup manifest")
+        if document.get("version") != VERSION:
+            raise IntegrityError(
+                f"manifest {name} has format version {document.get('version')}; "
+                "this catchup reads version 1, upgrade it"
+            )
+        if "sealed_manifest" in document:
+            envelope = document["encryption"]
+            key = keyring.get(envelope["key_id"], f"backup {context}")
+            data_key = unwrap_key(
+                key.secret,
+                base64.b64decode(envelope["wrapped_data_key"], validate=True),
+                context.encode(),
+            )
+            body = unseal(
+                data_key,
+                base64.b64decode(document["sealed_manifest"], validate=True),
+                context.encode(),
+            )
+            return Manifest.model_validate_json(body), data_key
+        manifest = Manifest.model_validate(document["manifest"])
+        if hashlib.sha256(_canonical(manifest)).hexdigest() != document["sha256"]:
+            raise IntegrityError(
+                f"manifest {name} does not match its checksum: it was altered or damaged"
+            )
+        return manifest, None
+    except DecryptionError as exc:
+        raise IntegrityError(f"manifest {name}: {exc}") from None
+    except (ValueError, KeyError, TypeError, binascii.Error, ValidationError) as exc:
+        raise IntegrityError(
+            f"manifest {name} is unreadable ({type(exc).__name__}): it was altered or damaged"
+        ) from None

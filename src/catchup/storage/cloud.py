@@ -1,0 +1,160 @@
+"""S3-compatible, GCS and Azure object stores, through obstore.
+
+obstore (Rust's object_store) does the multipart uploads, retries with
+exponential backoff on transient errors (5xx, timeouts, dropped connections)
+and reads credentials from the standard environment of each cloud
+(`AWS_ACCESS_KEY_ID`/`AWS_SECRET_ACCESS_KEY`/`AWS_SESSION_TOKEN`, instance and
+web-identity credentials; `GOOGLE_APPLICATION_CREDENTIALS`; `AZURE_STORAGE_*`).
+An object becomes visible only when its upload completes: a writer that is
+abandoned on error is never completed.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import timedelta
+from typing import Any, BinaryIO
+
+import obstore
+from obstore.exceptions import BaseError
+from obstore.store import AzureStore, GCSStore, S3Store
+
+from catchup.config import StorageSettings
+from catchup.storage import ObjectNotFound, StorageError, StoredObject
+
+DELETE_BATCH = 1000
+BUCKET_MISSING = ("NoSuchBucket", "ContainerNotFound", "The specified bucket does not exist")
+ACCESS_DENIED = ("AccessDenied", "InvalidAccessKeyId", "SignatureDoesNotMatch", "403 Forbidden")
+
+
+class CloudStore:
+    def __init__(self, url: str, settings: StorageSettings) -> None:
+        match = re.match(r"^(s3|gs|az)://([^/]+)/?(.*)$", url)
+        if match is None:
+            raise StorageError(
+                f"repository = {url!r}: expected s3://bucket[/prefix], gs://… or az://…"
+            )
+        scheme, bucket, prefix = match.groups()
+        self.url = url
+        self.settings = settings
+        self.store = _build(scheme, bucket, prefix.strip("/") or None, settings)
+
+    @contextmanager
+    def writer(self, key: str) -> Iterator[BinaryIO]:
+        with self._errors("write", key):
+            upload = obstore.open_writer(
+                self.store,
+                key,
+                buffer_size=self.settings.part_size_mb << 20,
+                max_concurrency=self.settings.upload_concurrency,
+            )
+        yield upload  # type: ignore[misc]
+        # Reached only on success: completing the upload makes the object visible.
+        with self._errors("write", key):
+            upload.close()
+
+    @contextmanager
+    def reader(self, key: str) -> Iterator[BinaryIO]:
+        with self._errors("read", key):
+            stream = obstore.open_reader(
+                self.store, key, buffer_size=self.settings.part_size_mb << 20
+            )
+        try:
+            yield _ReadErrors(stream, self, key)  # type: ignore[misc]
+        finally:
+            stream.close()
+
+    def put(self, key: str, data: bytes) -> None:
+        with self._errors("write", key):
+            obstore.put(self.store, key, data)
+
+    def get(self, key: str) -> bytes:
+        with self._errors("read", key):
+            return bytes(obstore.get(self.store, key).bytes())
+
+    def list(self, prefix: str) -> Iterator[StoredObject]:
+        with self._errors("list", prefix or "/"):
+            for batch in obstore.list(self.store, prefix=prefix.rstrip("/") or None):
+                for meta in batch:
+                    if meta["path"].startswith(prefix):
+                        yield StoredObject(meta["path"], meta["size"])
+
+    def delete(self, key: str) -> None:
+        with self._errors("delete", key):
+            obstore.delete(self.store, key)
+
+    def delete_prefix(self, prefix: str) -> None:
+        keys = [obj.key for obj in self.list(prefix)]
+        for start in range(0, len(keys), DELETE_BATCH):
+            with self._errors("delete", prefix):
+                obstore.delete(self.store, keys[start : start + DELETE_BATCH])
+
+    @contextmanager
+    def _errors(self, action: str, key: str) -> Iterator[None]:
+        """Every failure as one line naming the store and the object (after obstore's retries)."""
+        try:
+            yield
+        except (BaseError, OSError, RuntimeError) as exc:
+            message = str(exc)
+            if any(mark in message for mark in BUCKET_MISSING):
+                raise StorageError(
+                    f"{self.url}: the bucket does not exist; create it or fix `repository`"
+                ) from None
+            if isinstance(exc, PermissionError) or any(m in message for m in ACCESS_DENIED):
+                raise StorageError(
+                    f"{self.url}: access denied while trying to {action} {key}; check the "
+                    "credentials in the environment and the bucket policy"
+                ) from None
+            if isinstance(exc, FileNotFoundError):
+                raise ObjectNotFound(f"{self.url}: object {key} does not exist") from None
+            detail = message.strip().splitlines()[0][:300] if message.strip() else repr(exc)
+            raise StorageError(f"{self.url}: cannot {action} {key}: {detail}") from None
+
+
+class _ReadErrors:
+    """A reader whose failures mid-stream name the store and the object."""
+
+    def __init__(self, stream: Any, store: CloudStore, key: str) -> None:
+        self.stream, self.store, self.key = stream, store, key
+
+    def read(self, size: int = -1) -> bytes:
+        with self.store._errors("read", self.key):
+            return bytes(self.stream.read(size))
+
+
+def _build(scheme: str, bucket: str, prefix: str | None, settings: StorageSettings) -> Any:
+    retry = {
+        "max_retries": settings.max_retries,
+        "retry_timeout": timedelta(seconds=settings.retry_timeout_seconds),
+        "backoff": {
+            "init_backoff": timedelta(milliseconds=100),
+            "max_backoff": timedelta(seconds=15),
+            "base": 2,
+        },
+    }
+    client: dict[str, Any] = {
+        "timeout": timedelta(seconds=settings.request_timeout_seconds),
+        "connect_timeout": timedelta(seconds=settings.connect_timeout_seconds),
+    }
+    if settings.endpoint and settings.endpoint.startswith("http://"):
+        client["allow_http"] = True
+    if scheme == "s3":
+        config: dict[str, Any] = {}
+        if settings.endpoint:
+            config["endpoint"] = settings.endpoint
+        if settings.region:
+            config["region"] = settings.region
+        if settings.path_style:
+            config["virtual_hosted_style_request"] = False
+        if settings.server_side_encryption:
+            config["server_side_encryption"] = settings.server_side_encryption
+            if settings.kms_key_id:
+                config["sse_kms_key_id"] = settings.kms_key_id
+        return S3Store(
+            bucket, prefix=prefix, config=config, client_options=client, retry_config=retry
+        )
+    if scheme == "gs":
+        return GCSStore(bucket, prefix=prefix, client_options=client, retry_config=retry)
+    return AzureStore(bucket, prefix=prefix, client_options=client, retry_config=retry)
