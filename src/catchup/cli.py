@@ -321,6 +321,8 @@ def show(
         f"{human_bytes(manifest.stored_bytes)} in {len(manifest.files)} files"
     )
     out.print(f"{'compression':>18}: {manifest.compression}")
+    encryption = manifest.encryption or {"none": "not encrypted"}
+    out.print(f"{'encryption':>18}: {', '.join(f'{k} {v}' for k, v in encryption.items())}")
     steps = ", ".join(f"{k} {v:.2f}s" for k, v in manifest.durations.items())
     out.print(f"{'steps':>18}: {steps}")
     if manifest.rebootstrap_reason:
@@ -472,7 +474,7 @@ def check(
     """Check config, connectivity, privileges and binlog coverage for each shard."""
     config = load_config(config_path)
     repository = open_repo(config)
-    report: dict[str, list[Finding]] = {}
+    report: dict[str, list[Finding]] = {"repository": [check_repository(repository)]}
     config.require_passwords(config.select(shards))
     for shard in config.select(shards):
         report[shard.name] = check_shard(config, shard, repository)
@@ -483,6 +485,19 @@ def check(
         for name, findings in report.items():
             print_findings(name, findings)
     raise typer.Exit(ExitCode.OK if healthy else ExitCode.FAILED)
+
+
+def check_repository(repository: Repository) -> Finding:
+    """The store answers, and every backup's manifest opens with the configured keys."""
+    try:
+        backups = repository.backups()
+    except CatchupError as exc:
+        return Finding("repository", False, str(exc))
+    active = repository.keyring.active
+    encryption = f"new backups encrypted with {active.key_id}" if active else "not encrypted"
+    return Finding(
+        "repository", True, f"{repository.url}: {len(backups)} complete backups; {encryption}"
+    )
 
 
 def check_shard(config: Config, shard: Any, repository: Repository) -> list[Finding]:

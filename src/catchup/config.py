@@ -114,7 +114,9 @@ class Retention(Strict):
 
 
 class Compression(Strict):
-    level: Annotated[int, Field(ge=1, le=22)] = 3
+    # Level 1: compression is the pipeline's bottleneck (docs/benchmarks.md); higher
+    # levels shrink InnoDB files little for much more CPU.
+    level: Annotated[int, Field(ge=1, le=22)] = 1
     threads: Annotated[int, Field(ge=0, le=64)] = 0
 
 
@@ -128,6 +130,7 @@ class StorageSettings(Strict):
     kms_key_id: str | None = None
     part_size_mb: Annotated[int, Field(ge=5, le=512)] = 16
     upload_concurrency: Annotated[int, Field(ge=1, le=64)] = 4
+    download_concurrency: Annotated[int, Field(ge=1, le=64)] = 4
     max_retries: Annotated[int, Field(ge=0, le=100)] = 10
     retry_timeout_seconds: Annotated[float, Field(gt=0)] = 180.0
     request_timeout_seconds: Annotated[float, Field(gt=0)] = 60.0

@@ -237,3 +237,43 @@ def test_a_frozen_source_fails_the_cycle_after_the_stall_timeout(fleet):
     assert not fleet.instance_dirs() and not mariadbd_processes_under(fleet.root / "work")
     assert source.position() == position
     assert fleet.backup()[0].ok
+
+
+def test_tampering_with_an_encrypted_backup_is_refused_by_restore_and_verify(fleet, short_tmp):
+    from catchup.codec.keys import generate_key_file
+
+    source = fleet.add_source()
+    generate_key_file(short_tmp / "key.json")
+    fleet.write_config(tables=f'\n[encryption]\nkey_files = ["{short_tmp / "key.json"}"]\n')
+    [first] = fleet.backup()
+    source.apply_workload(0.02)
+    [second] = fleet.backup()
+    assert second.ok, second.error
+    config = str(fleet.config_path)
+    assert json.loads(run_cli("verify", "commerce/0", "--deep", "--json", "-c", config).stdout)[
+        "verified"
+    ]
+    backup_dir = fleet.root / "repository" / "commerce" / "0" / second.backup_id
+    victim = max((backup_dir / "data").iterdir(), key=lambda p: p.stat().st_size)
+    for path, name in ((victim, f"data/{victim.name}"), (backup_dir / "manifest.json", "manifest")):
+        original = path.read_bytes()
+        flipped = bytearray(original)
+        flipped[len(flipped) // 3] ^= 0x40
+        path.write_bytes(bytes(flipped))
+        deep = run_cli("verify", "commerce/0", second.backup_id, "--deep", "--json", "-c", config)
+        assert deep.returncode == 1
+        assert name in deep.stdout + deep.stderr, deep.stdout + deep.stderr
+        target = short_tmp / "restored"
+        restored = run_cli(
+            "restore", "commerce/0", second.backup_id, "--target-dir", str(target), "-c", config
+        )
+        assert restored.returncode == 1 and name in restored.stderr, restored.stderr
+        assert not target.exists()
+        path.write_bytes(original)
+    assert (
+        run_cli(
+            "restore", "commerce/0", "--target-dir", str(short_tmp / "ok"), "-c", config
+        ).returncode
+        == 0
+    )
+    assert first.ok

@@ -19,7 +19,7 @@ CHUNK = 1 << 20
 
 @dataclass(frozen=True)
 class CodecSettings:
-    level: int = 3
+    level: int = 1
     threads: int = 0
 
     def describe(self) -> dict[str, object]:

@@ -51,33 +51,32 @@ def new_data_key() -> bytes:
     return AESGCM.generate_key(bit_length=256)
 
 
-def wrap_key(kek: bytes, data_key: bytes, context: bytes) -> bytes:
-    """The data key encrypted by the key-encryption key, bound to `context`."""
+def seal(key: bytes, plaintext: bytes, context: bytes) -> bytes:
+    """One small authenticated blob (a wrapped data key, a manifest), bound to `context`."""
     nonce = os.urandom(12)
-    return nonce + AESGCM(kek).encrypt(nonce, data_key, b"catchup data key " + context)
+    return nonce + AESGCM(key).encrypt(nonce, plaintext, context)
+
+
+def unseal(key: bytes, blob: bytes, context: bytes, failure: str) -> bytes:
+    try:
+        return AESGCM(key).decrypt(blob[:12], blob[12:], context)
+    except InvalidTag:
+        raise DecryptionError(failure) from None
+
+
+def wrap_key(kek: bytes, data_key: bytes, context: bytes) -> bytes:
+    """The data key encrypted by the key-encryption key."""
+    return seal(kek, data_key, b"catchup data key " + context)
 
 
 def unwrap_key(kek: bytes, wrapped: bytes, context: bytes) -> bytes:
-    try:
-        return AESGCM(kek).decrypt(wrapped[:12], wrapped[12:], b"catchup data key " + context)
-    except InvalidTag:
-        raise DecryptionError(
-            "the wrapped data key does not open with the configured key: wrong key, or the "
-            "manifest was altered"
-        ) from None
-
-
-def seal(data_key: bytes, plaintext: bytes, context: bytes) -> bytes:
-    """One small authenticated blob (the manifest)."""
-    nonce = os.urandom(12)
-    return nonce + AESGCM(data_key).encrypt(nonce, plaintext, b"catchup sealed " + context)
-
-
-def unseal(data_key: bytes, blob: bytes, context: bytes) -> bytes:
-    try:
-        return AESGCM(data_key).decrypt(blob[:12], blob[12:], b"catchup sealed " + context)
-    except InvalidTag:
-        raise DecryptionError("failed authentication: it was altered or damaged") from None
+    return unseal(
+        kek,
+        wrapped,
+        b"catchup data key " + context,
+        "the wrapped data key does not open with the configured key: wrong key, or the "
+        "manifest was altered",
+    )
 
 
 def _object_key(data_key: bytes, salt: bytes, name: str) -> AESGCM:

@@ -84,10 +84,10 @@ class CountingRelay:
         view = memoryview(buffer)
         try:
             while n := src.recv_into(buffer):
-                dst.sendall(view[:n])
-                if counted:
+                if counted:  # counted on receipt: never less than what the client has seen
                     with self._lock:
                         self._from_source += n
+                dst.sendall(view[:n])
         except OSError:
             pass
         finally:

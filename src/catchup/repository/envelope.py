@@ -25,6 +25,7 @@ from catchup.errors import IntegrityError
 from catchup.repository.manifest import Manifest
 
 FORMAT = "catchup-manifest"
+SEALED = b"catchup sealed manifest "
 VERSION = 1
 
 
@@ -68,7 +69,7 @@ def encode_manifest(manifest: Manifest, keys: BackupKeys | None, context: str) -
                 "wrapped_data_key": base64.b64encode(keys.wrapped).decode(),
             },
             "sealed_manifest": base64.b64encode(
-                seal(keys.data_key, body, context.encode())
+                seal(keys.data_key, body, SEALED + context.encode())
             ).decode(),
         }
     return json.dumps(document, indent=1).encode()
@@ -98,7 +99,8 @@ def decode_manifest(
             body = unseal(
                 data_key,
                 base64.b64decode(document["sealed_manifest"], validate=True),
-                context.encode(),
+                SEALED + context.encode(),
+                "failed authentication: it was altered or damaged",
             )
             return Manifest.model_validate_json(body), data_key
         manifest = Manifest.model_validate(document["manifest"])

@@ -57,14 +57,10 @@ class CloudStore:
 
     @contextmanager
     def reader(self, key: str) -> Iterator[BinaryIO]:
+        """Ranged reads, `download_concurrency` parts in flight: memory stays bounded."""
         with self._errors("read", key):
-            stream = obstore.open_reader(
-                self.store, key, buffer_size=self.settings.part_size_mb << 20
-            )
-        try:
-            yield _ReadErrors(stream, self, key)  # type: ignore[misc]
-        finally:
-            stream.close()
+            size = obstore.head(self.store, key)["size"]
+        yield _RangedReader(self, key, size)  # type: ignore[misc]
 
     def put(self, key: str, data: bytes) -> None:
         with self._errors("write", key):
@@ -113,15 +109,47 @@ class CloudStore:
             raise StorageError(f"{self.url}: cannot {action} {key}: {detail}") from None
 
 
-class _ReadErrors:
-    """A reader whose failures mid-stream name the store and the object."""
+class _RangedReader:
+    """Reads an object front to back, fetching the next parts in parallel."""
 
-    def __init__(self, stream: Any, store: CloudStore, key: str) -> None:
-        self.stream, self.store, self.key = stream, store, key
+    def __init__(self, store: CloudStore, key: str, size: int) -> None:
+        self.store, self.key, self.size = store, key, size
+        self.part = store.settings.part_size_mb << 20
+        self.window = store.settings.download_concurrency
+        self.offset = 0  # of the next byte to fetch
+        self.buffered: list[bytes] = []
+        self.position = 0  # within buffered[0]
 
     def read(self, size: int = -1) -> bytes:
+        out = bytearray()
+        while size < 0 or len(out) < size:
+            if not self.buffered and not self._fetch():
+                break
+            head = self.buffered[0]
+            take = (
+                len(head) - self.position
+                if size < 0
+                else min(size - len(out), len(head) - self.position)
+            )
+            out += head[self.position : self.position + take]
+            self.position += take
+            if self.position == len(head):
+                self.buffered.pop(0)
+                self.position = 0
+        return bytes(out)
+
+    def _fetch(self) -> bool:
+        if self.offset >= self.size:
+            return False
+        starts = list(
+            range(self.offset, min(self.size, self.offset + self.part * self.window), self.part)
+        )
+        ends = [min(start + self.part, self.size) for start in starts]
         with self.store._errors("read", self.key):
-            return bytes(self.stream.read(size))
+            parts = obstore.get_ranges(self.store.store, self.key, starts=starts, ends=ends)
+        self.buffered = [bytes(part) for part in parts]
+        self.offset = ends[-1]
+        return True
 
 
 def _build(scheme: str, bucket: str, prefix: str | None, settings: StorageSettings) -> Any:
