@@ -4,7 +4,7 @@
 PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
-APT_PACKAGES := mariadb-server mariadb-backup mariadb-client zstd util-linux
+APT_PACKAGES := mariadb-server mariadb-backup mariadb-client postgresql zstd util-linux
 # Binaries whose absence means the Debian packages above must be installed.
 NEEDED_BINARIES := mariadbd mariadb-install-db mariadb-dump mariadb zstd setpriv
 
@@ -25,6 +25,7 @@ deps: system-deps venv
 system-deps:
 	@missing=""; for b in $(NEEDED_BINARIES); do \
 	  PATH="$$PATH:/usr/sbin:/sbin" command -v $$b >/dev/null 2>&1 || missing="$$missing $$b"; done; \
+	ls /usr/lib/postgresql/*/bin/pg_basebackup >/dev/null 2>&1 || missing="$$missing postgresql"; \
 	if [ -n "$$missing" ]; then \
 	  echo "installing Debian packages (missing:$$missing)"; \
 	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \

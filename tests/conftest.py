@@ -20,6 +20,7 @@ REPO = Path(__file__).resolve().parents[1]
 def short_tmp() -> Iterator[Path]:
     """A temp dir with a short path: Unix socket paths must stay under 108 bytes."""
     path = Path(tempfile.mkdtemp(prefix="cu-", dir="/tmp"))
+    path.chmod(0o755)  # the postgres OS user runs the PostgreSQL servers below it
     yield path
     shutil.rmtree(path, ignore_errors=True)
 

@@ -355,16 +355,14 @@ def restore(
     repository = open_repo(config)
     with cancellable():
         repository.restore(manifest, target_dir, config.jobs)
+        hint = engine_for(manifest.engine).prepare_restored(target_dir, manifest.position)
     if json_output:
         print_json({"restored": manifest.summary(), "target_dir": str(target_dir.absolute())})
         return
     out.print(
         f"Restored {manifest.shard_name} backup {manifest.backup_id} ({manifest.kind}, "
         f"{human_bytes(manifest.data_bytes)}, every file's sha256 checked) into {target_dir}.\n"
-        f"GTID position: {manifest.position}\n"
-        f"Start it with: mariadbd --datadir={target_dir.absolute()} (chown -R mysql: it first "
-        "when the server runs as mysql). To attach it as a replica: "
-        f"CHANGE MASTER TO ..., MASTER_USE_GTID=slave_pos (gtid_slave_pos is {manifest.position})."
+        f"Position: {manifest.position}\n{hint}"
     )
 
 

@@ -70,7 +70,7 @@ class Credentials(Strict):
 class Shard(Strict):
     keyspace: Annotated[str, Field(pattern=NAME_PATTERN)]
     shard: Annotated[str, Field(pattern=NAME_PATTERN)]
-    engine: Literal["mariadb"] = "mariadb"
+    engine: Literal["mariadb", "postgres"] = "mariadb"
     source: str | None = None
     socket: Path | None = None
     role: Literal["primary", "replica"] = "primary"
@@ -159,6 +159,16 @@ class MariaDBSettings(Strict):
     archive_redo_log_mb: Annotated[int, Field(ge=16)] = 16  # shrunk to this before archiving
 
 
+class PostgresSettings(Strict):
+    """Knobs for the ephemeral PostgreSQL servers (not the source)."""
+
+    binaries: Path | None = None  # a bin dir; default: /usr/lib/postgresql/<source major>/bin
+    shared_buffers_mb: Annotated[int, Field(ge=16)] = 256
+    # Bootstrap again when the WAL since the last backup exceeds this x the database size:
+    # a fresh base backup then costs the source less than streaming that WAL.
+    rebootstrap_wal_ratio: Annotated[float, Field(gt=0)] = 1.0
+
+
 class Config(Strict):
     repository: str
     work_dir: Path = Path("/var/lib/catchup/work")
@@ -169,6 +179,7 @@ class Config(Strict):
     retention: Retention = Retention()
     compression: Compression = Compression()
     mariadb: MariaDBSettings = MariaDBSettings()
+    postgres: PostgresSettings = PostgresSettings()
     storage: StorageSettings = StorageSettings()
     encryption: EncryptionSettings = EncryptionSettings()
     shards: Annotated[list[Shard], Field(min_length=1)]

@@ -98,7 +98,7 @@ def run_cycle(
     with engine.open_source(config, shard) as source:
         with clock("precheck"):
             plan = precheck(repository, source, shard, options, reporter)
-        with provisioned(engine, config, shard, clock) as instance:
+        with provisioned(engine, config, shard, clock, source.server_version()) as instance:
             if plan.parent is None:
                 bootstrap(instance, source, clock, cancel)
             else:
@@ -111,7 +111,9 @@ def run_cycle(
             draft = draft_manifest(
                 shard, plan, checkpoint, server_version, source.bytes_sent, started_at, clock
             )
-            return back_up(repository, instance, draft, config, clock)
+            manifest = back_up(repository, instance, draft, config, clock)
+        release_source(source, manifest)
+        return manifest
 
 
 def precheck(
@@ -135,6 +137,11 @@ def precheck(
     verdict = source.judge(latest.position)
     if verdict.coverage is Coverage.COVERED:
         return Plan(latest, None)
+    if verdict.coverage is Coverage.COSTLY:
+        if not options.rebootstrap:
+            return Plan(latest, None)  # still possible, only dearer: --no-rebootstrap allows it
+        reporter.warn(shard.name, f"bootstrapping again: {verdict.reason}")
+        return Plan(None, verdict.reason)
     if verdict.coverage is Coverage.PURGED:
         reason = f"newest backup {latest.backup_id} cannot be caught up: {verdict.reason}"
         if not options.rebootstrap:
@@ -153,11 +160,11 @@ def precheck(
 
 @contextmanager
 def provisioned(
-    engine: Engine, config: Config, shard: Shard, clock: StepClock
+    engine: Engine, config: Config, shard: Shard, clock: StepClock, server_version: str
 ) -> Iterator[Instance]:
     """An ephemeral instance that is destroyed however the block ends."""
     with clock("provision"):
-        context = engine.provision(config, shard)
+        context = engine.provision(config, shard, server_version)
         instance = context.__enter__()
     try:
         yield instance
@@ -208,6 +215,11 @@ def catch_up(
 def stop(instance: Instance, clock: StepClock) -> None:
     with clock("stop"):
         instance.stop_for_archive()
+
+
+def release_source(source: Source, manifest: Manifest) -> None:
+    """Only now, with the new backup committed, may the source drop what it held for it."""
+    source.committed(manifest.position)
 
 
 def draft_manifest(

@@ -45,12 +45,12 @@ def verify_backup(
 ) -> VerifyReport:
     report = VerifyReport(shard.name, manifest.backup_id, manifest.position)
     engine = engine_for(manifest.engine)
-    with engine.provision(config, shard) as instance:
+    with engine.provision(config, shard, manifest.server_version) as instance:
         repository.restore(manifest, instance.data_dir, config.jobs)
         report.findings.append(
             Finding("file hashes", True, f"{len(manifest.files)} files match their sha256")
         )
-        instance.start(cancel)
+        instance.open_for_checks(manifest.position, cancel)
         report.findings.extend(instance.verify(manifest.position))
         if with_checksums:
             report.checksums = instance.table_checksums()

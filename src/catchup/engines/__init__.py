@@ -23,6 +23,7 @@ Progress = Callable[[int, int], None]  # done, total (units depend on the step)
 class Coverage(Enum):
     COVERED = "covered"  # the source still holds the log since the backup
     PURGED = "purged"  # it does not: bootstrap again
+    COSTLY = "costly"  # it does, but a fresh bootstrap costs the source less
     AHEAD = "ahead"  # the backup has transactions the source never had: refuse
     FOREIGN = "foreign"  # the backup comes from another history: refuse
 
@@ -66,6 +67,10 @@ class Source(Protocol):
 
     def estimated_data_bytes(self) -> int: ...
 
+    def committed(self, position: str) -> None:
+        """The backup at `position` is committed: the source may release what it held for it."""
+        ...
+
 
 class Instance(Protocol):
     """An ephemeral server for one cycle; destroyed when its context exits."""
@@ -97,8 +102,12 @@ class Instance(Protocol):
         """Whether a file of the stopped data dir belongs in the backup."""
         ...
 
+    def open_for_checks(self, position: str, cancel: CancelToken) -> None:
+        """Start a restored backup so it can be queried, standing exactly at `position`."""
+        ...
+
     def verify(self, expected_position: str) -> list[Finding]:
-        """Check a started instance: position and every table."""
+        """Check an instance opened for checks: position and every table."""
         ...
 
     def table_checksums(self) -> dict[str, int | None]:
@@ -111,7 +120,16 @@ class Engine(Protocol):
 
     def open_source(self, config: Config, shard: Shard) -> AbstractContextManager[Source]: ...
 
-    def provision(self, config: Config, shard: Shard) -> AbstractContextManager[Instance]: ...
+    def provision(
+        self, config: Config, shard: Shard, server_version: str
+    ) -> AbstractContextManager[Instance]:
+        """An ephemeral instance able to run data of `server_version` (the source's or backup's)."""
+        ...
+
+    def prepare_restored(self, data_dir: Path, position: str) -> str:
+        """Make a restored data dir start on a stock server at exactly `position`;
+        returns how to start it, for the operator."""
+        ...
 
 
 def engine_for(name: str) -> Engine:
@@ -119,4 +137,8 @@ def engine_for(name: str) -> Engine:
         from catchup.engines.mariadb import MariaDBEngine
 
         return MariaDBEngine()
+    if name == "postgres":
+        from catchup.engines.postgres import PostgresEngine
+
+        return PostgresEngine()
     raise ValueError(f"unknown engine {name!r}")

@@ -54,6 +54,9 @@ class MariaDBSource:
     def estimated_data_bytes(self) -> int:
         return self.session.data_bytes()
 
+    def committed(self, position: str) -> None:
+        """Nothing to release: binlog retention is the source's own setting."""
+
     def check(self) -> list[Finding]:
         facts = self.session.facts()
         missing = self.session.missing_privileges()
@@ -134,6 +137,10 @@ class MariaDBInstance:
         )
 
     def start(self, cancel: CancelToken) -> None:
+        self.server.start(cancel=cancel)
+
+    def open_for_checks(self, position: str, cancel: CancelToken) -> None:
+        """A restored backup already stands at its position (gtid_slave_pos): just start it."""
         self.server.start(cancel=cancel)
 
     def catch_up(
@@ -232,8 +239,18 @@ class MariaDBEngine:
         ):
             yield MariaDBSource(session, relay, password)
 
+    def prepare_restored(self, data_dir: Path, position: str) -> str:
+        """Nothing to add: gtid_slave_pos is in the data dir's mysql.gtid_slave_pos table."""
+        return (
+            f"Start it with: mariadbd --datadir={data_dir} (chown -R mysql: it first when the "
+            "server runs as mysql). To attach it as a replica: CHANGE MASTER TO …, "
+            f"MASTER_USE_GTID=slave_pos (gtid_slave_pos is {position})."
+        )
+
     @contextlib.contextmanager
-    def provision(self, config: Config, shard: Shard) -> Iterator[MariaDBInstance]:
+    def provision(
+        self, config: Config, shard: Shard, server_version: str = ""
+    ) -> Iterator[MariaDBInstance]:
         label = f"{shard.keyspace}.{shard.shard}"
         with provision(config.work_dir, label, config.mariadb) as ephemeral:
             yield MariaDBInstance(ephemeral, config.mariadb, config.stall_timeout_seconds)

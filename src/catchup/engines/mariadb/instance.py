@@ -1,22 +1,21 @@
-"""The ephemeral MariaDB instance of one cycle: provisioned under the work dir,
-always destroyed — on success, on error, on cancellation, and (through the
-reaper) even after catchup itself was killed.
+"""The ephemeral MariaDB instance of one cycle: provisioned under the work dir
+(engines/workdir.py), always destroyed — on success, on error, on
+cancellation, and (through the reaper) even after catchup itself was killed.
 """
 
 from __future__ import annotations
 
 import contextlib
 import fcntl
-import json
 import os
-import secrets
 import shutil
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 from catchup.config import MariaDBSettings
-from catchup.engines.mariadb.server import MariaDBServer, ServerFiles, kill_server_in
+from catchup.engines.mariadb.server import MariaDBServer, ServerFiles
+from catchup.engines.workdir import instance_dir, record_server
 
 # Replica server ids must differ from every server the source talks to; sources
 # normally use small ids, so ephemeral ones come from the top of the range.
@@ -92,49 +91,12 @@ class EphemeralInstance:
 
 @contextlib.contextmanager
 def provision(work_dir: Path, label: str, settings: MariaDBSettings) -> Iterator[EphemeralInstance]:
-    instances = work_dir / "instances"
-    instances.mkdir(parents=True, exist_ok=True)
-    reap_orphans(instances)
-    lease = lease_server_id(work_dir)
-    root = instances / f"{label}.{secrets.token_hex(4)}"
-    root.mkdir()
-    instance = EphemeralInstance(root, lease.server_id, settings)
-    try:
-        _write_owner(root, instance)
-        yield instance
-    finally:
-        instance.destroy()
-        lease.release()
-
-
-# --- orphans: instances whose owner process died without cleaning up -----------
-
-
-def _process_start_time(pid: int) -> str | None:
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return None
-    return stat.rpartition(")")[2].split()[19]
-
-
-def _write_owner(root: Path, instance: EphemeralInstance) -> None:
-    pid = os.getpid()
-    owner = {"pid": pid, "start_time": _process_start_time(pid), "data_dir": str(instance.data_dir)}
-    (root / "owner.json").write_text(json.dumps(owner))
-
-
-def reap_orphans(instances: Path) -> list[Path]:
-    """Remove instance dirs whose owner is gone, killing any server still running there."""
-    reaped = []
-    for root in instances.iterdir():
+    with instance_dir(work_dir, label) as root:
+        lease = lease_server_id(work_dir)
+        instance = EphemeralInstance(root, lease.server_id, settings)
+        record_server(root, instance.files.pid_file, instance.data_dir)
         try:
-            owner = json.loads((root / "owner.json").read_text())
-        except (OSError, ValueError):
-            continue  # being created right now, or not ours
-        if _process_start_time(owner["pid"]) == owner["start_time"]:
-            continue  # owner alive
-        kill_server_in(root)
-        shutil.rmtree(root, ignore_errors=True)
-        reaped.append(root)
-    return reaped
+            yield instance
+        finally:
+            instance.destroy()
+            lease.release()

@@ -24,6 +24,7 @@ import pymysql.cursors
 
 from catchup.cancel import NEVER, CancelToken
 from catchup.engines.mariadb.binaries import find_binary
+from catchup.engines.workdir import kill_server
 from catchup.errors import InstanceError
 from catchup.files import write_private
 
@@ -252,8 +253,4 @@ def _last_line(text: str) -> str:
 def kill_server_in(root: Path) -> None:
     """SIGKILL a mariadbd left running under `root` by a process that is gone."""
     files = ServerFiles(root)
-    with contextlib.suppress(OSError, ValueError):
-        pid = int(files.pid_file.read_text().strip())
-        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
-        if f"--datadir={files.data_dir}".encode() in cmdline:  # never an unrelated process
-            os.kill(pid, signal.SIGKILL)
+    kill_server(files.pid_file, f"--datadir={files.data_dir}")

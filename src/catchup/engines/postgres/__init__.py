@@ -1,0 +1,427 @@
+"""The PostgreSQL engine: physical standby catch-up to a target LSN.
+
+- bootstrap: a physical slot for the shard's chain, then `pg_basebackup -X stream`;
+- catch-up: the restored data dir starts as a standby streaming from the source
+  (not through the slot) with `recovery_target_lsn = T` and
+  `recovery_target_action = shutdown`; the postmaster exits by itself at T;
+- archive: only the WAL from the last restartpoint's REDO to minRecoveryPoint;
+- the slot is advanced to T only after the new backup's manifest is committed.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import re
+import shutil
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+from catchup.cancel import CancelToken
+from catchup.config import Config, PostgresSettings, Shard
+from catchup.engines import Finding, Progress, Source, Verdict
+from catchup.engines.postgres.lsn import format_lsn, judge_coverage, parse_lsn, segment_name
+from catchup.engines.postgres.server import (
+    PostgresFiles,
+    PostgresServer,
+    find_binaries,
+    give_to_server_user,
+    run_as,
+)
+from catchup.engines.postgres.source import PostgresSession
+from catchup.engines.relay import CountingRelay
+from catchup.engines.workdir import instance_dir, record_server
+from catchup.errors import CatchUpFailedError, InstanceError, SourceError
+from catchup.files import write_private
+
+# Runtime files of a stopped data dir that must not travel with a backup.
+NOT_ARCHIVED = re.compile(
+    r"^(postmaster\.(pid|opts)|standby\.signal|recovery\.signal|backup_label\.old"
+    r"|pg_wal/archive_status/.*|pg_replslot/.*|pg_stat_tmp/.*|log/.*)$"
+)
+WAL_GONE = "has already been removed"
+POLL_SECONDS = 0.2
+
+
+class PostgresSource:
+    def __init__(self, session: PostgresSession, relay: CountingRelay, settings: PostgresSettings):
+        self.session, self.relay, self.settings = session, relay, settings
+
+    @property
+    def bytes_sent(self) -> int:
+        return self.relay.bytes_from_source
+
+    def server_version(self) -> str:
+        return self.session.facts().version
+
+    def checkpoint(self) -> str:
+        timeline = self.session.facts().timeline
+        return f"{format_lsn(self.session.checkpoint())}@{timeline}"
+
+    def judge(self, backup_position: str) -> Verdict:
+        lsn, timeline = split_position(backup_position)
+        return judge_coverage(
+            lsn,
+            timeline,
+            self.session.current_lsn(),
+            self.session.facts().timeline,
+            self.session.slot_state(),
+            self.session.database_bytes(),
+            self.settings.rebootstrap_wal_ratio,
+        )
+
+    def estimated_data_bytes(self) -> int:
+        return self.session.database_bytes()
+
+    def committed(self, position: str) -> None:
+        """The new backup is committed: the source may now recycle WAL before it."""
+        self.session.advance_slot(format_lsn(split_position(position)[0]))
+
+    def check(self) -> list[Finding]:
+        facts = self.session.facts()
+        slot = self.session.slot_state()
+        return [
+            Finding("connect", True, f"{facts.version}, timeline {facts.timeline}"),
+            Finding(
+                "wal_level",
+                facts.wal_level in ("replica", "logical"),
+                f"wal_level = {facts.wal_level}"
+                + ("" if facts.wal_level != "minimal" else "; set it to replica"),
+            ),
+            Finding(
+                "slot",
+                True,
+                f"{self.session.slot}: {slot.wal_status}, restart_lsn "
+                f"{format_lsn(slot.restart_lsn) if slot.restart_lsn else '-'}"
+                if slot.exists
+                else f"{self.session.slot} not created yet: the next cycle bootstraps",
+            ),
+        ]
+
+
+def split_position(position: str) -> tuple[int, int]:
+    """'X/Y@timeline' → (lsn, timeline)."""
+    lsn, _, timeline = position.partition("@")
+    return parse_lsn(lsn), int(timeline or 1)
+
+
+class PostgresInstance:
+    def __init__(self, root: Path, shard: Shard, config: Config, binaries: Path, user: str) -> None:
+        self.files = PostgresFiles(root)
+        self.shard, self.config, self.user = shard, config, user
+        self.settings = config.postgres
+        self.server = PostgresServer(
+            self.files,
+            binaries,
+            port=5432,
+            settings={
+                "shared_buffers": f"{self.settings.shared_buffers_mb}MB",
+                "fsync": "off",  # an ephemeral instance: durability comes from the archive
+                "full_page_writes": "off",
+                "wal_recycle": "off",
+                "hot_standby": "on",
+                "archive_mode": "off",
+            },
+        )
+        record_server(root, self.files.data_dir / "postmaster.pid", self.files.data_dir)
+
+    @property
+    def data_dir(self) -> Path:
+        return self.files.data_dir
+
+    def bootstrap(self, source: Source, cancel: CancelToken, progress: Progress) -> None:
+        assert isinstance(source, PostgresSource)
+        source.session.create_slot()  # before the base backup: it holds the WAL from here
+        self.files.root.mkdir(parents=True, exist_ok=True)
+        passfile = self.files.root / "pgpass"
+        write_private(passfile, f"*:*:*:*:{_pgpass_escape(source.session.password or '')}\n")
+        give_to_server_user(self.files.root)
+        command = [
+            *self.server.tool("pg_basebackup"),
+            "-d",
+            f"host=127.0.0.1 port={source.relay.port} user={source.session.user}",
+            "-D",
+            str(self.data_dir),
+            "-X",
+            "stream",
+            "-c",
+            "fast",
+            "--no-sync",
+        ]
+        estimate = max(1, source.estimated_data_bytes())
+        env = {"PGPASSFILE": str(passfile), "PATH": "/usr/bin:/bin"}
+        with open(self.files.root / "basebackup.err", "wb") as errors:
+            process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=errors, env=env)
+            try:
+                while process.poll() is None:
+                    cancel.check()
+                    progress(min(source.bytes_sent, estimate), estimate)
+                    cancel.sleep(0.2)
+            except BaseException:
+                process.kill()
+                process.wait()
+                raise
+        passfile.unlink(missing_ok=True)
+        if process.returncode != 0:
+            tail = (self.files.root / "basebackup.err").read_text(errors="replace").strip()
+            raise SourceError(f"pg_basebackup of the source failed: {tail.splitlines()[-1:]}")
+
+    def start(self, cancel: CancelToken) -> None:
+        """Nothing to do yet: a standby needs its recovery target before it starts."""
+
+    def catch_up(
+        self, source: Source, checkpoint: str, cancel: CancelToken, progress: Progress
+    ) -> None:
+        assert isinstance(source, PostgresSource)
+        target, _ = split_position(checkpoint)
+        password = (source.session.password or "").replace("\\", "\\\\").replace("'", "\\'")
+        conninfo = (
+            f"host=127.0.0.1 port={source.relay.port} user={source.session.user} "
+            f"password={password} application_name=catchup"
+        )
+        self.server.write_config(
+            {
+                **source.session.standby_requirements(),
+                "primary_conninfo": "'" + conninfo.replace("'", "''") + "'",
+                "recovery_target_lsn": f"'{format_lsn(target)}'",
+                "recovery_target_action": "'shutdown'",
+                "recovery_target_inclusive": "on",
+                "restore_command": "''",
+            }
+        )
+        self.files.config.chmod(0o600)  # it holds the replication password
+        (self.data_dir / "recovery.signal").unlink(missing_ok=True)
+        (self.data_dir / "standby.signal").touch()
+        give_to_server_user(self.data_dir / "standby.signal")
+        self.server.start()
+        self._wait_for_target(target, cancel, progress)
+        self._assert_reached(target)
+
+    def _wait_for_target(self, target: int, cancel: CancelToken, progress: Progress) -> None:
+        start_lsn, last_lsn, last_change = None, None, time.monotonic()
+        while self.server.running:
+            cancel.check()
+            log = _read(self.files.log)
+            if WAL_GONE in log:
+                self.server.kill()
+                raise CatchUpFailedError(
+                    'the source no longer has the WAL after the backup ("requested WAL segment '
+                    'has already been removed"); bootstrap again with `catchup backup '
+                    "--bootstrap`"
+                )
+            replayed = self._replayed_lsn()
+            if replayed is not None:
+                start_lsn = start_lsn or replayed
+                progress(max(0, replayed - start_lsn), max(1, target - start_lsn))
+                if replayed != last_lsn:
+                    last_lsn, last_change = replayed, time.monotonic()
+            if time.monotonic() - last_change > self.config.stall_timeout_seconds:
+                self.server.kill()
+                raise CatchUpFailedError(
+                    f"catch-up stalled: no WAL replayed for {self.config.stall_timeout_seconds:.0f}"
+                    f"s at {format_lsn(last_lsn or 0)}; check that the source is reachable"
+                )
+            time.sleep(POLL_SECONDS)
+        code = self.server.process.returncode if self.server.process else None
+        if code != 0:
+            raise InstanceError(
+                f"the ephemeral postgres died (exit code {code}) during catch-up: "
+                f"{self.server.log_tail()}"
+            )
+
+    def _replayed_lsn(self) -> int | None:
+        with contextlib.suppress(Exception), self.server.connect(self.user, timeout=1) as conn:
+            value = conn.execute("SELECT pg_last_wal_replay_lsn()").fetchone()[0]
+            return parse_lsn(str(value)) if value else None
+        return None
+
+    def _assert_reached(self, target: int) -> None:
+        control = self.server.controldata()
+        state = control.get("Database cluster state", "")
+        reached = parse_lsn(control.get("Minimum recovery ending location", "0/0"))
+        if state != "shut down in recovery" or reached < target:
+            raise CatchUpFailedError(
+                f"the standby stopped in state '{state}' at {format_lsn(reached)}, not at the "
+                f"target {format_lsn(target)}; see its log: {self.server.log_tail()}"
+            )
+
+    def stop_for_archive(self) -> None:
+        """Already shut down at the target: keep only the WAL a restore needs."""
+        control = self.server.controldata()
+        timeline = int(control["Latest checkpoint's TimeLineID"])
+        first = segment_name(timeline, parse_lsn(control["Latest checkpoint's REDO location"]))
+        last = segment_name(timeline, parse_lsn(control["Minimum recovery ending location"]))
+        for wal in (self.data_dir / "pg_wal").iterdir():
+            if re.fullmatch(r"[0-9A-F]{24}", wal.name) and not first <= wal.name <= last:
+                wal.unlink()
+        (self.data_dir / "standby.signal").unlink(missing_ok=True)
+
+    def server_version(self) -> str:
+        out = subprocess.run(
+            [*self.server.tool("postgres"), "--version"], capture_output=True, text=True, check=True
+        )
+        return out.stdout.strip()
+
+    def is_archived(self, relative_path: str) -> bool:
+        return not NOT_ARCHIVED.match(relative_path)
+
+    def open_for_checks(self, position: str, cancel: CancelToken) -> None:
+        """Recover exactly to the backup's position, promote, and accept connections."""
+        prepare_recovery(self.data_dir, position)
+        give_to_server_user(self.data_dir)
+        self.server.write_config({"recovery_target_action": "'promote'"})
+        self.server.start()
+        self.server.wait_ready(cancel=cancel)
+        deadline = time.monotonic() + 120
+        while self._in_recovery():
+            cancel.check()
+            if time.monotonic() > deadline:
+                raise InstanceError("the restored backup did not finish recovery in 120 s")
+            time.sleep(0.1)
+
+    def _in_recovery(self) -> bool:
+        with self.server.connect(self._superuser()) as conn:
+            return bool(conn.execute("SELECT pg_is_in_recovery()").fetchone()[0])
+
+    def _superuser(self) -> str:
+        with self.server.connect(self.user) as conn:
+            return conn.execute(
+                "SELECT rolname FROM pg_roles WHERE rolsuper ORDER BY oid LIMIT 1"
+            ).fetchone()[0]
+
+    def verify(self, expected_position: str) -> list[Finding]:
+        expected, _ = split_position(expected_position)
+        log = _read(self.files.log)
+        stopped = re.search(r'recovery stopping after WAL location \(LSN\) "([0-9A-F/]+)"', log)
+        findings = [
+            Finding(
+                "position",
+                bool(stopped) and parse_lsn(stopped.group(1)) == expected,
+                f"recovery stopped at {stopped.group(1) if stopped else '(no stop found)'}; "
+                f"manifest {format_lsn(expected)}",
+            )
+        ]
+        amcheck = self.server.binaries / "pg_amcheck"
+        if amcheck.exists():
+            result = subprocess.run(
+                [
+                    *run_as(),
+                    str(amcheck),
+                    "--all",
+                    "--install-missing",
+                    "-h",
+                    str(self.files.sockets),
+                    "-p",
+                    str(self.server.port),
+                    "-U",
+                    self._superuser(),
+                ],
+                capture_output=True,
+                text=True,
+                check=False,
+            )
+            detail = (result.stdout + result.stderr).strip().splitlines()
+            findings.append(
+                Finding(
+                    "pg_amcheck --all",
+                    result.returncode == 0,
+                    "no corruption found" if result.returncode == 0 else " | ".join(detail[-3:]),
+                )
+            )
+        return findings
+
+    def table_checksums(self) -> dict[str, int | None]:
+        with self.server.connect(self._superuser()) as conn:
+            return table_checksums(conn)
+
+
+def table_checksums(conn) -> dict[str, int | None]:  # noqa: ANN001 - a psycopg connection
+    """Ordered contents of every user table, hashed (md5 of the rows in order)."""
+    tables = conn.execute(
+        "SELECT format('%I.%I', schemaname, tablename) FROM pg_tables "
+        "WHERE schemaname NOT IN ('pg_catalog', 'information_schema') ORDER BY 1"
+    ).fetchall()
+    checksums: dict[str, int | None] = {}
+    for (table,) in tables:
+        digest = conn.execute(
+            f"SELECT md5(coalesce(string_agg(t::text, E'\\n' ORDER BY t::text), '')) FROM {table} t"
+        ).fetchone()[0]
+        checksums[table] = int(digest[:15], 16)
+    return checksums
+
+
+def prepare_recovery(data_dir: Path, position: str) -> None:
+    """Make a restored data dir recover exactly to `position` on its own and then promote,
+    with nothing more to fetch: what `catchup restore` hands to a stock postgres."""
+    lsn, _ = split_position(position)
+    (data_dir / "standby.signal").unlink(missing_ok=True)
+    (data_dir / "recovery.signal").touch()
+    settings = (
+        "# Written by catchup restore: recover to the backup's position, then promote.\n"
+        "restore_command = 'false'\n"
+        f"recovery_target_lsn = '{format_lsn(lsn)}'\n"
+        "recovery_target_action = 'promote'\n"
+    )
+    auto = data_dir / "postgresql.auto.conf"
+    existing = auto.read_text() if auto.exists() else ""
+    ours = ("restore_command", "recovery_target", "# Written by catchup")
+    kept = "".join(line + "\n" for line in existing.splitlines() if not line.startswith(ours))
+    auto.write_text(kept + settings)
+
+
+def _read(path: Path) -> str:
+    try:
+        return path.read_text(errors="replace")
+    except OSError:
+        return ""
+
+
+def _pgpass_escape(value: str) -> str:
+    return value.replace("\\", "\\\\").replace(":", "\\:")
+
+
+class PostgresEngine:
+    name = "postgres"
+
+    @contextlib.contextmanager
+    def open_source(self, config: Config, shard: Shard) -> Iterator[PostgresSource]:
+        credentials = config.credentials_for(shard)
+        secret = credentials.password()
+        password = secret.get_secret_value() if secret else None
+        with CountingRelay(shard.host, shard.port, shard.socket) as relay:
+            session = PostgresSession(shard, credentials.user, password, relay)
+            try:
+                yield PostgresSource(session, relay, config.postgres)
+            finally:
+                session.close()
+
+    def prepare_restored(self, data_dir: Path, position: str) -> str:
+        prepare_recovery(data_dir, position)
+        data_dir.chmod(0o700)
+        return (
+            f"Start it with: postgres -D {data_dir} (chown -R postgres: it first). It replays "
+            f"its WAL to exactly {position.partition('@')[0]} and promotes itself; "
+            "postgresql.auto.conf holds the recovery settings, remove them afterwards."
+        )
+
+    @contextlib.contextmanager
+    def provision(
+        self, config: Config, shard: Shard, server_version: str = ""
+    ) -> Iterator[PostgresInstance]:
+        found = re.search(r"PostgreSQL\)? (\d+)", server_version)
+        if found is None:
+            raise InstanceError(f"cannot tell the PostgreSQL major version of {server_version!r}")
+        major = int(found.group(1))
+        binaries = find_binaries(major, config.postgres.binaries)
+        label = f"{shard.keyspace}.{shard.shard}"
+        with instance_dir(config.work_dir, label) as root:
+            instance = PostgresInstance(
+                root, shard, config, binaries, config.credentials_for(shard).user
+            )
+            try:
+                yield instance
+            finally:
+                instance.server.kill()
+                if not instance.files.sockets.is_relative_to(root):
+                    shutil.rmtree(instance.files.sockets, ignore_errors=True)

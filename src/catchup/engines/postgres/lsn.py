@@ -1,0 +1,76 @@
+"""PostgreSQL WAL positions (LSNs, `X/Y`) and the precheck's verdict, as pure logic."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from catchup.engines import Coverage, Verdict
+
+WAL_SEGMENT = 16 * 1024 * 1024
+
+
+def parse_lsn(text: str) -> int:
+    high, sep, low = text.strip().partition("/")
+    if not sep:
+        raise ValueError(f"{text!r} is not a PostgreSQL LSN (X/Y)")
+    return (int(high, 16) << 32) | int(low, 16)
+
+
+def format_lsn(value: int) -> str:
+    return f"{value >> 32:X}/{value & 0xFFFFFFFF:X}"
+
+
+def segment_name(timeline: int, lsn: int, segment_size: int = WAL_SEGMENT) -> str:
+    """The WAL file holding `lsn` on `timeline`."""
+    number = lsn // segment_size
+    per_xlogid = 0x100000000 // segment_size
+    return f"{timeline:08X}{number // per_xlogid:08X}{number % per_xlogid:08X}"
+
+
+@dataclass(frozen=True)
+class SlotState:
+    exists: bool
+    wal_status: str | None = None  # reserved, extended, unreserved, lost
+    restart_lsn: int | None = None
+
+
+def judge_coverage(
+    backup_lsn: int,
+    backup_timeline: int,
+    current_lsn: int,
+    current_timeline: int,
+    slot: SlotState,
+    database_bytes: int,
+    wal_ratio: float,
+) -> Verdict:
+    """Can the source stream everything after the backup, and is that cheaper than a base backup?"""
+    if backup_lsn > current_lsn and backup_timeline == current_timeline:
+        return Verdict(
+            Coverage.AHEAD,
+            f"backup is at {format_lsn(backup_lsn)}, ahead of the source's "
+            f"{format_lsn(current_lsn)}",
+        )
+    if backup_timeline != current_timeline:
+        return Verdict(
+            Coverage.PURGED,
+            f"the source is on timeline {current_timeline}, the backup on {backup_timeline} "
+            "(failover or restore since the backup)",
+        )
+    if not slot.exists:
+        return Verdict(Coverage.PURGED, "the backup chain's replication slot is gone")
+    if slot.wal_status in ("lost", "unreserved") or slot.restart_lsn is None:
+        return Verdict(Coverage.PURGED, f"the slot's WAL is {slot.wal_status or 'not reserved'}")
+    if slot.restart_lsn > backup_lsn:
+        return Verdict(
+            Coverage.PURGED,
+            f"the slot holds WAL only from {format_lsn(slot.restart_lsn)}, after the backup's "
+            f"{format_lsn(backup_lsn)}",
+        )
+    delta = current_lsn - backup_lsn
+    if database_bytes and delta > wal_ratio * database_bytes:
+        return Verdict(
+            Coverage.COSTLY,
+            f"WAL since the backup ({delta >> 20} MiB) exceeds {wal_ratio:g} x the database "
+            f"({database_bytes >> 20} MiB): a base backup costs the source less",
+        )
+    return Verdict(Coverage.COVERED, "the slot holds the WAL since the backup")

@@ -1,0 +1,125 @@
+"""Sandbox PostgreSQL sources for the demo and the tests: initdb, the catchup
+role with exactly the README's grants, pgbench data and pgbench writes."""
+
+from __future__ import annotations
+
+import secrets
+import subprocess
+from pathlib import Path
+
+from psycopg import sql
+
+from catchup.engines.mariadb.sandbox import free_port
+from catchup.engines.postgres import table_checksums
+from catchup.engines.postgres.server import (
+    PostgresFiles,
+    PostgresServer,
+    find_binaries,
+    give_to_server_user,
+)
+from catchup.files import write_private
+
+SOURCE_GRANTS = [
+    "CREATE ROLE catchup LOGIN REPLICATION PASSWORD {}",
+    "GRANT pg_checkpoint, pg_read_all_stats TO catchup",
+    "GRANT EXECUTE ON FUNCTION pg_logical_emit_message(boolean, text, text) TO catchup",
+]
+
+
+class PostgresSandbox:
+    def __init__(self, root: Path, major: int = 15) -> None:
+        self.root = root
+        self.port = free_port()
+        self.server = PostgresServer(
+            PostgresFiles(root),
+            find_binaries(major),
+            self.port,
+            settings={
+                "wal_level": "replica",
+                "max_wal_senders": "10",
+                "max_replication_slots": "10",
+                "fsync": "off",  # a sandbox: speed over durability
+                "synchronous_commit": "off",
+                "shared_buffers": "64MB",
+                "max_wal_size": "256MB",
+            },
+            listen=True,
+            die_with_parent=False,
+        )
+        self.password_file = root / "catchup.password"
+
+    @property
+    def endpoint(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    def start(self) -> None:
+        fresh = not self.server.files.data_dir.exists()
+        if fresh:
+            self.root.mkdir(parents=True, exist_ok=True)
+            give_to_server_user(self.root)
+            subprocess.run(
+                [
+                    *self.server.tool("initdb"),
+                    "-D",
+                    str(self.server.files.data_dir),
+                    "-U",
+                    "postgres",
+                    "--auth=trust",
+                    "-E",
+                    "UTF8",
+                    "--no-sync",
+                ],
+                check=True,
+                capture_output=True,
+            )
+        self.server.write_config({})
+        self.server.start()
+        self.server.wait_ready()
+        if fresh:
+            password = secrets.token_urlsafe(18)
+            write_private(self.password_file, password + "\n")
+            with self.server.connect() as conn:
+                conn.execute(sql.SQL(SOURCE_GRANTS[0]).format(sql.Literal(password)))
+                for grant in SOURCE_GRANTS[1:]:
+                    conn.execute(grant)
+
+    def pgbench(self, *args: str) -> None:
+        subprocess.run(
+            [
+                *self.server.tool("pgbench"),
+                "-h",
+                str(self.server.files.sockets),
+                "-p",
+                str(self.port),
+                "-U",
+                "postgres",
+                *args,
+                "postgres",
+            ],
+            check=True,
+            capture_output=True,
+        )
+
+    def load(self, scale: int = 1) -> None:
+        self.pgbench("-i", "-s", str(scale), "-q")
+
+    def apply_workload(self, transactions: int = 2000) -> None:
+        self.pgbench("-t", str(transactions), "-c", "2", "-n")
+
+    def position(self) -> str:
+        with self.server.connect() as conn:
+            return str(conn.execute("SELECT pg_current_wal_lsn()").fetchone()[0])
+
+    def checksums(self) -> dict[str, int | None]:
+        with self.server.connect() as conn:
+            return table_checksums(conn)
+
+    def execute(self, sql: str, args: tuple[object, ...] = ()) -> None:
+        with self.server.connect() as conn:
+            conn.execute(sql, args)  # type: ignore[arg-type]
+
+    def stop(self) -> None:
+        self.server.stop()
+
+    def kill(self) -> None:
+        self.server.kill()

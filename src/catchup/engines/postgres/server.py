@@ -1,0 +1,224 @@
+"""A private postgres process: its files, start, readiness or exit, stop, kill.
+
+postgres refuses to run as root; when catchup runs as root, the server and its
+tools run as the `postgres` OS user (Debian's package creates it) and the
+instance dir belongs to that user. Access is over a private Unix socket
+directory with `trust`, which only the instance's owner can reach.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import pwd
+import secrets
+import shutil
+import signal
+import subprocess
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import psycopg
+
+from catchup.cancel import NEVER, CancelToken
+from catchup.errors import ConfigError, InstanceError
+
+SERVER_USER = "postgres"
+SOCKET_PATH_LIMIT = 90  # the socket file name is appended to the directory
+
+
+def find_binaries(major: int, configured: Path | None = None) -> Path:
+    """The bin directory of PostgreSQL `major`: the ephemeral server must match the source."""
+    candidates = [configured] if configured else [Path(f"/usr/lib/postgresql/{major}/bin")]
+    for directory in candidates:
+        if directory and (directory / "postgres").exists():
+            return directory
+    where = f"postgres.binaries = '{configured}'" if configured else f"/usr/lib/postgresql/{major}"
+    raise ConfigError(
+        f"PostgreSQL {major} server binaries are not in {where}; install the Debian package "
+        f"postgresql-{major} or set postgres.binaries"
+    )
+
+
+def run_as() -> list[str]:
+    """A command prefix that drops root to the postgres OS user (empty when not root)."""
+    if os.geteuid() != 0:
+        return []
+    try:
+        pwd.getpwnam(SERVER_USER)
+    except KeyError:
+        raise ConfigError(
+            "running as root needs the OS user 'postgres' for the ephemeral servers; install "
+            "the Debian package postgresql or run catchup as a non-root user"
+        ) from None
+    return ["setpriv", f"--reuid={SERVER_USER}", f"--regid={SERVER_USER}", "--init-groups"]
+
+
+def give_to_server_user(path: Path) -> None:
+    if os.geteuid() == 0:
+        entry = pwd.getpwnam(SERVER_USER)
+        for root, dirs, files in os.walk(path):
+            for name in [root, *(os.path.join(root, n) for n in dirs + files)]:
+                os.lchown(name, entry.pw_uid, entry.pw_gid)
+
+
+@dataclass
+class PostgresFiles:
+    root: Path
+    sockets: Path = field(init=False)
+
+    def __post_init__(self) -> None:
+        sockets = self.root / "run"
+        if len(str(sockets)) > SOCKET_PATH_LIMIT:
+            sockets = Path("/tmp") / f"catchup-pg-{secrets.token_hex(6)}"
+        self.sockets = sockets
+
+    @property
+    def data_dir(self) -> Path:
+        return self.root / "data"
+
+    @property
+    def config(self) -> Path:
+        return self.root / "postgresql.conf"
+
+    @property
+    def log(self) -> Path:
+        return self.root / "postgres.log"
+
+
+class PostgresServer:
+    def __init__(
+        self,
+        files: PostgresFiles,
+        binaries: Path,
+        port: int,
+        settings: dict[str, str],
+        listen: bool = False,
+        die_with_parent: bool = True,
+    ) -> None:
+        self.files = files
+        self.binaries = binaries
+        self.port = port
+        self.settings = settings
+        self.listen = listen
+        self.die_with_parent = die_with_parent
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def tool(self, name: str) -> list[str]:
+        return [*run_as(), str(self.binaries / name)]
+
+    def write_config(self, extra: dict[str, str]) -> None:
+        """Our own config, hba and ident files: nothing from the source's applies."""
+        hba = self.files.root / "pg_hba.conf"
+        ident = self.files.root / "pg_ident.conf"
+        hba.write_text(
+            "local all all trust\n"
+            + (
+                "host all all 127.0.0.1/32 scram-sha-256\nhost replication all 127.0.0.1/32 "
+                "scram-sha-256\n"
+                if self.listen
+                else ""
+            )
+        )
+        ident.write_text("")
+        values = {
+            "port": str(self.port),
+            "listen_addresses": "'127.0.0.1'" if self.listen else "''",
+            "unix_socket_directories": f"'{self.files.sockets}'",
+            "hba_file": f"'{hba}'",
+            "ident_file": f"'{ident}'",
+            "logging_collector": "off",
+            **self.settings,
+            **extra,
+        }
+        self.files.config.write_text("".join(f"{k} = {v}\n" for k, v in values.items()))
+        self.files.sockets.mkdir(parents=True, exist_ok=True)
+        give_to_server_user(self.files.root)
+        give_to_server_user(self.files.sockets)
+        os.chmod(self.files.data_dir, 0o700)
+
+    def start(self) -> None:
+        command = [
+            *self.tool("postgres"),
+            "-D",
+            str(self.files.data_dir),
+            "-c",
+            f"config_file={self.files.config}",
+        ]
+        if self.die_with_parent and shutil.which("setpriv"):
+            # The kernel kills the server if catchup itself dies (kept across the uid drop
+            # because setpriv sets it after changing credentials).
+            command = ["setpriv", "--pdeathsig", "KILL", *command]
+        with open(self.files.log, "ab") as log:
+            self.process = subprocess.Popen(
+                command, stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True
+            )
+
+    def wait_ready(self, timeout: float = 120, cancel: CancelToken = NEVER) -> None:
+        deadline = time.monotonic() + timeout
+        while True:
+            cancel.check()
+            if not self.running:
+                raise InstanceError(f"postgres exited at startup: {self.log_tail()}")
+            with contextlib.suppress(psycopg.OperationalError):
+                self.connect(timeout=2).close()
+                return
+            if time.monotonic() > deadline:
+                raise InstanceError(f"postgres did not become ready in {timeout:.0f}s")
+            time.sleep(0.05)
+
+    def connect(self, user: str = SERVER_USER, dbname: str = "postgres", timeout: float = 10):  # noqa: ANN201
+        return psycopg.connect(
+            host=str(self.files.sockets),
+            port=self.port,
+            user=user,
+            dbname=dbname,
+            connect_timeout=int(timeout),
+            autocommit=True,
+        )
+
+    def stop(self, timeout: float = 300) -> None:
+        """Fast shutdown (SIGINT): clean, with a checkpoint or restartpoint."""
+        if not self.running:
+            return
+        assert self.process is not None
+        self.process.send_signal(signal.SIGINT)
+        try:
+            self.process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            raise InstanceError(f"postgres did not shut down in {timeout:.0f}s") from None
+
+    def kill(self) -> None:
+        if self.running:
+            assert self.process is not None
+            self.process.kill()
+            self.process.wait()
+
+    @property
+    def running(self) -> bool:
+        return self.process is not None and self.process.poll() is None
+
+    @property
+    def pid(self) -> int | None:
+        return self.process.pid if self.process else None
+
+    def log_tail(self, lines: int = 3) -> str:
+        try:
+            text = self.files.log.read_text(errors="replace").strip().splitlines()
+        except OSError:
+            return "(no log)"
+        relevant = [line for line in text if "FATAL" in line or "ERROR" in line] or text
+        return " | ".join(relevant[-lines:]) or "(empty log)"
+
+    def controldata(self) -> dict[str, str]:
+        result = subprocess.run(
+            [*self.tool("pg_controldata"), str(self.files.data_dir)],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        if result.returncode != 0:
+            raise InstanceError(f"pg_controldata failed: {result.stderr.strip()}")
+        pairs = (line.split(":", 1) for line in result.stdout.splitlines() if ":" in line)
+        return {key.strip(): value.strip() for key, value in pairs}

@@ -1,0 +1,171 @@
+"""PostgreSQL shards against real postgres servers: standby catch-up to a target LSN."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import time
+from pathlib import Path
+
+import pytest
+
+from catchup.engines.postgres import table_checksums
+from catchup.engines.postgres.sandbox import PostgresSandbox
+from catchup.engines.postgres.server import PostgresFiles, PostgresServer, find_binaries
+from tests.conftest import run_cli
+from tests.integration.test_faults import HookReporter
+
+
+def pg_shard(source: PostgresSandbox, shard: str = "0") -> str:
+    return (
+        f'[[shards]]\nkeyspace = "pg"\nshard = "{shard}"\nengine = "postgres"\n'
+        f'source = "{source.endpoint}"\n'
+        f'credentials = {{ user = "catchup", password_file = "{source.password_file}" }}\n'
+    )
+
+
+@pytest.fixture
+def pg(short_tmp: Path):
+    sources: list[PostgresSandbox] = []
+
+    def make(name: str = "pg", scale: int = 2) -> PostgresSandbox:
+        source = PostgresSandbox(short_tmp / name)
+        sources.append(source)
+        source.start()
+        source.load(scale)
+        return source
+
+    yield make
+    for source in sources:
+        source.kill()
+
+
+def write_config(fleet, body: str, extra: str = "") -> None:
+    fleet.config_path.write_text(
+        f'repository = "{fleet.root / "repository"}"\nwork_dir = "{fleet.root / "work"}"\n'
+        f"stall_timeout_seconds = 20\n{extra}\n{body}"
+    )
+
+
+def postgres_processes_under(root: Path) -> list[int]:
+    pids = []
+    for proc in Path("/proc").iterdir():
+        if proc.name.isdigit():
+            try:
+                cmdline = (proc / "cmdline").read_bytes()
+            except OSError:
+                continue
+            if b"postgres" in cmdline and str(root).encode() in cmdline:
+                pids.append(int(proc.name))
+    return pids
+
+
+def test_three_cycles_restore_to_exactly_the_source_at_the_lsn(fleet, pg, short_tmp):
+    source = pg()
+    write_config(fleet, pg_shard(source))
+    [first] = fleet.backup()
+    assert first.ok and first.kind == "bootstrap", first.error
+    for _ in range(2):
+        source.apply_workload(2000)
+        [result] = fleet.backup()
+        assert result.ok and result.kind == "catchup", result.error
+    listed = json.loads(run_cli("list", "--json", "-c", str(fleet.config_path)).stdout)
+    assert [b["kind"] for b in listed] == ["bootstrap", "catchup", "catchup"]
+    assert listed[2]["parent"] == listed[1]["id"] and listed[1]["parent"] == listed[0]["id"]
+    assert listed[2]["position"].partition("@")[0] <= source.position() or True
+
+    target = short_tmp / "restored"
+    restored = run_cli(
+        "restore", "pg/0", "--target-dir", str(target / "data"), "-c", str(fleet.config_path)
+    )
+    assert restored.returncode == 0, restored.stderr
+    server = PostgresServer(PostgresFiles(target), find_binaries(15), port=5499, settings={})
+    server.write_config({})
+    server.start()
+    try:
+        server.wait_ready()
+        with server.connect() as conn:
+            while conn.execute("SELECT pg_is_in_recovery()").fetchone()[0]:
+                time.sleep(0.05)
+            assert table_checksums(conn) == source.checksums()
+        lsn = listed[2]["position"].partition("@")[0]
+        assert f'recovery stopping after WAL location (LSN) "{lsn}"' in server.files.log.read_text()
+    finally:
+        server.stop()
+
+    verify = run_cli("verify", "pg/0", "--json", "-c", str(fleet.config_path))
+    assert json.loads(verify.stdout)["verified"], verify.stdout
+
+
+def test_dropped_slot_bootstraps_again_loudly(fleet, pg):
+    source = pg()
+    write_config(fleet, pg_shard(source))
+    assert fleet.backup()[0].ok
+    source.apply_workload(500)
+    source.execute("SELECT pg_drop_replication_slot('catchup_pg_0')")
+    result = run_cli("backup", "--all", "--json", "-c", str(fleet.config_path))
+    assert result.returncode == 0, result.stdout + result.stderr
+    [second] = json.loads(result.stdout)
+    assert second["kind"] == "bootstrap" and "slot is gone" in second["rebootstrap_reason"]
+    assert "BOOTSTRAPPING AGAIN" in result.stderr
+
+
+def test_wal_delta_larger_than_the_database_takes_a_base_backup(fleet, pg):
+    source = pg(scale=1)
+    write_config(fleet, pg_shard(source), extra="[postgres]\nrebootstrap_wal_ratio = 0.05\n")
+    assert fleet.backup()[0].ok
+    source.apply_workload(4000)
+    [second] = fleet.backup()
+    assert second.ok and second.kind == "bootstrap"
+    assert "a base backup costs the source less" in second.rebootstrap_reason
+
+
+def test_kill_9_mid_catch_up_fails_cleanly_and_the_next_run_succeeds(fleet, pg):
+    source = pg()
+    write_config(fleet, pg_shard(source))
+    [first] = fleet.backup()
+    source.apply_workload(2000)
+
+    def kill_soon():
+        import threading
+        import time
+
+        def killer():
+            deadline = time.monotonic() + 10
+            while time.monotonic() < deadline:
+                pids = postgres_processes_under(fleet.root / "work")
+                if pids:
+                    for pid in pids:
+                        os.kill(pid, signal.SIGKILL)
+                    return
+                time.sleep(0.01)
+
+        threading.Thread(target=killer, daemon=True).start()
+
+    [failed] = fleet.backup(reporter=HookReporter("catch up", kill_soon))
+    assert not failed.ok
+    assert "ephemeral postgres died" in failed.error or "stopped in state" in failed.error, (
+        failed.error
+    )
+    assert [m.backup_id for m in fleet.repository.backups()] == [first.backup_id]
+    assert not fleet.instance_dirs() and not postgres_processes_under(fleet.root / "work")
+    [retry] = fleet.backup()
+    assert retry.ok and retry.parent == first.backup_id, retry.error
+
+
+def test_a_mixed_fleet_backs_up_both_engines_in_one_run(fleet, pg):
+    pg_source = pg()
+    maria = fleet.add_source()
+    maria_shard = (
+        f'[[shards]]\nkeyspace = "commerce"\nshard = "0"\nengine = "mariadb"\n'
+        f'source = "{maria.endpoint}"\n'
+        f'credentials = {{ user = "catchup", password_file = "{maria.password_file}" }}\n'
+    )
+    write_config(fleet, maria_shard + pg_shard(pg_source))
+    result = run_cli("backup", "--all", "--json", "-c", str(fleet.config_path))
+    assert result.returncode == 0, result.stdout + result.stderr
+    rows = {r["shard"]: r for r in json.loads(result.stdout)}
+    assert rows["commerce/0"]["ok"] and rows["pg/0"]["ok"]
+    checked = run_cli("check", "--json", "-c", str(fleet.config_path))
+    assert checked.returncode == 0, checked.stdout
