@@ -534,10 +534,17 @@ def demo(
     directory: Annotated[
         Path, typer.Option("--dir", help="Where the sandbox, repository and config go.")
     ] = Path("catchup-demo"),
+    engine: Annotated[
+        str, typer.Option("--engine", help="mariadb, postgres, or mixed (alternating).")
+    ] = "mariadb",
     json_output: JsonOption = False,
 ) -> None:
     """Back up a local sandbox fleet twice, restore a shard and prove it equal to its source."""
-    options = DemoOptions(shards=shards, size_mb=size, directory=directory, keep=keep)
+    if engine not in ("mariadb", "postgres", "mixed"):
+        raise UsageError(f"--engine {engine!r} is not one of mariadb, postgres, mixed; pick one")
+    options = DemoOptions(
+        shards=shards, size_mb=size, directory=directory, keep=keep, engine=engine
+    )
 
     def say(text: str) -> None:
         if not json_output:
@@ -581,15 +588,20 @@ def demo_rows(result: DemoResult) -> list[dict[str, object]]:
                 "error": r.error,
             }
         )
-    report = result.verification
     rows.append(
         {
             "verified": result.verified,
-            "shard": report.shard if report else None,
-            "backup_id": report.backup_id if report else None,
-            "position_equal": result.position_equal,
-            "checksums_equal": result.checksums_equal,
-            "tables_compared": result.tables_compared,
+            "checks": [
+                {
+                    "shard": proof.shard,
+                    "backup_id": proof.backup_id,
+                    "verified": proof.ok,
+                    "position_equal": proof.position_equal,
+                    "checksums_equal": proof.checksums_equal,
+                    "tables_compared": proof.tables_compared,
+                }
+                for proof in result.proofs
+            ],
         }
     )
     return rows
@@ -629,18 +641,18 @@ def print_demo_summary(result: DemoResult) -> None:
             steps or str(row["error"] or ""),
         )
     out.print(table)
-    verdict = rows[-1]
-    if verdict["verified"]:
-        out.print(
-            f"[green]verified[/green]: {verdict['shard']} backup {verdict['backup_id']} "
-            f"restored; GTID position and CHECKSUM TABLE of all {verdict['tables_compared']}"
-            " tables equal the source"
-        )
-    else:
-        out.print(
-            f"[red]NOT verified[/red]: position equal {verdict['position_equal']}, "
-            f"checksums equal {verdict['checksums_equal']}"
-        )
+    for check in rows[-1]["checks"]:
+        if check["verified"]:
+            out.print(
+                f"[green]verified[/green]: {check['shard']} backup {check['backup_id']} restored;"
+                f" position and the contents of all {check['tables_compared']} tables equal the "
+                "source"
+            )
+        else:
+            out.print(
+                f"[red]NOT verified[/red]: {check['shard']}: position equal "
+                f"{check['position_equal']}, checksums equal {check['checksums_equal']}"
+            )
 
 
 def main() -> None:

@@ -1,13 +1,14 @@
-"""`catchup demo`: a sandbox fleet backed up twice, then one shard proven equal
-to its source.
+"""`catchup demo`: a sandbox fleet backed up twice, then one shard of each
+engine proven equal to its source.
 
-1. start N sandbox MariaDB primaries (binlog, GTID) on private ports;
+1. start N sandbox primaries on private ports: MariaDB (binlog, GTID),
+   PostgreSQL (wal_level=replica), or both alternately (`--engine mixed`);
 2. load a realistic schema and data into each;
 3. back up every shard: the first cycle bootstraps from a consistent dump;
 4. apply a write workload (a few % of rows, DDL, a procedure call);
 5. back up every shard again: a catch-up cycle that pulls only the delta;
-6. restore one shard's newest backup into an ephemeral instance and compare
-   every table's checksum and the GTID position with its quiesced source.
+6. restore one shard's newest backup per engine into an ephemeral instance and
+   compare every table's checksum and the position with its quiesced source.
 """
 
 from __future__ import annotations
@@ -20,9 +21,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from catchup.cancel import CancelToken
-from catchup.config import Config, parse_config
+from catchup.config import Config, Shard, parse_config
 from catchup.cycle import CycleOptions, Reporter
 from catchup.engines.mariadb.sandbox import SandboxSource
+from catchup.engines.postgres.sandbox import PostgresSandbox
 from catchup.errors import CatchupError
 from catchup.fleet.run import ShardResult, backup_fleet
 from catchup.repository import Repository, open_repository
@@ -39,26 +41,38 @@ class DemoOptions:
     parallel: int = 2
     workload_fraction: float = 0.03
     keep: bool = False  # leave the sandbox fleet running afterwards
+    engine: str = "mariadb"  # mariadb, postgres or mixed
+
+
+Sandbox = SandboxSource | PostgresSandbox
+
+
+@dataclass
+class Proof:
+    """One restored shard compared with its quiesced source."""
+
+    shard: str
+    backup_id: str
+    report: VerifyReport
+    position_equal: bool
+    checksums_equal: bool
+    tables_compared: int
+
+    @property
+    def ok(self) -> bool:
+        return self.report.ok and self.position_equal and self.checksums_equal
 
 
 @dataclass
 class DemoResult:
     config_path: Path
     cycles: list[tuple[int, ShardResult]] = field(default_factory=list)
-    verification: VerifyReport | None = None
-    checksums_equal: bool = False
-    position_equal: bool = False
-    tables_compared: int = 0
-    sources: list[SandboxSource] = field(default_factory=list)
+    proofs: list[Proof] = field(default_factory=list)
+    sources: list[Sandbox] = field(default_factory=list)
 
     @property
     def verified(self) -> bool:
-        return bool(
-            self.verification
-            and self.verification.ok
-            and self.checksums_equal
-            and self.position_equal
-        )
+        return bool(self.proofs) and all(proof.ok for proof in self.proofs)
 
     @property
     def ok(self) -> bool:
@@ -75,13 +89,13 @@ def shard_names(count: int) -> list[str]:
 
 def demo_config(
     root: Path,
-    sources: list[SandboxSource],
+    sources: list[Sandbox],
     parallel: int,
     role: str = "primary",
     repository: str | None = None,
 ) -> str:
     shards = "\n".join(
-        f'[[shards]]\nkeyspace = "{KEYSPACE}"\nshard = "{name}"\nengine = "mariadb"\n'
+        f'[[shards]]\nkeyspace = "{KEYSPACE}"\nshard = "{name}"\nengine = "{source.engine}"\n'
         f'source = "{source.endpoint}"\nrole = "{role}"\n'
         f'credentials = {{ user = "catchup", password_file = "{source.password_file}" }}\n'
         for name, source in zip(shard_names(len(sources)), sources, strict=True)
@@ -99,15 +113,26 @@ def demo_config(
 def prepare_directory(root: Path) -> None:
     """Start from nothing, stopping any sandbox a previous `--keep` left running."""
     if root.exists():
-        for pid_file in root.glob("sandbox/*/mariadbd.pid"):
-            SandboxSource.kill_leftover(pid_file.parent)
+        for sandbox in root.glob("sandbox/*"):
+            SandboxSource.kill_leftover(sandbox)
+            PostgresSandbox.kill_leftover(sandbox)
         shutil.rmtree(root)
     root.mkdir(parents=True)
 
 
-def start_fleet(root: Path, options: DemoOptions) -> list[SandboxSource]:
+def new_sandbox(root: Path, index: int, engine: str) -> Sandbox:
+    if engine == "mixed":
+        engine = ("mariadb", "postgres")[index % 2]
+    if engine == "postgres":
+        return PostgresSandbox(root)
+    return SandboxSource(root, server_id=index + 1)
+
+
+def start_fleet(root: Path, options: DemoOptions) -> list[Sandbox]:
+    root.mkdir(parents=True, exist_ok=True)
+    root.chmod(0o755)  # PostgreSQL sandboxes run as the postgres OS user
     sources = [
-        SandboxSource(root / "sandbox" / f"shard-{i}", server_id=i + 1)
+        new_sandbox(root / "sandbox" / f"shard-{i}", i, options.engine)
         for i in range(options.shards)
     ]
     try:
@@ -119,7 +144,7 @@ def start_fleet(root: Path, options: DemoOptions) -> list[SandboxSource]:
     return sources
 
 
-def on_each(sources: list[SandboxSource], action: str, *args: object) -> None:
+def on_each(sources: list[Sandbox], action: str, *args: object) -> None:
     with ThreadPoolExecutor(max_workers=2) as pool:
         list(pool.map(lambda s: getattr(s, action)(*args), sources))
 
@@ -169,31 +194,42 @@ def run_cycles(
         )
         result.cycles += [(cycle, r) for r in results]
 
-    say("Restoring shard " + config.shards[0].name + " and comparing it with its source")
-    prove_equal(config, repository, sources[0], result, cancel)
+    first_of_each = {}
+    for shard, source in zip(config.shards, sources, strict=True):
+        first_of_each.setdefault(source.engine, (shard, source))
+    for shard, source in first_of_each.values():
+        say(f"Restoring shard {shard.name} ({source.engine}) and comparing it with its source")
+        proof = prove_equal(config, repository, shard, source, cancel)
+        if proof:
+            result.proofs.append(proof)
 
 
 def prove_equal(
     config: Config,
     repository: Repository,
-    source: SandboxSource,
-    result: DemoResult,
+    shard: Shard,
+    source: Sandbox,
     cancel: CancelToken,
-) -> None:
-    shard = config.shards[0]
+) -> Proof | None:
     manifest = repository.latest(shard.keyspace, shard.shard)
     if manifest is None:
-        return
+        return None
     # The source is quiesced: nothing has been written since the last checkpoint.
-    result.position_equal = source.position() == manifest.position
+    position_equal = source.quiesced_at(manifest.position)
     expected = source.checksums()
     report = verify_backup(config, shard, repository, manifest, cancel, with_checksums=True)
-    result.verification = report
-    result.checksums_equal = report.checksums == expected
-    result.tables_compared = len(expected)
+    position_equal = position_equal and all(f.ok for f in report.findings if f.check == "position")
+    return Proof(
+        shard.name,
+        manifest.backup_id,
+        report,
+        position_equal,
+        report.checksums == expected,
+        len(expected),
+    )
 
 
-def stop_fleet(sources: list[SandboxSource]) -> None:
+def stop_fleet(sources: list[Sandbox]) -> None:
     for source in sources:
         try:
             source.stop()

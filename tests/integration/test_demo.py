@@ -15,8 +15,9 @@ def test_demo_backs_up_twice_and_proves_the_restore_equal(short_tmp):
     rows = json.loads(result.stdout)
     cycles, verdict = rows[:-1], rows[-1]
     assert verdict["verified"] is True
-    assert verdict["checksums_equal"] and verdict["position_equal"]
-    assert verdict["tables_compared"] == 6
+    [check] = verdict["checks"]
+    assert check["checksums_equal"] and check["position_equal"]
+    assert check["tables_compared"] == 6
     assert len(cycles) == 4
     for row in cycles:
         assert {"shard", "kind", "bytes_from_source", "data_bytes", "seconds"} <= row.keys()
@@ -25,3 +26,28 @@ def test_demo_backs_up_twice_and_proves_the_restore_equal(short_tmp):
     for row in (r for r in cycles if r["kind"] == "catchup"):
         assert row["bytes_from_source"] < full[row["shard"]] / 2
     assert not mariadbd_processes_under(directory), "without --keep the fleet is stopped"
+
+
+def test_mixed_demo_proves_one_shard_of_each_engine(short_tmp):
+    directory = short_tmp / "mixed"
+    result = run_cli(
+        "demo",
+        "--engine",
+        "mixed",
+        "--shards",
+        "2",
+        "--size",
+        "15",
+        "--json",
+        "--dir",
+        str(directory),
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    rows = json.loads(result.stdout)
+    verdict = rows[-1]
+    assert verdict["verified"] is True
+    assert {c["shard"] for c in verdict["checks"]} == {"commerce/-80", "commerce/80-"}
+    for row in rows[:-1]:
+        assert row["ok"], row["error"]
+    pg_catchup = [r for r in rows[:-1] if r["shard"] == "commerce/80-" and r["kind"] == "catchup"]
+    assert pg_catchup and pg_catchup[0]["bytes_from_source"] > 0

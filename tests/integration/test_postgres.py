@@ -29,11 +29,11 @@ def pg_shard(source: PostgresSandbox, shard: str = "0") -> str:
 def pg(short_tmp: Path):
     sources: list[PostgresSandbox] = []
 
-    def make(name: str = "pg", scale: int = 2) -> PostgresSandbox:
+    def make(name: str = "pg", size_mb: float = 30) -> PostgresSandbox:
         source = PostgresSandbox(short_tmp / name)
         sources.append(source)
         source.start()
-        source.load(scale)
+        source.load_demo_data(size_mb)
         return source
 
     yield make
@@ -67,7 +67,7 @@ def test_three_cycles_restore_to_exactly_the_source_at_the_lsn(fleet, pg, short_
     [first] = fleet.backup()
     assert first.ok and first.kind == "bootstrap", first.error
     for _ in range(2):
-        source.apply_workload(2000)
+        source.apply_workload(0.01)
         [result] = fleet.backup()
         assert result.ok and result.kind == "catchup", result.error
     listed = json.loads(run_cli("list", "--json", "-c", str(fleet.config_path)).stdout)
@@ -102,7 +102,7 @@ def test_dropped_slot_bootstraps_again_loudly(fleet, pg):
     source = pg()
     write_config(fleet, pg_shard(source))
     assert fleet.backup()[0].ok
-    source.apply_workload(500)
+    source.apply_workload(0.0025)
     source.execute("SELECT pg_drop_replication_slot('catchup_pg_0')")
     result = run_cli("backup", "--all", "--json", "-c", str(fleet.config_path))
     assert result.returncode == 0, result.stdout + result.stderr
@@ -112,10 +112,10 @@ def test_dropped_slot_bootstraps_again_loudly(fleet, pg):
 
 
 def test_wal_delta_larger_than_the_database_takes_a_base_backup(fleet, pg):
-    source = pg(scale=1)
+    source = pg(size_mb=15)
     write_config(fleet, pg_shard(source), extra="[postgres]\nrebootstrap_wal_ratio = 0.05\n")
     assert fleet.backup()[0].ok
-    source.apply_workload(4000)
+    source.apply_workload(0.04)
     [second] = fleet.backup()
     assert second.ok and second.kind == "bootstrap"
     assert "a base backup costs the source less" in second.rebootstrap_reason
@@ -125,7 +125,7 @@ def test_kill_9_mid_catch_up_fails_cleanly_and_the_next_run_succeeds(fleet, pg):
     source = pg()
     write_config(fleet, pg_shard(source))
     [first] = fleet.backup()
-    source.apply_workload(2000)
+    source.apply_workload(0.01)
 
     def kill_soon():
         import threading

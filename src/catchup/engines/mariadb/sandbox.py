@@ -170,6 +170,8 @@ def fill_statements(rows: RowCounts) -> list[str]:
 class SandboxSource:
     """One sandbox primary with its `catchup` account and the demo schema."""
 
+    engine = "mariadb"
+
     def __init__(
         self,
         root: Path,
@@ -299,6 +301,10 @@ class SandboxSource:
         with self.connect() as conn, conn.cursor() as cursor:
             cursor.execute("SELECT @@gtid_binlog_pos")
             return cursor.fetchone()[0]
+
+    def quiesced_at(self, position: str) -> bool:
+        """The source has logged nothing since `position`."""
+        return self.position() == position
 
     def checksums(self) -> dict[str, int | None]:
         with self.connect() as conn, conn.cursor() as cursor:

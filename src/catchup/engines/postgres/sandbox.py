@@ -11,12 +11,14 @@ from psycopg import sql
 
 from catchup.engines.mariadb.sandbox import free_port
 from catchup.engines.postgres import table_checksums
+from catchup.engines.postgres.lsn import parse_lsn
 from catchup.engines.postgres.server import (
     PostgresFiles,
     PostgresServer,
     find_binaries,
     give_to_server_user,
 )
+from catchup.engines.workdir import kill_server
 from catchup.files import write_private
 
 SOURCE_GRANTS = [
@@ -27,6 +29,8 @@ SOURCE_GRANTS = [
 
 
 class PostgresSandbox:
+    engine = "postgres"
+
     def __init__(self, root: Path, major: int = 15) -> None:
         self.root = root
         self.port = free_port()
@@ -100,11 +104,30 @@ class PostgresSandbox:
             capture_output=True,
         )
 
-    def load(self, scale: int = 1) -> None:
-        self.pgbench("-i", "-s", str(scale), "-q")
+    def load_demo_data(self, size_mb: float) -> None:
+        """pgbench tables: scale 1 is about 15 MB."""
+        self.scale = max(1, round(size_mb / 15))
+        self.pgbench("-i", "-s", str(self.scale), "-q")
 
-    def apply_workload(self, transactions: int = 2000) -> None:
-        self.pgbench("-t", str(transactions), "-c", "2", "-n")
+    def apply_workload(self, fraction: float = 0.03) -> None:
+        """pgbench's TPC-B-like transactions, about `fraction` of the account rows."""
+        transactions = max(100, int(fraction * 100_000 * getattr(self, "scale", 1)))
+        self.pgbench("-t", str(transactions // 2), "-c", "2", "-n")
+
+    def quiesced_at(self, position: str) -> bool:
+        """Nothing but catchup's own checkpoint record was written after `position`."""
+        with self.server.connect() as conn:
+            (after,) = conn.execute(
+                "SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'client backend' "
+                "AND state = 'active' AND pid <> pg_backend_pid()"
+            ).fetchone()
+        current = parse_lsn(self.position())
+        return after == 0 and current >= parse_lsn(position.partition("@")[0])
+
+    @staticmethod
+    def kill_leftover(root: Path) -> None:
+        data = PostgresFiles(root).data_dir
+        kill_server(data / "postmaster.pid", str(data))
 
     def position(self) -> str:
         with self.server.connect() as conn:
