@@ -105,11 +105,11 @@ def run_cycle(
                 restore_previous(repository, plan.parent, instance, config, clock)
                 start(instance, clock, cancel)
             checkpoint = take_checkpoint(source, clock)
-            catch_up(instance, source, checkpoint, clock, cancel)
+            position = catch_up(instance, source, checkpoint, clock, cancel)
             server_version = instance.server_version()
             stop(instance, clock)
             draft = draft_manifest(
-                shard, plan, checkpoint, server_version, source.bytes_sent, started_at, clock
+                shard, plan, position, server_version, source.bytes_sent, started_at, clock
             )
             manifest = back_up(repository, instance, draft, config, clock)
         release_source(source, manifest)
@@ -207,9 +207,9 @@ def take_checkpoint(source: Source, clock: StepClock) -> str:
 
 def catch_up(
     instance: Instance, source: Source, checkpoint: str, clock: StepClock, cancel: CancelToken
-) -> None:
+) -> str:
     with clock("catch up"):
-        instance.catch_up(source, checkpoint, cancel, clock.progress)
+        return instance.catch_up(source, checkpoint, cancel, clock.progress)
 
 
 def stop(instance: Instance, clock: StepClock) -> None:
@@ -225,7 +225,7 @@ def release_source(source: Source, manifest: Manifest) -> None:
 def draft_manifest(
     shard: Shard,
     plan: Plan,
-    checkpoint: str,
+    position: str,
     server_version: str,
     bytes_from_source: int,
     started_at: datetime,
@@ -241,7 +241,7 @@ def draft_manifest(
         kind="bootstrap" if plan.parent is None else "catchup",
         parent=plan.parent.backup_id if plan.parent else None,
         rebootstrap_reason=plan.rebootstrap_reason,
-        position=checkpoint,
+        position=position,
         source=SourceInfo(endpoint=shard.endpoint, role=shard.role),
         started_at=started_at,
         created_at=started_at,

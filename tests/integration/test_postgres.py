@@ -73,6 +73,12 @@ def test_three_cycles_restore_to_exactly_the_source_at_the_lsn(fleet, pg, short_
     listed = json.loads(run_cli("list", "--json", "-c", str(fleet.config_path)).stdout)
     assert [b["kind"] for b in listed] == ["bootstrap", "catchup", "catchup"]
     assert listed[2]["parent"] == listed[1]["id"] and listed[1]["parent"] == listed[0]["id"]
+    # The slot was advanced to the newest committed backup, and not beyond.
+    with source.server.connect() as conn:
+        (restart_lsn,) = conn.execute(
+            "SELECT restart_lsn FROM pg_replication_slots WHERE slot_name = 'catchup_pg_0'"
+        ).fetchone()
+    assert str(restart_lsn) == listed[2]["position"].partition("@")[0]
     assert listed[2]["position"].partition("@")[0] <= source.position() or True
 
     target = short_tmp / "restored"
@@ -169,3 +175,30 @@ def test_a_mixed_fleet_backs_up_both_engines_in_one_run(fleet, pg):
     assert rows["commerce/0"]["ok"] and rows["pg/0"]["ok"]
     checked = run_cli("check", "--json", "-c", str(fleet.config_path))
     assert checked.returncode == 0, checked.stdout
+
+
+def test_a_standby_as_the_source(fleet, pg, short_tmp):
+    primary = pg()
+    standby = PostgresSandbox(short_tmp / "standby", replica_of=primary)
+    standby.start()
+    try:
+        standby.wait_replicated()
+        write_config(
+            fleet,
+            pg_shard(standby).replace(
+                'engine = "postgres"', 'engine = "postgres"\nrole = "replica"'
+            ),
+        )
+        [first] = fleet.backup()
+        assert first.ok, first.error
+        primary.apply_workload(0.01)  # written on the primary, caught up from its standby
+        standby.wait_replicated()
+        [second] = fleet.backup()
+        assert second.ok and second.kind == "catchup", second.error
+        manifest = fleet.repository.find("pg", "0", second.backup_id)
+        assert manifest.source.role == "replica"
+        verify = run_cli("verify", "pg/0", "--json", "-c", str(fleet.config_path))
+        report = json.loads(verify.stdout)
+        assert report["verified"], verify.stdout
+    finally:
+        standby.kill()

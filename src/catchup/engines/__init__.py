@@ -88,8 +88,9 @@ class Instance(Protocol):
 
     def catch_up(
         self, source: Source, checkpoint: str, cancel: CancelToken, progress: Progress
-    ) -> None:
-        """Replay the source's log up to exactly `checkpoint`, or raise."""
+    ) -> str:
+        """Replay the source's log up to `checkpoint`, or raise; returns the position the
+        data now stands at (the checkpoint itself, unless the engine can only stop past it)."""
         ...
 
     def stop_for_archive(self) -> None:

@@ -145,15 +145,17 @@ class MariaDBInstance:
 
     def catch_up(
         self, source: Source, checkpoint: str, cancel: CancelToken, progress: Progress
-    ) -> None:
+    ) -> str:
         assert isinstance(source, MariaDBSource)
-        replication.catch_up(
-            self.server,
-            source.replication_endpoint(),
-            Position.parse(checkpoint),
-            self.stall_timeout,
-            cancel,
-            progress,
+        return str(
+            replication.catch_up(
+                self.server,
+                source.replication_endpoint(),
+                Position.parse(checkpoint),
+                self.stall_timeout,
+                cancel,
+                progress,
+            )
         )
 
     def stop_for_archive(self) -> None:

@@ -172,9 +172,10 @@ class PostgresInstance:
 
     def catch_up(
         self, source: Source, checkpoint: str, cancel: CancelToken, progress: Progress
-    ) -> None:
+    ) -> str:
         assert isinstance(source, PostgresSource)
-        target, _ = split_position(checkpoint)
+        target, timeline = split_position(checkpoint)
+        from_standby = source.session.is_standby()
         password = (source.session.password or "").replace("\\", "\\\\").replace("'", "\\'")
         conninfo = (
             f"host=127.0.0.1 port={source.relay.port} user={source.session.user} "
@@ -195,10 +196,15 @@ class PostgresInstance:
         (self.data_dir / "standby.signal").touch()
         give_to_server_user(self.data_dir / "standby.signal")
         self.server.start()
-        self._wait_for_target(target, cancel, progress)
+        self._wait_for_target(target, cancel, progress, stop_when_passed=from_standby)
         self._assert_reached(target)
+        if from_standby:
+            return f"{format_lsn(self._last_record_start())}@{timeline}"
+        return checkpoint
 
-    def _wait_for_target(self, target: int, cancel: CancelToken, progress: Progress) -> None:
+    def _wait_for_target(
+        self, target: int, cancel: CancelToken, progress: Progress, stop_when_passed: bool
+    ) -> None:
         start_lsn, last_lsn, last_change = None, None, time.monotonic()
         while self.server.running:
             cancel.check()
@@ -211,6 +217,9 @@ class PostgresInstance:
                     "--bootstrap`"
                 )
             replayed = self._replayed_lsn()
+            if stop_when_passed and replayed is not None and replayed >= target:
+                self.server.stop()  # a restartpoint; minRecoveryPoint is where replay stood
+                break
             if replayed is not None:
                 start_lsn = start_lsn or replayed
                 progress(max(0, replayed - start_lsn), max(1, target - start_lsn))
@@ -245,6 +254,30 @@ class PostgresInstance:
                 f"the standby stopped in state '{state}' at {format_lsn(reached)}, not at the "
                 f"target {format_lsn(target)}; see its log: {self.server.log_tail()}"
             )
+
+    def _last_record_start(self) -> int:
+        """Where the last replayed record starts: as a recovery target, it makes a restore
+        stop exactly where this standby stopped."""
+        control = self.server.controldata()
+        end = control["Minimum recovery ending location"]
+        result = subprocess.run(
+            [
+                *self.server.tool("pg_waldump"),
+                "-p",
+                str(self.data_dir / "pg_wal"),
+                "-s",
+                control["Latest checkpoint's REDO location"],
+                "-e",
+                end,
+            ],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        starts = re.findall(r"lsn: ([0-9A-F]+/[0-9A-F]+)", result.stdout)
+        if not starts:
+            raise CatchUpFailedError(f"cannot find the last replayed record before {end}")
+        return parse_lsn(starts[-1])
 
     def stop_for_archive(self) -> None:
         """Already shut down at the target: keep only the WAL a restore needs."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import secrets
 import subprocess
+import time
 from pathlib import Path
 
 from psycopg import sql
@@ -31,8 +32,11 @@ SOURCE_GRANTS = [
 class PostgresSandbox:
     engine = "postgres"
 
-    def __init__(self, root: Path, major: int = 15) -> None:
+    def __init__(
+        self, root: Path, major: int = 15, replica_of: PostgresSandbox | None = None
+    ) -> None:
         self.root = root
+        self.replica_of = replica_of
         self.port = free_port()
         self.server = PostgresServer(
             PostgresFiles(root),
@@ -50,7 +54,8 @@ class PostgresSandbox:
             listen=True,
             die_with_parent=False,
         )
-        self.password_file = root / "catchup.password"
+        # A standby gets its roles, the catchup one included, from its primary.
+        self.password_file = (replica_of or self).root / "catchup.password"
 
     @property
     def endpoint(self) -> str:
@@ -58,7 +63,9 @@ class PostgresSandbox:
 
     def start(self) -> None:
         fresh = not self.server.files.data_dir.exists()
-        if fresh:
+        if fresh and self.replica_of:
+            self._clone_primary(self.replica_of)
+        elif fresh:
             self.root.mkdir(parents=True, exist_ok=True)
             give_to_server_user(self.root)
             subprocess.run(
@@ -79,13 +86,48 @@ class PostgresSandbox:
         self.server.write_config({})
         self.server.start()
         self.server.wait_ready()
-        if fresh:
+        if fresh and not self.replica_of:
             password = secrets.token_urlsafe(18)
             write_private(self.password_file, password + "\n")
             with self.server.connect() as conn:
                 conn.execute(sql.SQL(SOURCE_GRANTS[0]).format(sql.Literal(password)))
                 for grant in SOURCE_GRANTS[1:]:
                     conn.execute(grant)
+
+    def _clone_primary(self, primary: PostgresSandbox) -> None:
+        """A streaming standby of `primary` (pg_basebackup -R writes its primary_conninfo)."""
+        self.root.mkdir(parents=True, exist_ok=True)
+        give_to_server_user(self.root)
+        subprocess.run(
+            [
+                *self.server.tool("pg_basebackup"),
+                "-h",
+                str(primary.server.files.sockets),
+                "-p",
+                str(primary.port),
+                "-U",
+                "postgres",
+                "-D",
+                str(self.server.files.data_dir),
+                "-X",
+                "stream",
+                "-R",
+                "--no-sync",
+                "-c",
+                "fast",
+            ],
+            check=True,
+            capture_output=True,
+        )
+
+    def wait_replicated(self, timeout: float = 60) -> None:
+        assert self.replica_of is not None
+        target = parse_lsn(self.replica_of.position())
+        deadline = time.monotonic() + timeout
+        while parse_lsn(self.position()) < target:
+            if time.monotonic() > deadline:
+                raise RuntimeError("the sandbox standby did not catch up with its primary")
+            time.sleep(0.05)
 
     def pgbench(self, *args: str) -> None:
         subprocess.run(
@@ -130,8 +172,9 @@ class PostgresSandbox:
         kill_server(data / "postmaster.pid", str(data))
 
     def position(self) -> str:
+        function = "pg_last_wal_replay_lsn" if self.replica_of else "pg_current_wal_lsn"
         with self.server.connect() as conn:
-            return str(conn.execute("SELECT pg_current_wal_lsn()").fetchone()[0])
+            return str(conn.execute(f"SELECT {function}()").fetchone()[0])
 
     def checksums(self) -> dict[str, int | None]:
         with self.server.connect() as conn:

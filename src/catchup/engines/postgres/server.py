@@ -113,7 +113,7 @@ class PostgresServer:
         hba = self.files.root / "pg_hba.conf"
         ident = self.files.root / "pg_ident.conf"
         hba.write_text(
-            "local all all trust\n"
+            "local all all trust\nlocal replication all trust\n"
             + (
                 "host all all 127.0.0.1/32 scram-sha-256\nhost replication all 127.0.0.1/32 "
                 "scram-sha-256\n"
