@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import os
 import signal
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -13,7 +15,7 @@ import pytest
 from catchup.engines.postgres import table_checksums
 from catchup.engines.postgres.sandbox import PostgresSandbox
 from catchup.engines.postgres.server import PostgresFiles, PostgresServer, find_binaries
-from tests.conftest import run_cli
+from tests.conftest import REPO, run_cli
 from tests.integration.test_faults import HookReporter
 
 
@@ -48,7 +50,7 @@ def write_config(fleet, body: str, extra: str = "") -> None:
     )
 
 
-def postgres_processes_under(root: Path) -> list[int]:
+def postgres_processes_under(root: Path, servers_only: bool = False) -> list[int]:
     pids = []
     for proc in Path("/proc").iterdir():
         if proc.name.isdigit():
@@ -56,7 +58,12 @@ def postgres_processes_under(root: Path) -> list[int]:
                 cmdline = (proc / "cmdline").read_bytes()
             except OSError:
                 continue
-            if b"postgres" in cmdline and str(root).encode() in cmdline:
+            server = b"/bin/postgres\x00-D" in cmdline
+            if (
+                b"postgres" in cmdline
+                and str(root).encode() in cmdline
+                and (server or not servers_only)
+            ):
                 pids.append(int(proc.name))
     return pids
 
@@ -202,3 +209,34 @@ def test_a_standby_as_the_source(fleet, pg, short_tmp):
         assert report["verified"], verify.stdout
     finally:
         standby.kill()
+
+
+def test_kill_9_of_catchup_takes_its_postgres_down_too(fleet, pg):
+    source = pg(size_mb=60)
+    write_config(fleet, pg_shard(source))
+    process = subprocess.Popen(
+        [sys.executable, "-m", "catchup", "backup", "--all", "-c", str(fleet.config_path)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        cwd=REPO,
+    )
+    deadline = time.monotonic() + 60
+    while not postgres_processes_under(fleet.root / "work", servers_only=True):
+        assert time.monotonic() < deadline, "no ephemeral postgres server appeared"
+        time.sleep(0.01)
+    process.kill()
+    process.wait()
+    deadline = time.monotonic() + 10
+    while [p for p in postgres_processes_under(fleet.root / "work", True) if not _zombie(p)]:
+        assert time.monotonic() < deadline, "the ephemeral postgres outlived catchup"
+        time.sleep(0.05)
+    [retry] = fleet.backup()
+    assert retry.ok, retry.error
+    assert not fleet.instance_dirs()
+
+
+def _zombie(pid: int) -> bool:
+    try:
+        return "\nState:\tZ" in Path(f"/proc/{pid}/status").read_text()
+    except OSError:
+        return True

@@ -41,10 +41,16 @@ def find_binaries(major: int, configured: Path | None = None) -> Path:
     )
 
 
-def run_as() -> list[str]:
-    """A command prefix that drops root to the postgres OS user (empty when not root)."""
+def run_as(die_with_parent: bool = False) -> list[str]:
+    """A command prefix that drops root to the postgres OS user, and optionally has the
+    kernel kill the command when catchup dies.
+
+    Both must be one setpriv call: the kernel clears a parent-death signal when the
+    uid changes, so setting it in an outer setpriv would not survive an inner one.
+    """
+    death = ["--pdeathsig", "KILL"] if die_with_parent else []
     if os.geteuid() != 0:
-        return []
+        return ["setpriv", *death] if death else []
     try:
         pwd.getpwnam(SERVER_USER)
     except KeyError:
@@ -52,7 +58,8 @@ def run_as() -> list[str]:
             "running as root needs the OS user 'postgres' for the ephemeral servers; install "
             "the Debian package postgresql or run catchup as a non-root user"
         ) from None
-    return ["setpriv", f"--reuid={SERVER_USER}", f"--regid={SERVER_USER}", "--init-groups"]
+    drop = [f"--reuid={SERVER_USER}", f"--regid={SERVER_USER}", "--init-groups"]
+    return ["setpriv", *death, *drop]
 
 
 def give_to_server_user(path: Path) -> None:
@@ -139,17 +146,15 @@ class PostgresServer:
         os.chmod(self.files.data_dir, 0o700)
 
     def start(self) -> None:
+        # If catchup itself dies, the kernel kills the server with it.
         command = [
-            *self.tool("postgres"),
+            *run_as(self.die_with_parent and shutil.which("setpriv") is not None),
+            str(self.binaries / "postgres"),
             "-D",
             str(self.files.data_dir),
             "-c",
             f"config_file={self.files.config}",
         ]
-        if self.die_with_parent and shutil.which("setpriv"):
-            # The kernel kills the server if catchup itself dies (kept across the uid drop
-            # because setpriv sets it after changing credentials).
-            command = ["setpriv", "--pdeathsig", "KILL", *command]
         with open(self.files.log, "ab") as log:
             self.process = subprocess.Popen(
                 command, stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True
