@@ -22,6 +22,7 @@ from rich.progress import (
     BarColumn,
     Progress,
     TaskID,
+    TaskProgressColumn,
     TextColumn,
     TimeElapsedColumn,
 )
@@ -128,7 +129,12 @@ class ProgressReporter:
         return self.tasks[shard]
 
     def step(self, shard: str, step: str) -> None:
-        self.display.update(self._task(shard), step=step, total=None, completed=0)
+        task_id = self._task(shard)
+        # update(total=None) keeps the old total; a step of unknown size shows no percentage.
+        for task in self.display.tasks:
+            if task.id == task_id:
+                task.total = None
+        self.display.update(task_id, step=step, completed=0)
 
     def progress(self, shard: str, done: int, total: int) -> None:
         self.display.update(self._task(shard), total=total, completed=done)
@@ -147,7 +153,7 @@ def reporting(json_output: bool) -> Iterator[Reporter]:
         TextColumn("[bold]{task.description:<16}"),
         TextColumn("{task.fields[step]:<10}"),
         BarColumn(),
-        TextColumn("{task.percentage:>5.1f}%"),
+        TaskProgressColumn(),  # blank for steps without a known size
         TimeElapsedColumn(),
     )
     with Progress(*columns, console=err, transient=json_output) as display:

@@ -155,7 +155,8 @@ def run_demo(
     """Run the whole demo; `say(text)` narrates each phase."""
     root = options.directory.absolute()
     prepare_directory(root)
-    say(f"Starting {options.shards} sandbox MariaDB primaries under {root}/sandbox")
+    kinds = {"mariadb": "MariaDB", "postgres": "PostgreSQL", "mixed": "MariaDB and PostgreSQL"}
+    say(f"Starting {options.shards} sandbox {kinds[options.engine]} primaries under {root}/sandbox")
     result = DemoResult(config_path=root / "catchup.toml")
     result.sources = start_fleet(root, options)
     try:

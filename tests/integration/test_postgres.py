@@ -240,3 +240,15 @@ def _zombie(pid: int) -> bool:
         return "\nState:\tZ" in Path(f"/proc/{pid}/status").read_text()
     except OSError:
         return True
+
+
+def test_check_names_missing_postgres_privileges(fleet, pg, short_tmp):
+    source = pg(size_mb=15)
+    write_config(fleet, pg_shard(source))
+    ok = run_cli("check", "--json", "-c", str(fleet.config_path))
+    assert ok.returncode == 0, ok.stdout
+    source.execute("REVOKE pg_checkpoint FROM catchup")
+    bad = run_cli("check", "--json", "-c", str(fleet.config_path))
+    assert bad.returncode == 1
+    [privileges] = [f for f in json.loads(bad.stdout)["pg/0"] if f["check"] == "privileges"]
+    assert "pg_checkpoint" in privileges["detail"]

@@ -81,8 +81,16 @@ class PostgresSource:
     def check(self) -> list[Finding]:
         facts = self.session.facts()
         slot = self.session.slot_state()
+        missing = self.session.missing_privileges()
         return [
             Finding("connect", True, f"{facts.version}, timeline {facts.timeline}"),
+            Finding(
+                "privileges",
+                not missing,
+                "all required privileges granted"
+                if not missing
+                else f"missing {', '.join(missing)}; apply the GRANTs from the README",
+            ),
             Finding(
                 "wal_level",
                 facts.wal_level in ("replica", "logical"),

@@ -118,6 +118,22 @@ class PostgresSession:
         """Release WAL up to the newest committed backup's position."""
         self.query("SELECT pg_replication_slot_advance(%s, %s::pg_lsn)", (self.slot, lsn))
 
+    def missing_privileges(self) -> list[str]:
+        """What the README's GRANTs give the catchup role, checked one by one."""
+        replication, checkpoint, stats, emit = self.query(
+            "SELECT rolreplication, pg_has_role(current_user, 'pg_checkpoint', 'MEMBER'), "
+            "pg_has_role(current_user, 'pg_read_all_stats', 'MEMBER'), "
+            "has_function_privilege('pg_logical_emit_message(boolean, text, text)', 'EXECUTE') "
+            "FROM pg_roles WHERE rolname = current_user"
+        )[0]
+        wanted = {
+            "REPLICATION": replication,
+            "pg_checkpoint": checkpoint,
+            "pg_read_all_stats": stats,
+            "EXECUTE on pg_logical_emit_message": emit,
+        }
+        return [name for name, granted in wanted.items() if not granted]
+
     def standby_requirements(self) -> dict[str, str]:
         """Settings a hot standby must match or exceed, or recovery aborts."""
         names = (
