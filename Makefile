@@ -4,16 +4,18 @@
 PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
-APT_PACKAGES := mariadb-server mariadb-backup mariadb-client postgresql zstd util-linux
+APT_PACKAGES := mariadb-server mariadb-backup mariadb-client postgresql zstd util-linux nodejs npm
 # Binaries whose absence means the Debian packages above must be installed.
-NEEDED_BINARIES := mariadbd mariadb-install-db mariadb-dump mariadb zstd setpriv
+NEEDED_BINARIES := mariadbd mariadb-install-db mariadb-dump mariadb zstd setpriv node npm
+# Servers the tests start on loopback that come from npm (Azurite), pinned by tools/package-lock.json.
+TOOLS := tools/node_modules/.installed
 
-.PHONY: demo test lint deps system-deps venv clean
+.PHONY: demo test lint deps system-deps venv test-tools clean
 
 demo: deps
 	$(BIN)/catchup demo
 
-test: deps
+test: deps test-tools
 	$(BIN)/ruff check .
 	$(BIN)/pytest -q
 
@@ -35,6 +37,12 @@ system-deps:
 
 venv: $(VENV)/.installed
 
+test-tools: system-deps $(TOOLS)
+
+$(TOOLS): tools/package.json tools/package-lock.json
+	npm ci --prefix tools --no-audit --no-fund --loglevel=error
+	touch $@
+
 $(VENV)/.installed: requirements.lock pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --require-hashes -r requirements.lock
@@ -42,4 +50,4 @@ $(VENV)/.installed: requirements.lock pyproject.toml
 	touch $@
 
 clean:
-	rm -rf $(VENV) .pytest_cache build src/*.egg-info
+	rm -rf $(VENV) .pytest_cache build src/*.egg-info tools/node_modules
