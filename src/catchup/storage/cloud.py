@@ -183,11 +183,9 @@ def _build(scheme: str, bucket: str, prefix: str | None, settings: StorageSettin
         return S3Store(
             bucket, prefix=prefix, config=config, client_options=client, retry_config=retry
         )
+    if scheme == "gs":  # GCS takes no endpoint: its client always talks to Google
+        return GCSStore(bucket, prefix=prefix, client_options=client, retry_config=retry)
     endpoint = {"endpoint": settings.endpoint} if settings.endpoint else {}
-    if scheme == "gs":
-        return GCSStore(
-            bucket, prefix=prefix, config=endpoint, client_options=client, retry_config=retry
-        )
     return AzureStore(
         bucket, prefix=prefix, config=endpoint, client_options=client, retry_config=retry
     )
