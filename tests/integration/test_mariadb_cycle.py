@@ -135,15 +135,12 @@ def test_a_backup_ahead_of_the_source_is_refused(fleet):
     source.apply_workload(0.05)
     assert fleet.backup()[0].ok
     # The shard's source is replaced by a server with a shorter history.
-    fleet.sources[0] = fleet.add_source(server_id=1)
-    fleet.sources.pop()
-    fleet.write_config()
+    fleet.write_config([fleet.add_source(server_id=1)])
     [result] = fleet.backup()
     assert not result.ok
     assert "refusing to back up" in result.error and "ahead of the source" in result.error
     assert len(fleet.repository.backups()) == 2
     assert not fleet.instance_dirs()
-    source.kill()
 
 
 def test_a_backup_from_another_history_is_refused(fleet):
@@ -154,15 +151,14 @@ def test_a_backup_from_another_history_is_refused(fleet):
     other = fleet.add_source(server_id=7)
     other.apply_workload(0.05)
     other.apply_workload(0.05)
-    fleet.sources = [other]
-    fleet.write_config()
+    fleet.write_config([other])
     [result] = fleet.backup()
     assert not result.ok
     assert "does not belong to this source" in result.error, result.error
     assert "not in the source's binlog history" in result.error
     assert len(fleet.repository.backups()) == 1
     assert not fleet.instance_dirs()
-    original.kill()
+    assert original.position()  # untouched, and stopped by the fixture
 
 
 def test_a_replica_as_the_source(fleet):
