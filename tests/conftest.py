@@ -3,15 +3,20 @@ private ports, sockets and temp dirs, and stop them afterwards."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
+import socket
 import subprocess
 import sys
 import tempfile
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+
+from catchup.engines.relay import free_port
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -35,3 +40,23 @@ def run_cli(*args: str, env: dict[str, str] | None = None, timeout: float = 300)
         env={**os.environ, **(env or {})},
         cwd=REPO,
     )
+
+
+@contextlib.contextmanager
+def serve_on_loopback(command: Callable[[int], list[str]], what: str) -> Iterator[int]:
+    """Start `command(port)` on a free loopback port, wait until it accepts, stop it after."""
+    port = free_port()
+    server = subprocess.Popen(command(port), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            break
+        except OSError:
+            assert time.monotonic() < deadline, f"{what} did not start"
+            time.sleep(0.1)
+    try:
+        yield port
+    finally:
+        server.terminate()
+        server.wait(10)

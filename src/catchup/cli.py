@@ -31,7 +31,7 @@ from rich.table import Table
 from catchup import __version__
 from catchup.cancel import CancelToken
 from catchup.codec.keys import generate_key_file
-from catchup.config import Config, load_config
+from catchup.config import Config, Shard, load_config
 from catchup.cycle import CycleOptions, LogReporter, Reporter
 from catchup.demo import DemoOptions, DemoResult, run_demo
 from catchup.engines import Finding, engine_for
@@ -338,10 +338,13 @@ def show(
 # --- restore / verify ----------------------------------------------------------------
 
 
-def find_backup(config: Config, shard: str, backup_id: str | None) -> tuple[Any, Manifest]:
+def find_backup(
+    config: Config, shard: str, backup_id: str | None
+) -> tuple[Shard, Repository, Manifest]:
+    """The shard, its repository (which keeps the backup's data key) and the backup."""
     selected = config.shard(shard)
-    manifest = open_repo(config).find(selected.keyspace, selected.shard, backup_id)
-    return selected, manifest
+    repository = open_repo(config)
+    return selected, repository, repository.find(selected.keyspace, selected.shard, backup_id)
 
 
 @app.command()
@@ -357,8 +360,7 @@ def restore(
 ) -> None:
     """Restore a backup into a data dir a stock server starts on."""
     config = load_config(config_path)
-    _, manifest = find_backup(config, shard, backup_id)
-    repository = open_repo(config)
+    _, repository, manifest = find_backup(config, shard, backup_id)
     with cancellable():
         repository.restore(manifest, target_dir, config.jobs)
         hint = engine_for(manifest.engine).prepare_restored(target_dir, manifest.position)
@@ -388,12 +390,12 @@ def verify(
 ) -> None:
     """Restore a backup into an ephemeral instance, start it and check every table."""
     config = load_config(config_path)
-    selected, manifest = find_backup(config, shard, backup_id)
+    selected, repository, manifest = find_backup(config, shard, backup_id)
     with cancellable() as cancel:
         if deep:
-            report = check_stored_objects(config, selected, open_repo(config), manifest)
+            report = check_stored_objects(config, selected, repository, manifest)
         else:
-            report = verify_backup(config, selected, open_repo(config), manifest, cancel)
+            report = verify_backup(config, selected, repository, manifest, cancel)
     if json_output:
         print_json(report.to_json())
     else:
@@ -504,7 +506,7 @@ def check_repository(repository: Repository) -> Finding:
     )
 
 
-def check_shard(config: Config, shard: Any, repository: Repository) -> list[Finding]:
+def check_shard(config: Config, shard: Shard, repository: Repository) -> list[Finding]:
     try:
         with engine_for(shard.engine).open_source(config, shard) as source:
             findings = source.check()

@@ -209,6 +209,12 @@ class Config(Strict):
     def credentials_for(self, shard: Shard) -> Credentials:
         return shard.credentials or self.credentials
 
+    def login(self, shard: Shard) -> tuple[str, str | None]:
+        """The user and password catchup logs in to `shard`'s source with."""
+        credentials = self.credentials_for(shard)
+        secret = credentials.password()
+        return credentials.user, secret.get_secret_value() if secret else None
+
     def require_passwords(self, shards: list[Shard]) -> None:
         """Fail now, with a config error, if any selected shard's password cannot be read."""
         for shard in shards:

@@ -6,9 +6,6 @@ import base64
 import hashlib
 import hmac
 import json
-import socket
-import subprocess
-import time
 import urllib.request
 from collections.abc import Iterator
 from email.utils import formatdate
@@ -16,7 +13,7 @@ from email.utils import formatdate
 import pytest
 
 from catchup.codec.keys import generate_key_file
-from tests.conftest import REPO, run_cli
+from tests.conftest import REPO, run_cli, serve_on_loopback
 
 # Azurite's documented development account: public, not a secret.
 ACCOUNT = "devstoreaccount1"
@@ -29,36 +26,23 @@ AZURITE = REPO / "tools" / "node_modules" / ".bin" / "azurite-blob"
 @pytest.fixture(scope="module")
 def azurite_port(tmp_path_factory) -> Iterator[int]:
     assert AZURITE.exists(), "Azurite is missing: `make test` installs it (tools/)"
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    location = tmp_path_factory.mktemp("azurite")
-    server = subprocess.Popen(
-        [
+    location = str(tmp_path_factory.mktemp("azurite"))
+
+    def command(port: int) -> list[str]:
+        return [
             str(AZURITE),
             "--blobHost",
             "127.0.0.1",
             "--blobPort",
             str(port),
             "--location",
-            str(location),
+            location,
             "--silent",
             "--skipApiVersionCheck",
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    deadline = time.monotonic() + 30
-    while True:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=1).close()
-            break
-        except OSError:
-            assert time.monotonic() < deadline, "Azurite did not start"
-            time.sleep(0.1)
-    yield port
-    server.terminate()
-    server.wait(10)
+        ]
+
+    with serve_on_loopback(command, "Azurite") as port:
+        yield port
 
 
 @pytest.fixture(autouse=True)

@@ -5,10 +5,7 @@ from __future__ import annotations
 
 import json
 import os
-import socket
-import subprocess
 import sys
-import time
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
@@ -18,7 +15,7 @@ import pytest
 from obstore.store import S3Store
 
 from catchup.codec.keys import generate_key_file
-from tests.conftest import run_cli
+from tests.conftest import run_cli, serve_on_loopback
 from tests.integration.faultproxy import FaultProxy
 
 MARKER = "S3-MARKER-4b1d-not-in-the-bucket"
@@ -27,25 +24,9 @@ CREDENTIALS = {"AWS_ACCESS_KEY_ID": "catchup-test", "AWS_SECRET_ACCESS_KEY": "ca
 
 @pytest.fixture(scope="module")
 def moto_port() -> Iterator[int]:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    server = subprocess.Popen(
-        [str(Path(sys.executable).parent / "moto_server"), "-H", "127.0.0.1", "-p", str(port)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    deadline = time.monotonic() + 30
-    while True:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=1).close()
-            break
-        except OSError:
-            assert time.monotonic() < deadline, "moto_server did not start"
-            time.sleep(0.1)
-    yield port
-    server.terminate()
-    server.wait(10)
+    moto = str(Path(sys.executable).parent / "moto_server")
+    with serve_on_loopback(lambda port: [moto, "-H", "127.0.0.1", "-p", str(port)], "moto") as port:
+        yield port
 
 
 @pytest.fixture(autouse=True)

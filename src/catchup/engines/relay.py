@@ -16,6 +16,13 @@ from pathlib import Path
 BUFFER = 256 * 1024
 
 
+def free_port() -> int:
+    """A loopback TCP port nothing listens on right now."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
 class CountingRelay:
     def __init__(self, host: str | None, port: int | None, unix_socket: Path | None) -> None:
         self._target = (host, port, unix_socket)

@@ -232,12 +232,10 @@ class MariaDBEngine:
 
     @contextlib.contextmanager
     def open_source(self, config: Config, shard: Shard) -> Iterator[MariaDBSource]:
-        credentials = config.credentials_for(shard)
-        secret = credentials.password()
-        password = secret.get_secret_value() if secret else None
+        user, password = config.login(shard)
         with (
             CountingRelay(shard.host, shard.port, shard.socket) as relay,
-            open_source(shard, credentials.user, password, relay) as session,
+            open_source(shard, user, password, relay) as session,
         ):
             yield MariaDBSource(session, relay, password)
 

@@ -113,9 +113,9 @@ class _replica_session:
 
 def _instance_lost(server: MariaDBServer, exc: Exception) -> InstanceError:
     if not server.running:
-        code = server.process.returncode if server.process else None
         return InstanceError(
-            f"the ephemeral mariadbd died (exit code {code}) during catch-up: {server.error_tail()}"
+            f"the ephemeral mariadbd died (exit code {server.exit_code}) during catch-up: "
+            f"{server.log_tail()}"
         )
     return InstanceError(f"cannot talk to the ephemeral mariadbd: {exc}")
 

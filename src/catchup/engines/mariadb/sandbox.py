@@ -8,7 +8,6 @@ and test run proves that GRANT is sufficient.
 from __future__ import annotations
 
 import secrets
-import socket
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,6 +16,7 @@ import pymysql
 
 from catchup.engines.mariadb import table_checksums
 from catchup.engines.mariadb.server import MariaDBServer, ServerFiles, kill_server_in
+from catchup.engines.relay import free_port
 from catchup.files import write_private
 
 SOURCE_GRANT = (
@@ -35,12 +35,6 @@ SOURCE_OPTIONS = [
     "--sync-binlog=0",
 ]
 DATABASE = "shop"
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 @dataclass(frozen=True)

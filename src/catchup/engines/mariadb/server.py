@@ -24,6 +24,7 @@ import pymysql.cursors
 
 from catchup.cancel import NEVER, CancelToken
 from catchup.engines.mariadb.binaries import find_binary
+from catchup.engines.serverprocess import ServerProcess, log_tail, short_socket_path
 from catchup.engines.workdir import kill_server
 from catchup.errors import InstanceError
 from catchup.files import write_private
@@ -40,12 +41,7 @@ class ServerFiles:
     socket: Path = field(init=False)
 
     def __post_init__(self) -> None:
-        socket = self.root / "mariadbd.sock"
-        if len(str(socket)) > SOCKET_PATH_LIMIT:
-            # Deep work dirs overflow sun_path; fall back to a short private name.
-            short = Path("/tmp") / f"catchup-{secrets.token_hex(6)}.sock"
-            socket = short
-        self.socket = socket
+        self.socket = short_socket_path(self.root / "mariadbd.sock", "catchup", SOCKET_PATH_LIMIT)
 
     @property
     def data_dir(self) -> Path:
@@ -68,7 +64,9 @@ class ServerFiles:
         return self.root / "admin.cnf"
 
 
-class MariaDBServer:
+class MariaDBServer(ServerProcess):
+    name = "mariadbd"
+
     def __init__(
         self,
         files: ServerFiles,
@@ -87,7 +85,7 @@ class MariaDBServer:
         self.die_with_parent = die_with_parent
         self.admin_user = admin_user
         self.admin_password = secrets.token_urlsafe(24)
-        self.process: subprocess.Popen[bytes] | None = None
+        super().__init__()
 
     # --- lifecycle -------------------------------------------------------------
 
@@ -117,15 +115,7 @@ class MariaDBServer:
         if self.die_with_parent and shutil.which("setpriv"):
             # If catchup itself is killed, the kernel takes the server down with it.
             command = ["setpriv", "--pdeathsig", "KILL", *command]
-        self.files.error_log.touch()
-        with open(self.files.error_log, "ab") as log:
-            self.process = subprocess.Popen(
-                command,
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=log,
-                start_new_session=True,  # Ctrl-C reaches catchup, which stops the server itself
-            )
+        self.launch(command, self.files.error_log)
         try:
             self._wait_ready(timeout, cancel)
         finally:
@@ -133,34 +123,7 @@ class MariaDBServer:
 
     def stop(self, timeout: float = 300) -> None:
         """Clean shutdown (SIGTERM is mariadbd's normal shutdown); wait for the exit."""
-        if self.process is None or self.process.poll() is not None:
-            return
-        self.process.send_signal(signal.SIGTERM)
-        try:
-            self.process.wait(timeout)
-        except subprocess.TimeoutExpired:
-            raise InstanceError(
-                f"mariadbd (pid {self.process.pid}) did not shut down within {timeout:.0f}s; "
-                f"see {self.files.error_log}"
-            ) from None
-        if self.process.returncode not in (0, -signal.SIGTERM):
-            raise InstanceError(
-                f"mariadbd exited with code {self.process.returncode} during shutdown: "
-                f"{self.error_tail()}"
-            )
-
-    def kill(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.kill()
-            self.process.wait()
-
-    @property
-    def running(self) -> bool:
-        return self.process is not None and self.process.poll() is None
-
-    @property
-    def pid(self) -> int | None:
-        return self.process.pid if self.process else None
+        self.stop_with(signal.SIGTERM, timeout, clean_exits=(0, -signal.SIGTERM))
 
     # --- access ----------------------------------------------------------------
 
@@ -176,13 +139,8 @@ class MariaDBServer:
             cursorclass=pymysql.cursors.Cursor,
         )
 
-    def error_tail(self, lines: int = 3) -> str:
-        try:
-            text = self.files.error_log.read_text(errors="replace").strip().splitlines()
-        except OSError:
-            return "(no error log)"
-        relevant = [line for line in text if "[ERROR]" in line] or text
-        return " | ".join(relevant[-lines:]) or "(empty error log)"
+    def log_tail(self) -> str:
+        return log_tail(self.files.error_log, ("[ERROR]",))
 
     # --- details ---------------------------------------------------------------
 
@@ -224,10 +182,9 @@ class MariaDBServer:
         deadline = time.monotonic() + timeout
         while True:
             cancel.check()
-            if self.process is not None and self.process.poll() is not None:
+            if self.process is not None and not self.running:
                 raise InstanceError(
-                    f"mariadbd exited with code {self.process.returncode} at startup: "
-                    f"{self.error_tail()}"
+                    f"mariadbd exited with code {self.exit_code} at startup: {self.log_tail()}"
                 )
             with contextlib.suppress(pymysql.err.OperationalError):
                 self.connect(timeout=2).close()
@@ -235,7 +192,7 @@ class MariaDBServer:
             if time.monotonic() > deadline:
                 self.kill()
                 raise InstanceError(
-                    f"mariadbd did not become ready within {timeout:.0f}s: {self.error_tail()}"
+                    f"mariadbd did not become ready within {timeout:.0f}s: {self.log_tail()}"
                 )
             time.sleep(0.05)
 

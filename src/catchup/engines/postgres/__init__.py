@@ -183,7 +183,7 @@ class PostgresInstance:
     ) -> str:
         assert isinstance(source, PostgresSource)
         target, timeline = split_position(checkpoint)
-        from_standby = source.session.is_standby()
+        from_standby = source.session.standby
         password = (source.session.password or "").replace("\\", "\\\\").replace("'", "\\'")
         conninfo = (
             f"host=127.0.0.1 port={source.relay.port} user={source.session.user} "
@@ -240,7 +240,7 @@ class PostgresInstance:
                     f"s at {format_lsn(last_lsn or 0)}; check that the source is reachable"
                 )
             time.sleep(POLL_SECONDS)
-        code = self.server.process.returncode if self.server.process else None
+        code = self.server.exit_code
         if code != 0:
             raise InstanceError(
                 f"the ephemeral postgres died (exit code {code}) during catch-up: "
@@ -310,7 +310,6 @@ class PostgresInstance:
     def open_for_checks(self, position: str, cancel: CancelToken) -> None:
         """Recover exactly to the backup's position, promote, and accept connections."""
         prepare_recovery(self.data_dir, position)
-        give_to_server_user(self.data_dir)
         self.server.write_config({"recovery_target_action": "'promote'"})
         self.server.start()
         self.server.wait_ready(cancel=cancel)
@@ -427,11 +426,9 @@ class PostgresEngine:
 
     @contextlib.contextmanager
     def open_source(self, config: Config, shard: Shard) -> Iterator[PostgresSource]:
-        credentials = config.credentials_for(shard)
-        secret = credentials.password()
-        password = secret.get_secret_value() if secret else None
+        user, password = config.login(shard)
         with CountingRelay(shard.host, shard.port, shard.socket) as relay:
-            session = PostgresSession(shard, credentials.user, password, relay)
+            session = PostgresSession(shard, user, password, relay)
             try:
                 yield PostgresSource(session, relay, config.postgres)
             finally:

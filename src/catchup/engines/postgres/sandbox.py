@@ -10,7 +10,6 @@ from pathlib import Path
 
 from psycopg import sql
 
-from catchup.engines.mariadb.sandbox import free_port
 from catchup.engines.postgres import table_checksums
 from catchup.engines.postgres.lsn import parse_lsn
 from catchup.engines.postgres.server import (
@@ -19,6 +18,7 @@ from catchup.engines.postgres.server import (
     find_binaries,
     give_to_server_user,
 )
+from catchup.engines.relay import free_port
 from catchup.engines.workdir import kill_server
 from catchup.files import write_private
 

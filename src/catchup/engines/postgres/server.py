@@ -11,7 +11,6 @@ from __future__ import annotations
 import contextlib
 import os
 import pwd
-import secrets
 import shutil
 import signal
 import subprocess
@@ -22,6 +21,7 @@ from pathlib import Path
 import psycopg
 
 from catchup.cancel import NEVER, CancelToken
+from catchup.engines.serverprocess import ServerProcess, log_tail, short_socket_path
 from catchup.errors import ConfigError, InstanceError
 
 SERVER_USER = "postgres"
@@ -76,10 +76,7 @@ class PostgresFiles:
     sockets: Path = field(init=False)
 
     def __post_init__(self) -> None:
-        sockets = self.root / "run"
-        if len(str(sockets)) > SOCKET_PATH_LIMIT:
-            sockets = Path("/tmp") / f"catchup-pg-{secrets.token_hex(6)}"
-        self.sockets = sockets
+        self.sockets = short_socket_path(self.root / "run", "catchup-pg", SOCKET_PATH_LIMIT)
 
     @property
     def data_dir(self) -> Path:
@@ -94,7 +91,9 @@ class PostgresFiles:
         return self.root / "postgres.log"
 
 
-class PostgresServer:
+class PostgresServer(ServerProcess):
+    name = "postgres"
+
     def __init__(
         self,
         files: PostgresFiles,
@@ -110,7 +109,7 @@ class PostgresServer:
         self.settings = settings
         self.listen = listen
         self.die_with_parent = die_with_parent
-        self.process: subprocess.Popen[bytes] | None = None
+        super().__init__()
 
     def tool(self, name: str) -> list[str]:
         return [*run_as(), str(self.binaries / name)]
@@ -155,10 +154,7 @@ class PostgresServer:
             "-c",
             f"config_file={self.files.config}",
         ]
-        with open(self.files.log, "ab") as log:
-            self.process = subprocess.Popen(
-                command, stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True
-            )
+        self.launch(command, self.files.log)
 
     def wait_ready(self, timeout: float = 120, cancel: CancelToken = NEVER) -> None:
         deadline = time.monotonic() + timeout
@@ -185,36 +181,10 @@ class PostgresServer:
 
     def stop(self, timeout: float = 300) -> None:
         """Fast shutdown (SIGINT): clean, with a checkpoint or restartpoint."""
-        if not self.running:
-            return
-        assert self.process is not None
-        self.process.send_signal(signal.SIGINT)
-        try:
-            self.process.wait(timeout)
-        except subprocess.TimeoutExpired:
-            raise InstanceError(f"postgres did not shut down in {timeout:.0f}s") from None
+        self.stop_with(signal.SIGINT, timeout, clean_exits=(0,))
 
-    def kill(self) -> None:
-        if self.running:
-            assert self.process is not None
-            self.process.kill()
-            self.process.wait()
-
-    @property
-    def running(self) -> bool:
-        return self.process is not None and self.process.poll() is None
-
-    @property
-    def pid(self) -> int | None:
-        return self.process.pid if self.process else None
-
-    def log_tail(self, lines: int = 3) -> str:
-        try:
-            text = self.files.log.read_text(errors="replace").strip().splitlines()
-        except OSError:
-            return "(no log)"
-        relevant = [line for line in text if "FATAL" in line or "ERROR" in line] or text
-        return " | ".join(relevant[-lines:]) or "(empty log)"
+    def log_tail(self) -> str:
+        return log_tail(self.files.log, ("FATAL", "ERROR"))
 
     def controldata(self) -> dict[str, str]:
         result = subprocess.run(

@@ -49,6 +49,8 @@ class PostgresSession:
             )
         except psycopg.OperationalError as exc:
             raise SourceError(self._describe(exc)) from None
+        # Asked once: every position query depends on it.
+        self.standby = bool(self.query("SELECT pg_is_in_recovery()")[0][0])
 
     def _describe(self, exc: Exception) -> str:
         where = f"shard {self.shard.name}: source {self.shard.endpoint}"
@@ -81,21 +83,18 @@ class PostgresSession:
         timeline = self.query("SELECT timeline_id FROM pg_control_checkpoint()")[0][0]
         return Facts(version.split(" on ")[0], number // 10000, timeline, in_recovery, wal_level)
 
-    def is_standby(self) -> bool:
-        return bool(self.query("SELECT pg_is_in_recovery()")[0][0])
-
     def checkpoint(self) -> int:
         """CHECKPOINT, then the position T. On a primary a record after T is emitted, so
         a standby replaying to T can stop even on an idle source; a standby source
         cannot write, so its T is its replay position (see catch_up)."""
         self.query("CHECKPOINT")
         lsn = self.current_lsn()
-        if not self.is_standby():
+        if not self.standby:
             self.query("SELECT pg_logical_emit_message(false, 'catchup', 'checkpoint')")
         return lsn
 
     def current_lsn(self) -> int:
-        function = "pg_last_wal_replay_lsn" if self.is_standby() else "pg_current_wal_lsn"
+        function = "pg_last_wal_replay_lsn" if self.standby else "pg_current_wal_lsn"
         return parse_lsn(str(self.query(f"SELECT {function}()")[0][0]))
 
     def slot_state(self) -> SlotState:
