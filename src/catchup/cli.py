@@ -31,9 +31,18 @@ from rich.table import Table
 from catchup import __version__
 from catchup.cancel import CancelToken
 from catchup.codec.keys import generate_key_file
-from catchup.config import Config, Shard, load_config
+from catchup.config import Config, Shard, load_config, parse_config
 from catchup.cycle import CycleOptions, LogReporter, Reporter
-from catchup.demo import DemoOptions, DemoResult, run_demo
+from catchup.daemon.process import serve as serve_daemon
+from catchup.demo import (
+    SERVE_SCHEDULE,
+    DemoOptions,
+    DemoResult,
+    run_demo,
+    serve_settings,
+    stop_fleet,
+    writing,
+)
 from catchup.engines import Finding, engine_for
 from catchup.errors import CatchupError, ExitCode, UsageError
 from catchup.fleet.prune import prune
@@ -530,6 +539,45 @@ def check_shard(config: Config, shard: Shard, repository: Repository) -> list[Fi
         return [Finding("connect", False, str(exc))]
 
 
+# --- serve ------------------------------------------------------------------------
+
+
+@app.command()
+@user_errors
+def serve(
+    listen: Annotated[
+        str | None, typer.Option("--listen", help="host:port; overrides daemon.listen.")
+    ] = None,
+    on_terminate: Annotated[
+        str | None,
+        typer.Option(
+            "--on-terminate",
+            help="On SIGTERM: 'finish' running cycles or 'abandon' them (they clean up).",
+        ),
+    ] = None,
+    config_path: ConfigOption = None,
+) -> None:
+    """Run the daemon: schedules, HTTP API, /metrics and a status page."""
+    config = load_config(config_path)
+    config = with_daemon_overrides(config, listen, on_terminate)
+    config.require_passwords(config.shards)
+    serve_daemon(config, open_repo(config), config.daemon.on_terminate, announce_url)
+
+
+def with_daemon_overrides(config: Config, listen: str | None, on_terminate: str | None) -> Config:
+    """The config with command-line daemon settings applied, validated like the file."""
+    overrides = {k: v for k, v in (("listen", listen), ("on_terminate", on_terminate)) if v}
+    if not overrides:
+        return config
+    data = config.model_dump(mode="python")
+    data["daemon"] = {**data["daemon"], **overrides}
+    return parse_config(data, source="command line")
+
+
+def announce_url(url: str) -> None:
+    out.print(f"catchup daemon listening on {url}", soft_wrap=True)
+
+
 # --- demo ---------------------------------------------------------------------------
 
 
@@ -539,6 +587,10 @@ def demo(
     shards: Annotated[int, typer.Option("--shards", min=1, max=64, help="Sandbox shards.")] = 4,
     size: Annotated[float, typer.Option("--size", min=1, help="MB of data per shard.")] = 100,
     keep: Annotated[bool, typer.Option("--keep", help="Leave the fleet running.")] = False,
+    serve: Annotated[
+        bool,
+        typer.Option("--serve", help="Then run the daemon over the fleet until Ctrl-C."),
+    ] = False,
     directory: Annotated[
         Path, typer.Option("--dir", help="Where the sandbox, repository and config go.")
     ] = Path("catchup-demo"),
@@ -551,7 +603,7 @@ def demo(
     if engine not in ("mariadb", "postgres", "mixed"):
         raise UsageError(f"--engine {engine!r} is not one of mariadb, postgres, mixed; pick one")
     options = DemoOptions(
-        shards=shards, size_mb=size, directory=directory, keep=keep, engine=engine
+        shards=shards, size_mb=size, directory=directory, keep=keep or serve, engine=engine
     )
 
     def say(text: str) -> None:
@@ -564,13 +616,32 @@ def demo(
         print_json(demo_rows(result))
     else:
         print_demo_summary(result)
-        if keep:
-            out.print(
-                f"\nThe sandbox fleet is still running. Try:\n"
-                f"  export CATCHUP_CONFIG={result.config_path}\n"
-                "  catchup list; catchup check; catchup backup --all; catchup prune --dry-run"
-            )
+    if serve and result.ok:
+        serve_demo(result, say)
+    elif keep and not json_output:
+        out.print(
+            f"\nThe sandbox fleet is still running. Try:\n"
+            f"  export CATCHUP_CONFIG={result.config_path}\n"
+            "  catchup list; catchup check; catchup backup --all; catchup prune --dry-run"
+        )
     raise typer.Exit(ExitCode.OK if result.ok else ExitCode.FAILED)
+
+
+def serve_demo(result: DemoResult, say: Callable[[str], None]) -> None:
+    """Run the daemon over the demo fleet until SIGINT/SIGTERM, then stop the fleet."""
+    token_file = serve_settings(result)
+    config = load_config(result.config_path)
+
+    def announce(url: str) -> None:
+        out.print(f"catchup daemon listening on {url}", soft_wrap=True)
+        out.print(f"status page: {url} (API token in {token_file}); Ctrl-C stops everything")
+
+    say(f"Serving the fleet: a cycle of every shard at '{SERVE_SCHEDULE}', writes every minute")
+    try:
+        with writing(result.sources):
+            serve_daemon(config, open_repo(config), config.daemon.on_terminate, announce)
+    finally:
+        stop_fleet(result.sources)
 
 
 def demo_rows(result: DemoResult) -> list[dict[str, object]]:

@@ -11,7 +11,9 @@ import re
 import tomllib
 from pathlib import Path
 from typing import Annotated, Any, Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+from croniter import croniter
 from pydantic import (
     BaseModel,
     ConfigDict,
@@ -169,6 +171,91 @@ class PostgresSettings(Strict):
     rebootstrap_wal_ratio: Annotated[float, Field(gt=0)] = 1.0
 
 
+WINDOW_PATTERN = r"^([01]\d|2[0-3]):[0-5]\d-([01]\d|2[0-3]):[0-5]\d$"
+
+
+class ScheduleSettings(Strict):
+    """When the daemon backs a shard up. Unset keys inherit from the broader level."""
+
+    cron: str | None = None  # e.g. "0 */6 * * *"; no cron: only on request
+    window: str | None = None  # "01:00-05:00"; may span midnight: "22:00-04:00"
+    timezone: str | None = None  # of cron and window; default UTC
+    min_interval_minutes: Annotated[float | None, Field(ge=0)] = None
+    jitter_seconds: Annotated[float | None, Field(ge=0)] = None
+
+    @field_validator("cron")
+    @classmethod
+    def _cron(cls, value: str | None) -> str | None:
+        if value is not None and not croniter.is_valid(value):
+            raise ValueError('is not a cron expression; write five fields, e.g. "0 2 * * *"')
+        return value
+
+    @field_validator("window")
+    @classmethod
+    def _window(cls, value: str | None) -> str | None:
+        if value is not None and not re.match(WINDOW_PATTERN, value):
+            raise ValueError('must be "HH:MM-HH:MM" in 24-hour time, e.g. "01:00-05:00"')
+        return value
+
+    @field_validator("timezone")
+    @classmethod
+    def _timezone(cls, value: str | None) -> str | None:
+        if value is not None:
+            try:
+                ZoneInfo(value)
+            except (ZoneInfoNotFoundError, ValueError):
+                raise ValueError(
+                    'is not a time zone; use an IANA name, e.g. "Europe/Paris"'
+                ) from None
+        return value
+
+
+class Schedules(ScheduleSettings):
+    """The fleet's schedule, with overrides per keyspace and per "keyspace/shard"."""
+
+    keyspaces: dict[str, ScheduleSettings] = {}
+    shards: dict[str, ScheduleSettings] = {}
+
+
+class DaemonSettings(Strict):
+    listen: str = "127.0.0.1:8420"
+    token_file: Path | None = None  # the API's bearer token; else $token_env
+    token_env: str = "CATCHUP_API_TOKEN"
+    max_concurrent: Annotated[int | None, Field(ge=1, le=256)] = None  # default: parallel
+    on_terminate: Literal["finish", "abandon"] = "finish"  # running cycles on SIGTERM
+    history: Annotated[int, Field(ge=1, le=1000)] = 30  # cycles kept per shard for the page
+
+    @field_validator("listen")
+    @classmethod
+    def _listen(cls, value: str) -> str:
+        host, _, port = value.rpartition(":")
+        if not host or not port.isdigit() or not 0 <= int(port) < 65536:
+            raise ValueError('must be host:port, e.g. "127.0.0.1:8420" (port 0: any free one)')
+        return value
+
+    def token(self) -> SecretStr:
+        """The API token, read now so a missing one stops the daemon before it listens."""
+        if self.token_file:
+            try:
+                value = self.token_file.read_text().strip()
+            except OSError as exc:
+                raise ConfigError(
+                    f"daemon.token_file = '{self.token_file}': cannot be read ({exc.strerror}); "
+                    "create it (mode 0600) with a long random token"
+                ) from None
+        else:
+            value = os.environ.get(self.token_env, "").strip()
+        if len(value) < 16:
+            where = f"daemon.token_file '{self.token_file}'" if self.token_file else (
+                f"${self.token_env}"
+            )
+            raise ConfigError(
+                f"{where}: the API token is missing or shorter than 16 characters; "
+                "set it, e.g. from `openssl rand -hex 32`"
+            )
+        return SecretStr(value)
+
+
 class Config(Strict):
     repository: str
     work_dir: Path = Path("/var/lib/catchup/work")
@@ -182,6 +269,8 @@ class Config(Strict):
     postgres: PostgresSettings = PostgresSettings()
     storage: StorageSettings = StorageSettings()
     encryption: EncryptionSettings = EncryptionSettings()
+    schedule: Schedules = Schedules()
+    daemon: DaemonSettings = DaemonSettings()
     shards: Annotated[list[Shard], Field(min_length=1)]
 
     @field_validator("repository")
@@ -204,6 +293,13 @@ class Config(Strict):
             if shard.name in seen:
                 raise ValueError(f"shards[{index}]: {shard.name} is listed twice; remove one")
             seen.add(shard.name)
+        for name in self.schedule.shards:
+            if name not in seen:
+                raise ValueError(f"schedule.shards.{name!r}: no such shard; use keyspace/shard")
+        keyspaces = {shard.keyspace for shard in self.shards}
+        for name in self.schedule.keyspaces:
+            if name not in keyspaces:
+                raise ValueError(f"schedule.keyspaces.{name!r}: no shard has this keyspace")
         return self
 
     def credentials_for(self, shard: Shard) -> Credentials:

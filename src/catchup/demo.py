@@ -13,10 +13,14 @@ engine proven equal to its source.
 
 from __future__ import annotations
 
+import logging
+import secrets
 import shutil
+import threading
 import tomllib
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -31,6 +35,7 @@ from catchup.repository import Repository, open_repository
 from catchup.verification import VerifyReport, verify_backup
 
 KEYSPACE = "commerce"
+log = logging.getLogger("catchup.demo")
 
 
 @dataclass(frozen=True)
@@ -228,6 +233,45 @@ def prove_equal(
         report.checksums == expected,
         len(expected),
     )
+
+
+SERVE_SCHEDULE = '*/5 * * * *'
+
+
+def serve_settings(result: DemoResult) -> Path:
+    """Give the demo's config a schedule and a daemon section; return the token file."""
+    root = result.config_path.parent
+    token_file = root / "api-token"
+    token_file.touch(mode=0o600)
+    token_file.write_text(secrets.token_hex(24) + "\n")
+    with result.config_path.open("a") as config:
+        config.write(
+            f'\n[schedule]\ncron = "{SERVE_SCHEDULE}"\n\n'
+            f'[daemon]\nlisten = "127.0.0.1:0"\ntoken_file = "{token_file}"\n'
+            'on_terminate = "abandon"\n'
+        )
+    return token_file
+
+
+@contextmanager
+def writing(sources: list[Sandbox], every_seconds: float = 60) -> Iterator[None]:
+    """A light write workload in the background, so scheduled cycles have a delta."""
+    stop = threading.Event()
+
+    def write() -> None:
+        while not stop.wait(every_seconds):
+            try:
+                on_each(sources, "apply_workload", 0.005)
+            except Exception as exc:  # a demo workload hiccup must not stop the daemon
+                log.warning("demo workload failed: %s", exc)
+
+    thread = threading.Thread(target=write, name="demo-workload", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join()
 
 
 def stop_fleet(sources: list[Sandbox]) -> None:

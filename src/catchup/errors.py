@@ -52,6 +52,10 @@ class CatchUpFailedError(CatchupError):
     """Replication stopped with an error, stalled, or ended at the wrong position."""
 
 
+class CatchUpStalledError(CatchUpFailedError):
+    """Replication made no progress for the stall timeout."""
+
+
 class InstanceError(CatchupError):
     """The ephemeral server could not be started, reached or stopped."""
 

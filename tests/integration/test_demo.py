@@ -3,8 +3,13 @@
 from __future__ import annotations
 
 import json
+import signal
+import subprocess
+import sys
 
-from tests.conftest import run_cli
+import httpx
+
+from tests.conftest import REPO, run_cli
 from tests.integration.conftest import mariadbd_processes_under
 
 
@@ -51,3 +56,47 @@ def test_mixed_demo_proves_one_shard_of_each_engine(short_tmp):
         assert row["ok"], row["error"]
     pg_catchup = [r for r in rows[:-1] if r["shard"] == "commerce/80-" and r["kind"] == "catchup"]
     assert pg_catchup and pg_catchup[0]["bytes_from_source"] > 0
+
+
+def test_demo_serve_runs_the_daemon_over_the_fleet_and_prints_its_url(short_tmp):
+    directory = short_tmp / "demo"
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "catchup",
+            "demo",
+            "--serve",
+            "--shards",
+            "2",
+            "--size",
+            "2",
+            "--dir",
+            str(directory),
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+        cwd=REPO,
+    )
+    try:
+        url = None
+        assert process.stdout is not None
+        for line in process.stdout:
+            if line.startswith("catchup daemon listening on "):
+                url = line.split()[-1]
+                break
+        assert url, "no URL printed"
+        token = (directory / "api-token").read_text().strip()
+        assert oct((directory / "api-token").stat().st_mode & 0o777) == "0o600"
+        shards = httpx.get(f"{url}api/shards", headers={"Authorization": f"Bearer {token}"})
+        assert [s["freshness"] for s in shards.json()] == ["fresh", "fresh"]
+        assert all(s["next_due_at"] for s in shards.json())
+        assert httpx.get(url).status_code == 200
+        process.send_signal(signal.SIGINT)
+        assert process.wait(60) == 0
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+    assert not mariadbd_processes_under(directory), "the fleet stops with the daemon"

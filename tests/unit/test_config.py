@@ -113,6 +113,48 @@ BAD = [
         "shards[1]",
         "listed twice",
     ),
+    (
+        "bad cron",
+        config_with(table='[schedule]\ncron = "every day"\n'),
+        "schedule.cron = 'every day'",
+        "five fields",
+    ),
+    (
+        "bad window",
+        config_with(table='[schedule]\nwindow = "1am-5am"\n'),
+        "schedule.window = '1am-5am'",
+        "HH:MM-HH:MM",
+    ),
+    (
+        "bad time zone",
+        config_with(table='[schedule]\ntimezone = "Mars/Olympus"\n'),
+        "schedule.timezone = 'Mars/Olympus'",
+        "IANA name",
+    ),
+    (
+        "schedule for an unknown shard",
+        config_with(table='[schedule.shards."commerce/-40"]\ncron = "0 2 * * *"\n'),
+        "schedule.shards.'commerce/-40'",
+        "no such shard",
+    ),
+    (
+        "keyspace schedule with a bad cron",
+        config_with(table='[schedule.keyspaces.commerce]\ncron = "61 * * * *"\n'),
+        "schedule.keyspaces.commerce.cron = '61 * * * *'",
+        "five fields",
+    ),
+    (
+        "daemon listen",
+        config_with(table='[daemon]\nlisten = "8420"\n'),
+        "daemon.listen = '8420'",
+        "host:port",
+    ),
+    (
+        "on_terminate",
+        config_with(table='[daemon]\non_terminate = "wait"\n'),
+        "daemon.on_terminate = 'wait'",
+        "allowed values",
+    ),
 ]
 
 

@@ -13,7 +13,13 @@ from dataclasses import asdict, dataclass, field
 from catchup.cancel import CancelToken
 from catchup.config import Config, Shard
 from catchup.cycle import CycleOptions, Reporter, run_cycle
-from catchup.errors import CatchupError, ExitCode, ShardBusyError
+from catchup.errors import (
+    Cancelled,
+    CatchupError,
+    CatchUpStalledError,
+    ExitCode,
+    ShardBusyError,
+)
 from catchup.fleet.lock import shard_lock
 from catchup.repository import Manifest, Repository
 
@@ -36,6 +42,8 @@ class ShardResult:
     rebootstrap_reason: str | None = None
     error: str | None = None
     busy: bool = False
+    stalled: bool = False  # catch-up made no progress for the stall timeout
+    cancelled: bool = False
 
     @classmethod
     def success(cls, manifest: Manifest, seconds: float) -> ShardResult:
@@ -80,6 +88,8 @@ def backup_shard(
             seconds=round(time.monotonic() - started, 3),
             error=str(exc),
             busy=isinstance(exc, ShardBusyError),
+            stalled=isinstance(exc, CatchUpStalledError),
+            cancelled=isinstance(exc, Cancelled),
         )
     except Exception as exc:
         reporter.step(shard.name, "failed")

@@ -19,7 +19,7 @@ import pymysql.cursors
 from catchup.cancel import CancelToken
 from catchup.engines.mariadb.gtid import Position
 from catchup.engines.mariadb.server import MariaDBServer
-from catchup.errors import CatchUpFailedError, InstanceError
+from catchup.errors import CatchUpFailedError, CatchUpStalledError, InstanceError
 
 POLL_SECONDS = 0.5
 # IO errors the replica retries by itself (network trouble): they count as a
@@ -198,7 +198,7 @@ def _check_stall(watch: _Watch, status: dict[str, object], applied: Position, li
         return
     if now - watch.since > limit:
         detail = status.get("Last_IO_Error") or f"IO thread {status.get('Slave_IO_Running')}"
-        raise CatchUpFailedError(
+        raise CatchUpStalledError(
             f"catch-up stalled: no progress for {limit:.0f}s at {applied} ({detail}); "
             "check that the source is reachable, or raise stall_timeout_seconds"
         )

@@ -48,6 +48,11 @@ class ServerFiles:
         return self.root / "data"
 
     @property
+    def tmp_dir(self) -> Path:
+        # Private: concurrent mariadb-install-db runs sharing /tmp collide on temp tables.
+        return self.root / "tmp"
+
+    @property
     def pid_file(self) -> Path:
         return self.root / "mariadbd.pid"
 
@@ -92,19 +97,22 @@ class MariaDBServer(ServerProcess):
     def install(self) -> None:
         """Create a fresh, empty data dir with the system tables."""
         self.files.data_dir.mkdir(parents=True, exist_ok=True)
+        self.files.tmp_dir.mkdir(exist_ok=True)
         command = [
             find_binary("mariadb-install-db", self.binaries),
             "--no-defaults",
             f"--datadir={self.files.data_dir}",
+            f"--tmpdir={self.files.tmp_dir}",
             "--auth-root-authentication-method=socket",
             "--skip-test-db",
             *self._run_as_user(),
         ]
         result = subprocess.run(command, capture_output=True, text=True, check=False)
         if result.returncode != 0:
-            raise InstanceError(f"mariadb-install-db failed: {_last_line(result.stderr)}")
+            raise InstanceError(f"mariadb-install-db failed: {_first_error(result.stderr)}")
 
     def start(self, timeout: float = 120, cancel: CancelToken = NEVER) -> None:
+        self.files.tmp_dir.mkdir(exist_ok=True)
         write_private(self.files.init_file, self._init_sql())
         write_private(
             self.files.client_config,
@@ -153,6 +161,7 @@ class MariaDBServer(ServerProcess):
         return [
             *self._run_as_user(),
             f"--datadir={self.files.data_dir}",
+            f"--tmpdir={self.files.tmp_dir}",
             f"--socket={self.files.socket}",
             f"--pid-file={self.files.pid_file}",
             f"--log-error={self.files.error_log}",
@@ -202,9 +211,10 @@ class MariaDBServer(ServerProcess):
         return [f"--user={getpass.getuser()}"] if os.geteuid() == 0 else []
 
 
-def _last_line(text: str) -> str:
+def _first_error(text: str) -> str:
     lines = [line for line in text.strip().splitlines() if line.strip()]
-    return lines[-1] if lines else "(no output)"
+    errors = [line for line in lines if "ERROR" in line]
+    return (errors or lines or ["(no output)"])[0]
 
 
 def kill_server_in(root: Path) -> None:

@@ -32,7 +32,12 @@ from catchup.engines.postgres.server import (
 from catchup.engines.postgres.source import PostgresSession
 from catchup.engines.relay import CountingRelay
 from catchup.engines.workdir import instance_dir, record_server
-from catchup.errors import CatchUpFailedError, InstanceError, SourceError
+from catchup.errors import (
+    CatchUpFailedError,
+    CatchUpStalledError,
+    InstanceError,
+    SourceError,
+)
 from catchup.files import write_private
 
 # Runtime files of a stopped data dir that must not travel with a backup.
@@ -235,7 +240,7 @@ class PostgresInstance:
                     last_lsn, last_change = replayed, time.monotonic()
             if time.monotonic() - last_change > self.config.stall_timeout_seconds:
                 self.server.kill()
-                raise CatchUpFailedError(
+                raise CatchUpStalledError(
                     f"catch-up stalled: no WAL replayed for {self.config.stall_timeout_seconds:.0f}"
                     f"s at {format_lsn(last_lsn or 0)}; check that the source is reachable"
                 )

@@ -1,0 +1,107 @@
+"""Prometheus metrics, read from the run book at scrape time so they can never
+drift from what the API and the status page show.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from catchup.daemon.dispatch import Clock, Dispatcher
+from catchup.daemon.runs import FINISHED, RunBook
+
+SHARD = ["keyspace", "shard"]
+
+
+class FleetCollector(Collector):
+    def __init__(self, book: RunBook, dispatcher: Dispatcher, clock: Clock) -> None:
+        self.book = book
+        self.dispatcher = dispatcher
+        self.clock = clock
+
+    def collect(self) -> Iterator[Metric]:
+        now = self.clock()
+        last_success = GaugeMetricFamily(
+            "catchup_shard_last_success_timestamp_seconds",
+            "Unix time of the shard's newest complete backup.",
+            labels=SHARD,
+        )
+        age = GaugeMetricFamily(
+            "catchup_shard_backup_age_seconds",
+            "Age of the shard's newest complete backup.",
+            labels=SHARD,
+        )
+        phase = GaugeMetricFamily(
+            "catchup_shard_phase",
+            "1 for the step the shard's cycle is in now ('idle' when none runs).",
+            labels=[*SHARD, "phase"],
+        )
+        durations = GaugeMetricFamily(
+            "catchup_shard_phase_duration_seconds",
+            "How long each step of the shard's last cycle took.",
+            labels=[*SHARD, "phase"],
+        )
+        pulled = CounterMetricFamily(
+            "catchup_shard_source_bytes",
+            "Bytes the shard's source sent to cycles run by this daemon.",
+            labels=SHARD,
+        )
+        last_pulled = GaugeMetricFamily(
+            "catchup_shard_last_cycle_source_bytes",
+            "Bytes the source sent for the shard's last cycle.",
+            labels=SHARD,
+        )
+        data = GaugeMetricFamily(
+            "catchup_shard_data_bytes", "Data dir size of the newest backup.", labels=SHARD
+        )
+        stored = GaugeMetricFamily(
+            "catchup_shard_stored_bytes", "Stored size of the newest backup.", labels=SHARD
+        )
+        cycles = CounterMetricFamily(
+            "catchup_shard_cycles",
+            "Cycles run by this daemon, by result.",
+            labels=[*SHARD, "result"],
+        )
+        stalled = GaugeMetricFamily(
+            "catchup_shard_catch_up_stalled",
+            "1 when the shard's last cycle failed because catch-up made no progress.",
+            labels=SHARD,
+        )
+        with self.book.lock:
+            for state in self.book.states.values():
+                labels = [state.shard.keyspace, state.shard.shard]
+                if state.newest:
+                    last_success.add_metric(labels, state.newest.created_at.timestamp())
+                    age.add_metric(labels, (now - state.newest.created_at).total_seconds())
+                    data.add_metric(labels, state.newest.data_bytes)
+                    stored.add_metric(labels, state.newest.stored_bytes)
+                phase.add_metric([*labels, state.phase or "idle"], 1)
+                for step, seconds in state.last_durations.items():
+                    durations.add_metric([*labels, step], seconds)
+                pulled.add_metric(labels, state.bytes_from_source_total)
+                if state.history:
+                    last_pulled.add_metric(labels, state.history[-1].bytes_from_source)
+                for result in FINISHED:
+                    cycles.add_metric([*labels, result], state.cycles[result])
+                stalled.add_metric(labels, int(state.stalled))
+            running = GaugeMetricFamily("catchup_cycles_running", "Cycles running now, fleet-wide.")
+            running.add_metric([], len(self.dispatcher.running))
+            queued = GaugeMetricFamily(
+                "catchup_queue_length", "Cycles waiting for a free slot or their window."
+            )
+            queued.add_metric([], len(self.dispatcher.queue))
+        yield from (last_success, age, phase, durations, pulled, last_pulled, data, stored)
+        yield from (cycles, stalled, running, queued)
+
+
+def metrics_registry(book: RunBook, dispatcher: Dispatcher, clock: Clock) -> CollectorRegistry:
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(FleetCollector(book, dispatcher, clock))
+    return registry
+
+
+def exposition(registry: CollectorRegistry) -> bytes:
+    return generate_latest(registry)

@@ -1,0 +1,85 @@
+"""`catchup serve`: the daemon process. It listens, runs the daemon and the API
+until SIGTERM or SIGINT, then stops taking work and drops queued cycles;
+running cycles either finish (`on_terminate = "finish"`) or are cancelled and
+unwind through their cleanup (`"abandon"`). A second signal abandons.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import socket
+import threading
+from collections.abc import Callable
+from types import FrameType
+
+import uvicorn
+
+from catchup.config import Config
+from catchup.daemon.api import create_app
+from catchup.daemon.service import Daemon
+from catchup.errors import UsageError
+from catchup.repository import Repository
+
+log = logging.getLogger("catchup.daemon")
+
+
+def bind(listen: str) -> socket.socket:
+    host, _, port = listen.rpartition(":")
+    host = host.strip("[]")
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, int(port)))
+    except OSError as exc:
+        sock.close()
+        raise UsageError(f"daemon.listen = {listen!r}: cannot listen ({exc.strerror})") from None
+    sock.listen(128)
+    sock.set_inheritable(True)
+    return sock
+
+
+def serve(
+    config: Config,
+    repository: Repository,
+    on_terminate: str,
+    announce: Callable[[str], None] = print,
+) -> None:
+    """Run the daemon until SIGTERM or SIGINT."""
+    token = config.daemon.token()
+    sock = bind(config.daemon.listen)
+    daemon = Daemon(config, repository)
+    app = create_app(daemon, token)
+    server = uvicorn.Server(uvicorn.Config(app, log_config=None, access_log=False, lifespan="off"))
+    web = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, name="http")
+
+    signals: list[int] = []
+    received = threading.Event()
+
+    def on_signal(signum: int, frame: FrameType | None) -> None:
+        signals.append(signum)
+        received.set()
+
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, on_signal)
+    daemon.start()
+    web.start()
+    host, port = sock.getsockname()[:2]
+    url = f"http://{host}:{port}/"
+    log.info("listening on %s", url)
+    announce(url)
+    received.wait()
+    log.info("received %s", signal.Signals(signals[0]).name)
+    abandon = on_terminate == "abandon"
+    stopper = threading.Thread(target=daemon.stop, args=(abandon,), name="stop")
+    stopper.start()
+    while stopper.is_alive():
+        received.clear()
+        if received.wait(0.5) and not abandon:
+            log.info("second signal: abandoning running cycles")
+            abandon = True
+            daemon.dispatcher.drain(abandon=True, timeout=0)
+    server.should_exit = True
+    web.join(10)
+    log.info("stopped")
