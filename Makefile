@@ -10,7 +10,7 @@ NEEDED_BINARIES := mariadbd mariadb-install-db mariadb-dump mariadb zstd setpriv
 # Servers the tests start on loopback that come from npm (Azurite), pinned by tools/package-lock.json.
 TOOLS := tools/node_modules/.installed
 
-.PHONY: demo test lint deps system-deps venv test-tools clean
+.PHONY: demo test lint deps system-deps venv test-tools bench-source-impact clean
 
 demo: deps
 	$(BIN)/catchup demo
@@ -38,6 +38,11 @@ system-deps:
 venv: $(VENV)/.installed
 
 test-tools: system-deps $(TOOLS)
+	@command -v chromium >/dev/null 2>&1 || { \
+	  echo "installing Debian's chromium (the status page test loads it headless)"; \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  $$SUDO apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends chromium; }
 
 $(TOOLS): tools/package.json tools/package-lock.json
 	npm ci --prefix tools --no-audit --no-fund --loglevel=error
@@ -48,6 +53,15 @@ $(VENV)/.installed: requirements.lock pyproject.toml
 	$(BIN)/pip install -q --require-hashes -r requirements.lock
 	$(BIN)/pip install -q --no-deps --no-build-isolation -e .
 	touch $@
+
+# What a backup costs the source, against mariadb-dump, mydumper and mariadb-backup
+# (docs/benchmarks.md); about 30 minutes at the default 2 GB.
+bench-source-impact: deps
+	@command -v mydumper >/dev/null 2>&1 || { \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  $$SUDO apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends mydumper; }
+	$(BIN)/python bench/source_impact.py $(ARGS)
 
 clean:
 	rm -rf $(VENV) .pytest_cache build src/*.egg-info tools/node_modules

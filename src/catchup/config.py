@@ -159,6 +159,8 @@ class MariaDBSettings(Strict):
     buffer_pool_mb: Annotated[int, Field(ge=16)] = 256
     redo_log_mb: Annotated[int, Field(ge=16)] = 256  # during catch-up
     archive_redo_log_mb: Annotated[int, Field(ge=16)] = 16  # shrunk to this before archiving
+    # zlib on the replication stream: the source spends a little CPU to send fewer bytes.
+    compress_replication: bool = True
 
 
 class PostgresSettings(Strict):

@@ -21,6 +21,7 @@ from catchup.repository import Manifest
 
 ShardRunState = Literal["queued", "running", "succeeded", "failed", "busy", "cancelled"]
 FINISHED = ("succeeded", "failed", "busy", "cancelled")
+KEPT_RUNS = 1000  # finished runs remembered for the API; older ones are forgotten
 Trigger = Literal["api", "schedule"]
 
 
@@ -37,22 +38,6 @@ class ShardRun:
     finished_at: datetime | None = None
     result: ShardResult | None = None
 
-    @property
-    def finished(self) -> bool:
-        return self.state in FINISHED
-
-    def to_json(self) -> dict[str, object]:
-        return {
-            "shard": self.shard.name,
-            "state": self.state,
-            "step": self.step,
-            "progress": {"done": self.progress[0], "total": self.progress[1]}
-            if self.progress
-            else None,
-            "started_at": self.started_at,
-            "finished_at": self.finished_at,
-            "result": self.result.to_json() if self.result else None,
-        }
 
 
 @dataclass
@@ -72,19 +57,6 @@ class Run:
         if self.cancel.cancelled and "cancelled" in states:
             return "cancelled"
         return "succeeded" if states == {"succeeded"} else "failed"
-
-    def to_json(self, with_shards: bool = True) -> dict[str, object]:
-        data: dict[str, object] = {
-            "id": self.run_id,
-            "trigger": self.trigger,
-            "state": self.state,
-            "created_at": self.created_at,
-            "bootstrap": self.bootstrap,
-            "shards": [s.to_json() for s in self.shards.values()]
-            if with_shards
-            else [s.shard.name for s in self.shards.values()],
-        }
-        return data
 
 
 @dataclass(frozen=True)
@@ -167,6 +139,9 @@ class RunBook:
         run.shards = {s.name: ShardRun(s, run.run_id) for s in shards}
         with self.lock:
             self.runs[run.run_id] = run
+            ended = [r for r in self.runs.values() if r.state not in ("queued", "running")]
+            for old in sorted(ended, key=lambda r: r.created_at)[: max(0, len(ended) - KEPT_RUNS)]:
+                del self.runs[old.run_id]
         return run
 
     def started(self, shard_run: ShardRun, now: datetime) -> None:

@@ -41,6 +41,7 @@ class MariaDBSource:
         return self.session.facts().version
 
     def checkpoint(self) -> str:
+        self.session.rotate_binlog()
         return str(self.session.checkpoint())
 
     def judge(self, backup_position: str) -> Verdict:

@@ -74,6 +74,7 @@ class EphemeralInstance:
                 *FAST_REPLICA_OPTIONS,
                 f"--innodb-buffer-pool-size={settings.buffer_pool_mb}M",
                 f"--innodb-log-file-size={settings.redo_log_mb}M",
+                f"--slave-compressed-protocol={'ON' if settings.compress_replication else 'OFF'}",
             ],
             binaries=settings.binaries,
         )

@@ -20,8 +20,8 @@ from catchup.engines.relay import free_port
 from catchup.files import write_private
 
 SOURCE_GRANT = (
-    "GRANT SELECT, SHOW VIEW, TRIGGER, EVENT, LOCK TABLES, BINLOG MONITOR, REPLICATION SLAVE "
-    "ON *.* TO 'catchup'@'%'"
+    "GRANT SELECT, SHOW VIEW, TRIGGER, EVENT, LOCK TABLES, BINLOG MONITOR, REPLICATION SLAVE, "
+    "RELOAD ON *.* TO 'catchup'@'%'"
 )
 SOURCE_OPTIONS = [
     "--log-bin=binlog",

@@ -26,6 +26,7 @@ REQUIRED_PRIVILEGES = {
     "LOCK TABLES": "mariadb-dump's consistent snapshot setup",
     "BINLOG MONITOR": "read the GTID position and the binlog list",
     "REPLICATION SLAVE": "stream the binlog delta",
+    "RELOAD": "start a new binlog file at each checkpoint (FLUSH BINARY LOGS)",
 }
 
 
@@ -88,6 +89,13 @@ class SourceSession:
     def checkpoint(self) -> Position:
         """The source's current GTID position: where this cycle's backup will stand."""
         return Position.parse(self.query("SELECT @@gtid_binlog_pos")[0][0])
+
+    def rotate_binlog(self) -> None:
+        """Start a new binlog file. A source finds a replica's GTID position by reading
+        the binlog file that holds it from its first byte; rotating right before the
+        checkpoint makes the next cycle read only its own delta, not a whole file of
+        up to max_binlog_size (measured in docs/benchmarks.md)."""
+        self.query("FLUSH BINARY LOGS")
 
     def binlog_history(self) -> list[Gtid]:
         """The last GTID of each server in each domain over the source's whole binlog history."""
