@@ -55,7 +55,7 @@ $(VENV)/.installed: requirements.lock pyproject.toml
 	touch $@
 
 # What a backup costs the source, against mariadb-dump, mydumper and mariadb-backup
-# (docs/benchmarks.md); about 30 minutes at the default 2 GB.
+# (docs/benchmarks.md); about 15 minutes at the default 2 GB.
 bench-source-impact: deps
 	@command -v mydumper >/dev/null 2>&1 || { \
 	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \

@@ -613,7 +613,7 @@ def plot(r: dict) -> Path:
         ax.set_xlabel("rows changed since the last backup (%)")
         ax.set_ylabel(label)
         ax.grid(True, which="both", alpha=0.3)
-    axes[0].legend(fontsize=7, loc="lower right")
+    axes[0].legend(fontsize=7, loc="center right")
     size = r["main"]["data_bytes"] / (1 << 30)
     fig.suptitle(f"What one backup costs a {size:.1f} GiB MariaDB source")
     fig.tight_layout()

@@ -5,6 +5,8 @@ every cycle unwinds through its cleanup instead of dying mid-step.
 from __future__ import annotations
 
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 from catchup.errors import Cancelled
 
@@ -12,11 +14,36 @@ from catchup.errors import Cancelled
 class CancelToken:
     def __init__(self) -> None:
         self._event = threading.Event()
+        self._lock = threading.Lock()
+        self._children: set[CancelToken] = set()
         self.reason = ""
 
     def cancel(self, reason: str) -> None:
-        self.reason = reason
-        self._event.set()
+        with self._lock:
+            if not self._event.is_set():
+                self.reason = reason
+            self._event.set()
+            children = list(self._children)
+        for child in children:
+            child.cancel(reason)
+
+    @contextmanager
+    def limited(self, seconds: float, reason: str) -> Iterator[CancelToken]:
+        """A token cancelled with this one, or by itself after `seconds`."""
+        child = CancelToken()
+        with self._lock:
+            self._children.add(child)
+        if self.cancelled:
+            child.cancel(self.reason)
+        timer = threading.Timer(seconds, child.cancel, (reason,))
+        timer.daemon = True
+        timer.start()
+        try:
+            yield child
+        finally:
+            timer.cancel()
+            with self._lock:
+                self._children.discard(child)
 
     @property
     def cancelled(self) -> bool:

@@ -212,6 +212,13 @@ def backup(
     force_bootstrap: Annotated[
         bool, typer.Option("--bootstrap", help="Start a new chain from the source.")
     ] = False,
+    result_line: Annotated[
+        bool,
+        typer.Option(
+            "--result-line",
+            help="Also print each shard's result as one 'CATCHUP_RESULT {json}' line (for Jobs).",
+        ),
+    ] = False,
     config_path: ConfigOption = None,
     json_output: JsonOption = False,
 ) -> None:
@@ -232,6 +239,9 @@ def backup(
         print_json([r.to_json() for r in results])
     else:
         print_backup_summary(results)
+    if result_line:
+        for result in results:
+            sys.stdout.write(result.result_line() + "\n")
     raise typer.Exit(int(exit_code(results, cancel)))
 
 

@@ -64,14 +64,18 @@ class Plan:
 
 @dataclass
 class StepClock:
-    """Times each step and reports it as it starts."""
+    """Times each step and reports it as it starts. A cancelled cycle (a signal, a
+    deadline) stops before its next step; cleanup steps run regardless."""
 
     shard: str
     reporter: Reporter
+    cancel: CancelToken
     durations: dict[str, float] = field(default_factory=dict)
 
     @contextmanager
-    def __call__(self, step: str) -> Iterator[None]:
+    def __call__(self, step: str, cleanup: bool = False) -> Iterator[None]:
+        if not cleanup:
+            self.cancel.check()
         self.reporter.step(self.shard, step)
         started = time.monotonic()
         try:
@@ -93,7 +97,7 @@ def run_cycle(
 ) -> Manifest:
     """Produce the shard's next complete backup, or raise and leave everything as it was."""
     engine = engine_for(shard.engine)
-    clock = StepClock(shard.name, reporter)
+    clock = StepClock(shard.name, reporter, cancel)
     started_at = datetime.now(UTC)
     with engine.open_source(config, shard) as source:
         with clock("precheck"):
@@ -169,10 +173,10 @@ def provisioned(
     try:
         yield instance
     except BaseException as exc:
-        with clock("destroy"):
+        with clock("destroy", cleanup=True):
             context.__exit__(type(exc), exc, exc.__traceback__)
         raise
-    with clock("destroy"):
+    with clock("destroy", cleanup=True):
         context.__exit__(None, None, None)
 
 

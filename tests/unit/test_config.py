@@ -216,3 +216,15 @@ def test_backup_without_selection_is_a_usage_error(tmp_path):
     path.write_text(config_with())
     result = run_cli("backup", "-c", str(path))
     assert result.returncode == 2 and "--all" in result.stderr
+
+
+def test_serve_without_an_api_token_is_refused_in_one_line(tmp_path):
+    path = tmp_path / "catchup.toml"
+    path.write_text(
+        f'repository = "{tmp_path}/repo"\n[[shards]]\nkeyspace = "k"\nshard = "0"\n'
+        'source = "127.0.0.1:1"\n'
+    )
+    result = run_cli("serve", "-c", str(path), env={"CATCHUP_API_TOKEN": ""})
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert result.stderr.count("\n") == 1 and "CATCHUP_API_TOKEN" in result.stderr
+    assert "openssl rand" in result.stderr and "Traceback" not in result.stderr

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -115,7 +116,7 @@ class Dispatcher:
             )
         except Exception as exc:  # an executor bug must not wedge the shard forever
             log.exception("run=%s shard=%s executor failed", job.run.run_id, job.shard)
-            result = ShardResult(job.shard, ok=False, seconds=0, error=f"executor: {exc}")
+            result = ShardResult.failure(job.shard, time.monotonic(), f"executor: {exc}")
         with self.book.lock:
             self.book.finished(job.shard_run, result, self.clock())
             del self.running[job.shard]

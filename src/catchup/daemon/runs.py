@@ -39,7 +39,6 @@ class ShardRun:
     result: ShardResult | None = None
 
 
-
 @dataclass
 class Run:
     run_id: str

@@ -11,7 +11,7 @@ from datetime import UTC, datetime
 
 from catchup.config import Config
 from catchup.daemon.dispatch import Clock, Dispatcher
-from catchup.daemon.executor import Executor, LocalExecutor
+from catchup.daemon.executor import Executor, executor_for
 from catchup.daemon.metrics import metrics_registry
 from catchup.daemon.runs import Run, RunBook
 from catchup.daemon.scheduler import Scheduler
@@ -40,7 +40,7 @@ class Daemon:
         self.book.seed(repository.backups())
         limit = config.daemon.max_concurrent or config.parallel
         self.dispatcher = Dispatcher(
-            self.book, executor or LocalExecutor(config, repository), limit, clock
+            self.book, executor or executor_for(config, repository), limit, clock
         )
         self.scheduler = Scheduler(config, self.book, self.dispatcher, clock)
         self.registry = metrics_registry(self.book, self.dispatcher, clock)

@@ -5,6 +5,7 @@ the others.
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -24,6 +25,7 @@ from catchup.fleet.lock import shard_lock
 from catchup.repository import Manifest, Repository
 
 log = logging.getLogger("catchup.fleet")
+RESULT_PREFIX = "CATCHUP_RESULT "
 
 
 @dataclass
@@ -62,8 +64,34 @@ class ShardResult:
             rebootstrap_reason=manifest.rebootstrap_reason,
         )
 
+    @classmethod
+    def failure(cls, shard: str, started: float, error: Exception | str) -> ShardResult:
+        """A failed cycle of `shard` that began at monotonic time `started`."""
+        return cls(
+            shard,
+            ok=False,
+            seconds=round(time.monotonic() - started, 3),
+            error=str(error),
+            busy=isinstance(error, ShardBusyError),
+            stalled=isinstance(error, CatchUpStalledError),
+            cancelled=isinstance(error, Cancelled),
+        )
+
     def to_json(self) -> dict[str, object]:
         return asdict(self)
+
+    def result_line(self) -> str:
+        """One log line a supervisor (the Kubernetes executor) reads the result from."""
+        return RESULT_PREFIX + json.dumps(self.to_json(), separators=(",", ":"))
+
+    @classmethod
+    def from_result_line(cls, line: str) -> ShardResult | None:
+        if not line.startswith(RESULT_PREFIX):
+            return None
+        try:
+            return cls(**json.loads(line.removeprefix(RESULT_PREFIX)))
+        except (ValueError, TypeError):
+            return None
 
 
 def backup_shard(
@@ -82,24 +110,11 @@ def backup_shard(
     except CatchupError as exc:
         reporter.step(shard.name, "failed")
         log.error("shard=%s failed: %s", shard.name, exc)
-        return ShardResult(
-            shard.name,
-            ok=False,
-            seconds=round(time.monotonic() - started, 3),
-            error=str(exc),
-            busy=isinstance(exc, ShardBusyError),
-            stalled=isinstance(exc, CatchUpStalledError),
-            cancelled=isinstance(exc, Cancelled),
-        )
+        return ShardResult.failure(shard.name, started, exc)
     except Exception as exc:
         reporter.step(shard.name, "failed")
         log.exception("shard=%s failed unexpectedly", shard.name)
-        return ShardResult(
-            shard.name,
-            ok=False,
-            seconds=round(time.monotonic() - started, 3),
-            error=f"unexpected {type(exc).__name__}: {exc}",
-        )
+        return ShardResult.failure(shard.name, started, f"unexpected {type(exc).__name__}: {exc}")
 
 
 def backup_fleet(

@@ -75,6 +75,8 @@ class EphemeralInstance:
                 f"--innodb-buffer-pool-size={settings.buffer_pool_mb}M",
                 f"--innodb-log-file-size={settings.redo_log_mb}M",
                 f"--slave-compressed-protocol={'ON' if settings.compress_replication else 'OFF'}",
+                f"--slave-parallel-threads={settings.replica_parallel_threads}",
+                "--slave-parallel-mode=optimistic",  # only used with threads > 0
             ],
             binaries=settings.binaries,
         )

@@ -1,0 +1,184 @@
+"""Cycles as Kubernetes Jobs: one Job per shard per cycle, running the same
+`catchup backup SHARD` as everywhere else, watched until it ends, its result
+line collected from the pod's log, and the Job deleted.
+
+At most one Job per shard: before creating one, the cluster (not this
+process's memory) is asked for an active Job with the shard's label, so two
+daemons, or a daemon and the CronJob, cannot back up a shard at once.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+
+from kubernetes import client
+from kubernetes.client.exceptions import ApiException
+
+from catchup.cancel import CancelToken
+from catchup.config import Config, KubernetesSettings, Shard
+from catchup.cycle import Reporter
+from catchup.daemon.executor import attempts_text
+from catchup.daemon.kubernetes.job import cycle_job, job_name, shard_selector
+from catchup.errors import Cancelled, CatchupError, ShardBusyError
+from catchup.fleet.run import ShardResult
+from catchup.repository import Repository
+
+log = logging.getLogger("catchup.kubernetes")
+
+
+def cluster_client(settings: KubernetesSettings) -> client.ApiClient:
+    """An API client from the kubeconfig file, or from the pod's service account."""
+    from kubernetes import config as kube_config
+
+    if settings.kubeconfig:
+        return kube_config.new_client_from_config(str(settings.kubeconfig))
+    kube_config.load_incluster_config()
+    return client.ApiClient()
+
+
+def job_outcome(job: client.V1Job) -> tuple[str, str] | None:
+    """("Complete" or "Failed", why) once the Job has ended, else None."""
+    for condition in (job.status and job.status.conditions) or []:
+        if condition.type in ("Complete", "Failed") and condition.status == "True":
+            why = ": ".join(p for p in (condition.reason, condition.message) if p)
+            return condition.type, why
+    return None
+
+
+class KubernetesExecutor:
+    def __init__(
+        self,
+        config: Config,
+        repository: Repository,
+        api: client.ApiClient,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        self.config = config
+        self.settings = config.kubernetes
+        self.repository = repository
+        self.batch = client.BatchV1Api(api)
+        self.core = client.CoreV1Api(api)
+        self.sleep = sleep
+
+    def run_cycle(
+        self, shard: Shard, run_id: str, bootstrap: bool, reporter: Reporter, cancel: CancelToken
+    ) -> ShardResult:
+        started = time.monotonic()
+        name = job_name(shard, run_id)
+        try:
+            self.refuse_if_busy(shard)
+            self.create_job(shard, run_id, bootstrap)
+            reporter.step(shard.name, "job created")
+            try:
+                outcome, why = self.wait_for_job(name, shard, reporter, cancel)
+                return self.collect_result(name, shard, outcome, why, started)
+            finally:
+                self.delete_job(name)
+        except CatchupError as exc:
+            return ShardResult.failure(shard.name, started, exc)
+        except ApiException as exc:
+            return ShardResult.failure(
+                shard.name, started, f"Kubernetes API refused {name}: {exc.status} {exc.reason}"
+            )
+
+    def refuse_if_busy(self, shard: Shard) -> None:
+        jobs = self.batch.list_namespaced_job(
+            self.settings.namespace, label_selector=shard_selector(shard)
+        )
+        active = [job.metadata.name for job in jobs.items if job_outcome(job) is None]
+        if active:
+            raise ShardBusyError(
+                f"shard {shard.name}: Job {', '.join(active)} is still running in namespace "
+                f"{self.settings.namespace}; wait for it"
+            )
+
+    def create_job(self, shard: Shard, run_id: str, bootstrap: bool) -> None:
+        newest = self.repository.latest(shard.keyspace, shard.shard)
+        job = cycle_job(
+            self.config, shard, run_id, bootstrap, newest.data_bytes if newest else None
+        )
+        try:
+            self.batch.create_namespaced_job(self.settings.namespace, job)
+        except ApiException as exc:
+            if exc.status == 409:  # the name encodes the run: someone runs this very cycle
+                raise ShardBusyError(
+                    f"shard {shard.name}: Job {job.metadata.name} exists"
+                ) from None
+            raise
+        log.info("shard=%s job=%s created", shard.name, job.metadata.name)
+
+    def wait_for_job(
+        self, name: str, shard: Shard, reporter: Reporter, cancel: CancelToken
+    ) -> tuple[str, str]:
+        reported = ""
+        while True:
+            if cancel.cancelled:
+                raise Cancelled(f"cancelled: {cancel.reason}; Job {name} deleted")
+            job = self.batch.read_namespaced_job_status(name, self.settings.namespace)
+            ended = job_outcome(job)
+            if ended:
+                return ended
+            attempt = 1 + ((job.status and job.status.failed) or 0)
+            step = (
+                f"job running (attempt {attempt})"
+                if job.status and job.status.active
+                else ("job pending")
+            )
+            if step != reported:
+                reporter.step(shard.name, step)
+                reported = step
+            self.sleep(self.settings.poll_seconds)
+
+    def collect_result(
+        self, name: str, shard: Shard, outcome: str, why: str, started: float
+    ) -> ShardResult:
+        """The result line of the Job's last pod, or a failure that says why there is none."""
+        job = self.batch.read_namespaced_job_status(name, self.settings.namespace)
+        attempts = ((job.status and job.status.failed) or 0) + (outcome == "Complete")
+        printed, last_line = self.read_result(name)
+        if outcome == "Complete" and printed and printed.ok:
+            return printed
+        detail = (
+            printed.error
+            if printed and printed.error
+            else f"no result line in its log, which ends: {last_line or '(nothing)'}"
+        )
+        return ShardResult.failure(
+            shard.name,
+            started,
+            f"{attempts_text(attempts)} (Job {name}: {why or outcome}): {detail}",
+        )
+
+    def read_result(self, name: str) -> tuple[ShardResult | None, str]:
+        """The result line of the newest pod that printed one, and the last log line seen."""
+        last_line = ""
+        pods = self.core.list_namespaced_pod(
+            self.settings.namespace, label_selector=f"job-name={name}"
+        ).items
+        for pod in sorted(pods, key=lambda p: p.metadata.creation_timestamp, reverse=True):
+            try:
+                text = self.core.read_namespaced_pod_log(
+                    pod.metadata.name, self.settings.namespace, tail_lines=200
+                )
+            except ApiException:
+                continue  # a pod gone with its node: try an older attempt's
+            lines = [line for line in text.splitlines() if line.strip()]
+            last_line = last_line or (lines[-1][-300:] if lines else "")
+            for line in reversed(lines):
+                parsed = ShardResult.from_result_line(line)
+                if parsed:
+                    return parsed, last_line
+        return None, last_line
+
+    def delete_job(self, name: str) -> None:
+        try:
+            self.batch.delete_namespaced_job(
+                name, self.settings.namespace, propagation_policy="Background"
+            )
+        except ApiException as exc:
+            if exc.status != 404:
+                log.warning(
+                    "job=%s not deleted (%s %s); its TTL will", name, exc.status, exc.reason
+                )
