@@ -1,5 +1,6 @@
 """A small stand-in for a Kubernetes cluster, on loopback: the subset of the API
-the executor uses (Jobs: list, create, read status, delete; Pods: list, log),
+the executor uses (Jobs: list, create, read status, delete; Pods: list, log;
+Leases: create, read, replace with a version check, delete),
 a Job controller (backoffLimit, activeDeadlineSeconds) and a kubelet that runs
 each pod's container command as a local process.
 
@@ -81,6 +82,8 @@ class FakeCluster:
         self.config_maps: dict[str, dict[str, str]] = {}
         self.secrets: dict[str, dict[str, str]] = {}
         self.deletions: list[tuple[str, str | None]] = []  # (job, propagationPolicy)
+        self.leases: dict[str, dict[str, Any]] = {}
+        self.versions = 0
         self.stopping = threading.Event()
         cluster = self
 
@@ -93,6 +96,9 @@ class FakeCluster:
 
             def do_POST(self) -> None:
                 cluster.handle(self, "POST")
+
+            def do_PUT(self) -> None:
+                cluster.handle(self, "PUT")
 
             def do_DELETE(self) -> None:
                 cluster.handle(self, "DELETE")
@@ -148,6 +154,8 @@ class FakeCluster:
                     )
                     self.delete_job(rest[1], policy)
                     return 200, self.status_object(200, "Success", "deleted")
+            if parts[:5] == ["apis", "coordination.k8s.io", "v1", "namespaces", self.namespace]:
+                return self.lease_route(method, parts[5:], body)
             if parts[:4] == ["api", "v1", "namespaces", self.namespace]:
                 rest = parts[4:]
                 if rest == ["pods"]:
@@ -162,6 +170,30 @@ class FakeCluster:
                     tail = int(query.get("tailLines") or len(lines))
                     return 200, "\n".join(lines[-tail:]) + "\n"
         return 404, self.status_object(404, "NotFound", "/".join(parts))
+
+    def lease_route(self, method: str, rest: list[str], body: Any) -> tuple[int, Any]:
+        """Leases with optimistic concurrency: a replace must carry the current version."""
+        if rest == ["leases"] and method == "POST":
+            name = body["metadata"]["name"]
+            if name in self.leases:
+                return 409, self.status_object(409, "AlreadyExists", f"leases {name} exists")
+            return 201, self.store_lease(body)
+        name = rest[1]
+        if method == "GET":
+            return 200, self.leases[name]
+        if method == "PUT":
+            stored = self.leases[name]["metadata"]["resourceVersion"]
+            if body["metadata"].get("resourceVersion") != stored:
+                return 409, self.status_object(409, "Conflict", f"leases {name} was modified")
+            return 200, self.store_lease(body)
+        del self.leases[name]
+        return 200, self.status_object(200, "Success", "deleted")
+
+    def store_lease(self, lease: dict[str, Any]) -> dict[str, Any]:
+        self.versions += 1
+        lease["metadata"]["resourceVersion"] = str(self.versions)
+        self.leases[lease["metadata"]["name"]] = lease
+        return lease
 
     @staticmethod
     def status_object(code: int, reason: str, message: str) -> dict[str, Any]:

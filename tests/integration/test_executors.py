@@ -4,9 +4,10 @@ kubelet runs each pod's container command as a local process). Both run real
 cycles against a real sandbox MariaDB source.
 
 Covered: a cycle to success, a failure retried until the retries are spent, a
-cycle stopped at its deadline, a shard that is busy elsewhere, a cancelled
-cycle; and after each, nothing left behind (no Job, no pod, no server, no
-instance dir) and no backup that should not exist.
+cycle stopped at its deadline, a shard that is busy elsewhere, two cycles of one
+shard started at once, a lock left by a runner that died, a cancelled cycle;
+and after each, nothing left behind (no Job, pod, Lease, server or instance
+dir) and no backup that should not exist.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import shutil
 import time
 import tomllib
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, field
 
@@ -26,7 +28,7 @@ from catchup.cancel import CancelToken
 from catchup.config import Config, parse_config
 from catchup.daemon.executor import Executor, LocalExecutor
 from catchup.daemon.kubernetes.executor import KubernetesExecutor
-from catchup.daemon.kubernetes.job import SECRETS_DIR, UID, WORK_DIR, labels
+from catchup.daemon.kubernetes.job import SECRETS_DIR, UID, WORK_DIR, labels, shard_lease
 from catchup.daemon.metrics import exposition
 from catchup.daemon.service import Daemon
 from catchup.fleet.lock import shard_lock
@@ -117,6 +119,20 @@ class Harness:
 
         return active_job()
 
+    def leave_stale_lock(self) -> None:
+        """What a runner killed mid-cycle leaves: a lock whose holder is gone."""
+        shard = self.config.shards[0]
+        if self.cluster is None:  # a lock file with a dead pid, no flock held
+            locks = self.config.work_dir / "locks"
+            locks.mkdir(parents=True, exist_ok=True)
+            (locks / f"{shard.keyspace}.{shard.shard}.lock").write_text("999999")
+            return
+        lease = client.ApiClient().sanitize_for_serialization(
+            shard_lease(shard, "catchup-commerce-0-gone-job")
+        )
+        lease["spec"]["acquireTime"] = "2026-01-01T00:00:00.000000Z"
+        self.cluster.store_lease(lease)
+
     def leftovers(self) -> list[str]:
         ephemeral = self.cluster.root if self.cluster else self.fleet.root / "work"
         found = [f"mariadbd {pid}" for pid in mariadbd_processes_under(ephemeral)]
@@ -198,6 +214,23 @@ def test_a_shard_busy_elsewhere_is_refused_and_nothing_is_started(harness):
         assert result.busy and not result.ok, result.error
         assert set(harness.leftovers()) <= {f"job {OTHER_JOB}"}, "nothing was started"
     assert harness.backups() == []
+    harness.wait_clean()
+
+
+def test_two_cycles_of_one_shard_started_at_once_run_one_at_a_time(harness):
+    with ThreadPoolExecutor(2) as pool:
+        results = list(pool.map(lambda _: harness.run(), range(2)))
+    assert sorted((r.ok, r.busy) for r in results) == [(False, True), (True, False)], [
+        r.error for r in results
+    ]
+    assert len(harness.backups()) == 1
+    harness.wait_clean()
+
+
+def test_a_lock_left_by_a_runner_that_died_does_not_block_the_shard(harness):
+    harness.leave_stale_lock()
+    result = harness.run()
+    assert result.ok, result.error
     harness.wait_clean()
 
 

@@ -70,6 +70,7 @@ def test_the_daemon_may_do_what_the_executor_does_and_no_more():
              for g in rule["apiGroups"] for r in rule["resources"]}  # fmt: skip
     assert rules == {
         ("batch", "jobs"): {"create", "get", "list", "watch", "delete"},
+        ("coordination.k8s.io", "leases"): {"create", "get", "update", "delete"},
         ("", "pods"): {"get", "list"},
         ("", "pods/log"): {"get"},
     }

@@ -2,9 +2,10 @@
 `catchup backup SHARD` as everywhere else, watched until it ends, its result
 line collected from the pod's log, and the Job deleted.
 
-At most one Job per shard: before creating one, the cluster (not this
-process's memory) is asked for an active Job with the shard's label, so two
-daemons, or a daemon and the CronJob, cannot back up a shard at once.
+At most one Job per shard, decided by the cluster, not this process's memory:
+the executor first takes the shard's Lease (creating it, or taking it over from
+a Job that has ended, both refused by the API server if someone else got there
+first), then checks that no Job with the shard's label is still active.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
 
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
@@ -20,12 +22,19 @@ from catchup.cancel import CancelToken
 from catchup.config import Config, KubernetesSettings, Shard
 from catchup.cycle import Reporter
 from catchup.daemon.executor import attempts_text
-from catchup.daemon.kubernetes.job import cycle_job, job_name, shard_selector
+from catchup.daemon.kubernetes.job import (
+    cycle_job,
+    job_name,
+    lease_name,
+    shard_lease,
+    shard_selector,
+)
 from catchup.errors import Cancelled, CatchupError, ShardBusyError
 from catchup.fleet.run import ShardResult
 from catchup.repository import Repository
 
 log = logging.getLogger("catchup.kubernetes")
+LEASE_GRACE = timedelta(minutes=2)
 
 
 def cluster_client(settings: KubernetesSettings) -> client.ApiClient:
@@ -60,6 +69,7 @@ class KubernetesExecutor:
         self.repository = repository
         self.batch = client.BatchV1Api(api)
         self.core = client.CoreV1Api(api)
+        self.coordination = client.CoordinationV1Api(api)
         self.sleep = sleep
 
     def run_cycle(
@@ -68,20 +78,73 @@ class KubernetesExecutor:
         started = time.monotonic()
         name = job_name(shard, run_id)
         try:
-            self.refuse_if_busy(shard)
-            self.create_job(shard, run_id, bootstrap)
-            reporter.step(shard.name, "job created")
+            self.take_lease(shard, name)
             try:
-                outcome, why = self.wait_for_job(name, shard, reporter, cancel)
-                return self.collect_result(name, shard, outcome, why, started)
+                self.refuse_if_busy(shard)
+                self.create_job(shard, run_id, bootstrap)
+                reporter.step(shard.name, "job created")
+                try:
+                    outcome, why = self.wait_for_job(name, shard, reporter, cancel)
+                    return self.collect_result(name, shard, outcome, why, started)
+                finally:
+                    self.delete_job(name)
             finally:
-                self.delete_job(name)
+                self.release_lease(shard, name)
         except CatchupError as exc:
             return ShardResult.failure(shard.name, started, exc)
         except ApiException as exc:
             return ShardResult.failure(
                 shard.name, started, f"Kubernetes API refused {name}: {exc.status} {exc.reason}"
             )
+
+    def take_lease(self, shard: Shard, holder: str) -> None:
+        """Hold the shard's Lease for Job `holder`, or raise ShardBusyError."""
+        namespace = self.settings.namespace
+        try:
+            self.coordination.create_namespaced_lease(namespace, shard_lease(shard, holder))
+            return
+        except ApiException as exc:
+            if exc.status != 409:
+                raise
+        current = self.coordination.read_namespaced_lease(lease_name(shard), namespace)
+        previous = current.spec.holder_identity
+        acquired = current.spec.acquire_time
+        # A young Lease may be one whose Job is still being created.
+        young = acquired is not None and datetime.now(UTC) - acquired < LEASE_GRACE
+        if previous and (young or self.job_active(previous)):
+            raise ShardBusyError(
+                f"shard {shard.name}: Job {previous} is still running in namespace {namespace}"
+                "; wait for it"
+            )
+        # Its Job ended without releasing it (a daemon died): take it over, unless
+        # another taker changed it since we read it (the API server compares versions).
+        current.spec = shard_lease(shard, holder).spec
+        try:
+            self.coordination.replace_namespaced_lease(lease_name(shard), namespace, current)
+        except ApiException as exc:
+            if exc.status == 409:
+                raise ShardBusyError(f"shard {shard.name}: another cycle just started") from None
+            raise
+
+    def release_lease(self, shard: Shard, holder: str) -> None:
+        namespace = self.settings.namespace
+        try:
+            current = self.coordination.read_namespaced_lease(lease_name(shard), namespace)
+            if current.spec.holder_identity == holder:
+                self.coordination.delete_namespaced_lease(lease_name(shard), namespace)
+        except ApiException as exc:
+            if exc.status != 404:
+                log.warning("lease of %s not released (%s); the next cycle takes it over",
+                            shard.name, exc.status)  # fmt: skip
+
+    def job_active(self, name: str) -> bool:
+        try:
+            job = self.batch.read_namespaced_job_status(name, self.settings.namespace)
+        except ApiException as exc:
+            if exc.status == 404:
+                return False
+            raise
+        return job_outcome(job) is None
 
     def refuse_if_busy(self, shard: Shard) -> None:
         jobs = self.batch.list_namespaced_job(

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import re
+from datetime import UTC, datetime
 
 from kubernetes import client
 
@@ -49,6 +50,24 @@ def job_name(shard: Shard, run_id: str) -> str:
     tail = f"-{shard_key(shard)[:6]}-{run_suffix(run_id)}"
     head = f"{APP}-{dns_label(shard.keyspace)}-{dns_label(shard.shard)}"
     return head[: NAME_LIMIT - len(tail)].rstrip("-") + tail
+
+
+def lease_name(shard: Shard) -> str:
+    """The shard's lock in the cluster: one Lease per shard, held by the Job that runs."""
+    return f"{APP}-shard-{shard_key(shard)}"
+
+
+def shard_lease(shard: Shard, holder: str) -> client.V1Lease:
+    return client.V1Lease(
+        metadata=client.V1ObjectMeta(
+            name=lease_name(shard),
+            labels={"app.kubernetes.io/name": APP, LABEL_SHARD_KEY: shard_key(shard)},
+            annotations={ANNOTATION_SHARD: shard.name},
+        ),
+        spec=client.V1LeaseSpec(
+            holder_identity=holder, acquire_time=datetime.now(UTC).replace(microsecond=0)
+        ),
+    )
 
 
 def shard_selector(shard: Shard) -> str:
