@@ -287,7 +287,7 @@ class KubernetesSettings(Strict):
     work_volume_factor: Annotated[float, Field(ge=1)] = 2.5  # x the shard's last data size
     work_volume_min_gb: Annotated[float, Field(gt=0)] = 10.0
     ttl_seconds_after_finished: Annotated[int, Field(ge=0)] = 3600
-    poll_seconds: Annotated[float, Field(gt=0)] = 5.0
+    watch_seconds: Annotated[int, Field(ge=1, le=3600)] = 5  # each watch; bounds cancel latency
     kubeconfig: Path | None = None  # default: the in-cluster service account
 
 

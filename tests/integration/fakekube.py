@@ -1,5 +1,5 @@
 """A small stand-in for a Kubernetes cluster, on loopback: the subset of the API
-the executor uses (Jobs: list, create, read status, delete; Pods: list, log;
+the executor uses (Jobs: list, watch, create, read status, delete; Pods: list, log;
 Leases: create, read, replace with a version check, delete),
 a Job controller (backoffLimit, activeDeadlineSeconds) and a kubelet that runs
 each pod's container command as a local process.
@@ -113,6 +113,8 @@ class FakeCluster:
         url = urlparse(request.path)
         query = {k: v[0] for k, v in parse_qs(url.query).items()}
         parts = url.path.strip("/").split("/")
+        if query.get("watch") in ("true", "1"):
+            return self.watch_jobs(request, query)
         body = None
         length = int(request.headers.get("Content-Length") or 0)
         if length:
@@ -130,6 +132,34 @@ class FakeCluster:
         request.send_header("Content-Length", str(len(data)))
         request.end_headers()
         request.wfile.write(data)
+
+    def watch_jobs(self, request: BaseHTTPRequestHandler, query: dict[str, str]) -> None:
+        """A watch: one JSON event per line (ADDED, then MODIFIED or DELETED) until
+        timeoutSeconds, the connection closing to end the stream."""
+        wanted = query.get("fieldSelector", "").removeprefix("metadata.name=")
+        until = time.monotonic() + float(query.get("timeoutSeconds") or 300)
+        request.send_response(200)
+        request.send_header("Content-Type", "application/json")
+        request.send_header("Connection", "close")
+        request.end_headers()
+        last = None
+        while time.monotonic() < until and not self.stopping.is_set():
+            with self.lock:
+                job = self.jobs.get(wanted)
+                current = json.dumps(job) if job else None
+            if current != last:
+                kind = "DELETED" if current is None else ("ADDED" if last is None else "MODIFIED")
+                shown = json.loads(current or last or "{}")
+                try:
+                    request.wfile.write(
+                        json.dumps({"type": kind, "object": shown}).encode() + b"\n"
+                    )
+                    request.wfile.flush()
+                except OSError:
+                    return  # the watcher went away
+                last = current
+            time.sleep(0.05)
+        request.close_connection = True
 
     def route(
         self, method: str, parts: list[str], query: dict[str, str], body: Any
@@ -149,9 +179,7 @@ class FakeCluster:
                 if rest[0] == "jobs" and method == "GET":
                     return 200, self.jobs[rest[1]]
                 if rest[0] == "jobs" and method == "DELETE":
-                    policy = query.get("propagationPolicy") or (body or {}).get(
-                        "propagationPolicy"
-                    )
+                    policy = query.get("propagationPolicy") or (body or {}).get("propagationPolicy")
                     self.delete_job(rest[1], policy)
                     return 200, self.status_object(200, "Success", "deleted")
             if parts[:5] == ["apis", "coordination.k8s.io", "v1", "namespaces", self.namespace]:

@@ -75,7 +75,7 @@ class Harness:
             f'repository = "{self.fleet.root / "repository"}"\nwork_dir = "{work}"\n'
             "stall_timeout_seconds = 20\n"
             f'[executor]\nkind = "{self.kind}"\nretry_delay_seconds = 0.2\n{executor}\n'
-            '[kubernetes]\nnamespace = "catchup"\nimage = "catchup:test"\npoll_seconds = 0.2\n'
+            '[kubernetes]\nnamespace = "catchup"\nimage = "catchup:test"\nwatch_seconds = 1\n'
             f'[[shards]]\nkeyspace = "commerce"\nshard = "0"\nsource = "{source.endpoint}"\n'
             f'credentials = {{ user = "catchup", password_file = "{password}" }}\n'
         )

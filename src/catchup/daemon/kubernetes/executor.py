@@ -1,6 +1,6 @@
 """Cycles as Kubernetes Jobs: one Job per shard per cycle, running the same
-`catchup backup SHARD` as everywhere else, watched until it ends, its result
-line collected from the pod's log, and the Job deleted.
+`catchup backup SHARD` as everywhere else, watched (a Kubernetes watch) until
+it ends, its result line collected from the pod's log, and the Job deleted.
 
 At most one Job per shard, decided by the cluster, not this process's memory:
 the executor first takes the shard's Lease (creating it, or taking it over from
@@ -12,10 +12,9 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 
-from kubernetes import client
+from kubernetes import client, watch
 from kubernetes.client.exceptions import ApiException
 
 from catchup.cancel import CancelToken
@@ -62,7 +61,6 @@ class KubernetesExecutor:
         config: Config,
         repository: Repository,
         api: client.ApiClient,
-        sleep: Callable[[float], None] = time.sleep,
     ) -> None:
         self.config = config
         self.settings = config.kubernetes
@@ -70,7 +68,6 @@ class KubernetesExecutor:
         self.batch = client.BatchV1Api(api)
         self.core = client.CoreV1Api(api)
         self.coordination = client.CoordinationV1Api(api)
-        self.sleep = sleep
 
     def run_cycle(
         self, shard: Shard, run_id: str, bootstrap: bool, reporter: Reporter, cancel: CancelToken
@@ -175,24 +172,39 @@ class KubernetesExecutor:
     def wait_for_job(
         self, name: str, shard: Shard, reporter: Reporter, cancel: CancelToken
     ) -> tuple[str, str]:
+        """Watch the Job until it ends. Each watch lasts `watch_seconds`, so a
+        cancellation is noticed within that, and a dropped watch is renewed."""
         reported = ""
+        watcher = watch.Watch()
         while True:
+            for event in watcher.stream(
+                self.batch.list_namespaced_job,
+                self.settings.namespace,
+                field_selector=f"metadata.name={name}",
+                timeout_seconds=self.settings.watch_seconds,
+            ):
+                if event["type"] == "DELETED":
+                    raise CatchupError(f"Job {name} was deleted before it ended")
+                job = event["object"]
+                ended = job_outcome(job)
+                if ended:
+                    watcher.stop()
+                    return ended
+                step = self.job_step(job)
+                if step != reported:
+                    reporter.step(shard.name, step)
+                    reported = step
+                if cancel.cancelled:
+                    break
             if cancel.cancelled:
                 raise Cancelled(f"cancelled: {cancel.reason}; Job {name} deleted")
-            job = self.batch.read_namespaced_job_status(name, self.settings.namespace)
-            ended = job_outcome(job)
-            if ended:
-                return ended
-            attempt = 1 + ((job.status and job.status.failed) or 0)
-            step = (
-                f"job running (attempt {attempt})"
-                if job.status and job.status.active
-                else ("job pending")
-            )
-            if step != reported:
-                reporter.step(shard.name, step)
-                reported = step
-            self.sleep(self.settings.poll_seconds)
+
+    @staticmethod
+    def job_step(job: client.V1Job) -> str:
+        status = job.status
+        if status and status.active:
+            return f"job running (attempt {1 + (status.failed or 0)})"
+        return "job pending"
 
     def collect_result(
         self, name: str, shard: Shard, outcome: str, why: str, started: float
