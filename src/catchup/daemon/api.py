@@ -92,19 +92,6 @@ class RunView(BaseModel):
         )
 
 
-class CycleView(BaseModel):
-    finished_at: datetime
-    ok: bool
-    seconds: float
-    bytes_from_source: int
-    data_bytes: int
-    kind: str | None
-
-    @classmethod
-    def of(cls, record: CycleRecord) -> "CycleView":
-        return cls(**record.__dict__)
-
-
 class ShardView(BaseModel):
     shard: str
     keyspace: str
@@ -120,7 +107,7 @@ class ShardView(BaseModel):
     last_error: str | None
     last_finished_at: datetime | None
     stalled: bool
-    history: list[CycleView]
+    history: list[CycleRecord]  # a dataclass: pydantic validates it as it is
 
 
 class Message(BaseModel):
@@ -155,7 +142,7 @@ def shard_view(daemon: Daemon, state: ShardState, now: datetime) -> ShardView:
         last_error=state.last_error,
         last_finished_at=state.last_finished_at,
         stalled=state.stalled,
-        history=[CycleView.of(r) for r in state.history],
+        history=list(state.history),
     )
 
 
