@@ -5,6 +5,7 @@ limits (N at once fleet-wide, one per shard)."""
 from __future__ import annotations
 
 import threading
+import time
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -74,12 +75,10 @@ def daemon_parts(cfg, clock, limit: int = 2):
 
 
 def wait_until(predicate, timeout: float = 5) -> None:
-    deadline = threading.Event()
-    for _ in range(int(timeout / 0.01)):
-        if predicate():
-            return
-        deadline.wait(0.01)
-    raise AssertionError("condition not reached")
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, "condition not reached"
+        time.sleep(0.01)
 
 
 def only(cfg) -> Schedule:

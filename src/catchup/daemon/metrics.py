@@ -92,7 +92,7 @@ class FleetCollector(Collector):
             queued = GaugeMetricFamily(
                 "catchup_queue_length", "Cycles waiting for a free slot or their window."
             )
-            queued.add_metric([], len(self.dispatcher.queue))
+            queued.add_metric([], self.dispatcher.queue_length())
         yield from (last_success, age, phase, durations, pulled, last_pulled, data, stored)
         yield from (cycles, stalled, running, queued)
 

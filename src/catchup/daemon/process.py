@@ -79,7 +79,7 @@ def serve(
         if received.wait(0.5) and not abandon:
             log.info("second signal: abandoning running cycles")
             abandon = True
-            daemon.dispatcher.drain(abandon=True, timeout=0)
+            daemon.stop(abandon=True, timeout=0)
     server.should_exit = True
     web.join(10)
     log.info("stopped")

@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 
 from kubernetes import client, watch
@@ -75,24 +77,35 @@ class KubernetesExecutor:
         started = time.monotonic()
         name = job_name(shard, run_id)
         try:
-            self.take_lease(shard, name)
-            try:
+            with self.holding_lease(shard, name):
                 self.refuse_if_busy(shard)
-                self.create_job(shard, run_id, bootstrap)
-                reporter.step(shard.name, "job created")
-                try:
+                with self.job_in_cluster(shard, run_id, bootstrap):
+                    reporter.step(shard.name, "job created")
                     outcome, why = self.wait_for_job(name, shard, reporter, cancel)
                     return self.collect_result(name, shard, outcome, why, started)
-                finally:
-                    self.delete_job(name)
-            finally:
-                self.release_lease(shard, name)
         except CatchupError as exc:
             return ShardResult.failure(shard.name, started, exc)
         except ApiException as exc:
             return ShardResult.failure(
                 shard.name, started, f"Kubernetes API refused {name}: {exc.status} {exc.reason}"
             )
+
+    @contextmanager
+    def holding_lease(self, shard: Shard, holder: str) -> Iterator[None]:
+        self.take_lease(shard, holder)
+        try:
+            yield
+        finally:
+            self.release_lease(shard, holder)
+
+    @contextmanager
+    def job_in_cluster(self, shard: Shard, run_id: str, bootstrap: bool) -> Iterator[None]:
+        """The cycle's Job, deleted (with its pods) however the block ends."""
+        self.create_job(shard, run_id, bootstrap)
+        try:
+            yield
+        finally:
+            self.delete_job(job_name(shard, run_id))
 
     def take_lease(self, shard: Shard, holder: str) -> None:
         """Hold the shard's Lease for Job `holder`, or raise ShardBusyError."""
