@@ -70,8 +70,13 @@ CLK_TCK = os.sysconf("SC_CLK_TCK")
 BENCH_USER, BENCH_PASSWORD = "bench", "bench-only-not-a-secret"
 # (table, primary key column, rows per key, SET clause): what the workload changes.
 CHANGES = [
-    ("orders", "id", 1, "total = total + 1, status = ELT(1 + MOD(id + {round}, 4), "
-     "'new', 'paid', 'shipped', 'cancelled')"),
+    (
+        "orders",
+        "id",
+        1,
+        "total = total + 1, status = ELT(1 + MOD(id + {round}, 4), "
+        "'new', 'paid', 'shipped', 'cancelled')",
+    ),
     ("order_items", "order_id", 3, "qty = qty + 1"),
     ("customers", "id", 1, "order_count = order_count + 1"),
     ("documents", "id", 1, "body = RANDOM_BYTES(1024)"),
@@ -105,9 +110,7 @@ def process_counters(pid: int) -> tuple[float, int] | None:
     """CPU seconds (user + system) and bytes read from storage, or None if gone."""
     try:
         fields = (Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1]).split()
-        io = dict(
-            line.split(": ") for line in Path(f"/proc/{pid}/io").read_text().splitlines()
-        )
+        io = dict(line.split(": ") for line in Path(f"/proc/{pid}/io").read_text().splitlines())
     except (OSError, IndexError):
         return None
     return (int(fields[11]) + int(fields[12])) / CLK_TCK, int(io["read_bytes"])

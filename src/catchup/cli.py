@@ -388,7 +388,7 @@ def restore(
         return
     out.print(
         f"Restored {manifest.shard_name} backup {manifest.backup_id} ({manifest.kind}, "
-        f"{human_bytes(manifest.data_bytes)}, every file's sha256 checked) into {target_dir}.\n"
+        f"{human_bytes(manifest.data_bytes)}, every file's hash checked) into {target_dir}.\n"
         f"Position: {manifest.position}\n{hint}"
     )
 
@@ -520,6 +520,11 @@ def check_repository(repository: Repository) -> Finding:
         return Finding("repository", False, str(exc))
     active = repository.keyring.active
     encryption = f"new backups encrypted with {active.key_id}" if active else "not encrypted"
+    if active:
+        try:  # a KMS that refuses would otherwise fail the next cycle
+            active.wrap(bytes(32), b"catchup check")
+        except CatchupError as exc:
+            return Finding("repository", False, f"{repository.url}: {exc}")
     return Finding(
         "repository", True, f"{repository.url}: {len(backups)} complete backups; {encryption}"
     )

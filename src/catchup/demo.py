@@ -235,7 +235,7 @@ def prove_equal(
     )
 
 
-SERVE_SCHEDULE = '*/5 * * * *'
+SERVE_SCHEDULE = "*/5 * * * *"
 
 
 def serve_settings(result: DemoResult) -> Path:

@@ -48,7 +48,7 @@ def verify_backup(
     with engine.provision(config, shard, manifest.server_version) as instance:
         repository.restore(manifest, instance.data_dir, config.jobs)
         report.findings.append(
-            Finding("file hashes", True, f"{len(manifest.files)} files match their sha256")
+            Finding("file hashes", True, f"{len(manifest.files)} files match their hashes")
         )
         instance.open_for_checks(manifest.position, cancel)
         report.findings.extend(instance.verify(manifest.position))

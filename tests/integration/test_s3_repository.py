@@ -5,11 +5,13 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import sys
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
+import boto3
 import obstore
 import pytest
 from obstore.store import S3Store
@@ -40,7 +42,7 @@ def make_bucket(port: int, name: str) -> None:
     urllib.request.urlopen(request, timeout=10).close()
 
 
-def s3_config(fleet, port: int, bucket: str, key_file: Path, **storage: object) -> None:
+def s3_config(fleet, port: int, bucket: str, key_file: Path | None, **storage: object) -> None:
     settings = {
         "endpoint": f"http://127.0.0.1:{port}",
         "region": "us-east-1",
@@ -50,7 +52,8 @@ def s3_config(fleet, port: int, bucket: str, key_file: Path, **storage: object) 
         **storage,
     }
     tables = "\n[storage]\n" + "".join(f"{k} = {json.dumps(v)}\n" for k, v in settings.items())
-    tables += f'\n[encryption]\nkey_files = ["{key_file}"]\n'
+    if key_file:
+        tables += f'\n[encryption]\nkey_files = ["{key_file}"]\n'
     fleet.write_config(repository=f"s3://{bucket}/backups", tables=tables)
 
 
@@ -204,3 +207,93 @@ def test_missing_bucket_and_wrong_key_are_clear(fleet, moto_port, short_tmp):
     assert refused.returncode == 1
     assert "which is not configured" in refused.stderr and "Traceback" not in refused.stderr
     assert not (short_tmp / "r").exists()
+
+
+def kms_client(port: int):
+    return boto3.client("kms", region_name="us-east-1", endpoint_url=f"http://127.0.0.1:{port}")
+
+
+def kms_config(fleet, port: int, bucket: str, kms_key: str | None, endpoint: int | None = None):
+    s3_config(fleet, port, bucket, key_file=None)
+    if kms_key:
+        endpoint = endpoint or port
+        with fleet.config_path.open("a") as config:
+            config.write(
+                f'\n[encryption]\nkms_key = "{kms_key}"\nkms_region = "us-east-1"\n'
+                f'kms_endpoint = "http://127.0.0.1:{endpoint}"\n'
+            )
+
+
+def test_kms_wraps_data_keys_rotates_and_refuses_clearly(fleet, moto_port, short_tmp):
+    """Envelope keys from a KMS (moto's, on the same loopback server as the bucket)."""
+    make_bucket(moto_port, "kms")
+    source = add_marked_source(fleet)
+    kms = kms_client(moto_port)
+    first_key, second_key = (kms.create_key()["KeyMetadata"]["Arn"] for _ in range(2))
+    kms.create_alias(AliasName="alias/catchup", TargetKeyId=first_key)
+    kms_config(fleet, moto_port, "kms", "alias/catchup")
+    config = str(fleet.config_path)
+    check = run_cli("check", "--json", "-c", config)
+    assert "new backups encrypted with kms:alias/catchup" in check.stdout, check.stdout
+
+    [first] = fleet.backup()
+    assert first.ok, first.error
+    # Rotation: the alias now names a new key; new backups use it, old ones still open.
+    kms.update_alias(AliasName="alias/catchup", TargetKeyId=second_key)
+    source.apply_workload(0.03)
+    [second] = fleet.backup()
+    assert second.ok and second.parent == first.backup_id, second.error
+    manifests = {m.backup_id: m for m in fleet.repository.backups()}
+    assert manifests[first.backup_id].encryption["key_id"] == f"kms:{first_key}"
+    assert manifests[second.backup_id].encryption["key_id"] == f"kms:{second_key}"
+    stored = bucket_bytes(moto_port, "kms")
+    assert MARKER.encode() not in stored and b"event_log" not in stored
+
+    for backup_id in (first.backup_id, second.backup_id):
+        deep = run_cli("verify", "commerce/0", backup_id, "--deep", "--json", "-c", config)
+        assert deep.returncode == 0 and json.loads(deep.stdout)["verified"], deep.stdout
+    target = short_tmp / "restored"
+    restored = run_cli("restore", "commerce/0", first.backup_id, "-t", str(target), "-c", config)
+    assert restored.returncode == 0, restored.stderr
+    assert MARKER.encode() in (target / "shop" / "event_log.ibd").read_bytes()
+    outputs = check.stdout + check.stderr + restored.stdout + restored.stderr
+    assert CREDENTIALS["AWS_SECRET_ACCESS_KEY"] not in outputs
+
+    # Without a KMS configured, the backups are refused before anything is written.
+    kms_config(fleet, moto_port, "kms", None)
+    refused = run_cli("restore", "commerce/0", "-t", str(short_tmp / "none"), "-c", config)
+    assert refused.returncode == 1 and not (short_tmp / "none").exists()
+    pattern = r"encrypted with key kms:arn:aws:kms:\S+, which is not configured"
+    assert re.search(pattern, refused.stderr), refused.stderr
+    assert "set encryption.kms_key" in refused.stderr
+
+    # A KMS that does not hold the key (another server) refuses in one line.
+    with serve_on_loopback(
+        lambda port: [
+            str(Path(sys.executable).parent / "moto_server"),
+            "-H",
+            "127.0.0.1",
+            "-p",
+            str(port),
+        ],
+        "kms",
+    ) as other:
+        kms_config(fleet, moto_port, "kms", "alias/catchup", endpoint=other)
+        foreign = run_cli("verify", "commerce/0", "--json", "-c", config)
+        assert foreign.returncode == 1, foreign.stdout
+        assert f"KMS at http://127.0.0.1:{other}" in foreign.stdout + foreign.stderr
+        failed_check = run_cli("check", "--json", "-c", config)
+        assert failed_check.returncode == 1, failed_check.stdout
+        assert f"KMS at http://127.0.0.1:{other}" in failed_check.stdout
+        assert "Traceback" not in foreign.stderr + failed_check.stderr
+
+    # A manifest altered to name another key of the same KMS is refused.
+    kms_config(fleet, moto_port, "kms", "alias/catchup")
+    name = f"backups/commerce/0/{first.backup_id}/manifest.json"
+    bucket = raw_bucket(moto_port, "kms")
+    document = json.loads(bytes(obstore.get(bucket, name).bytes()))
+    document["encryption"]["key_id"] = f"kms:{second_key}"
+    obstore.put(bucket, name, json.dumps(document).encode())
+    altered = run_cli("verify", "commerce/0", first.backup_id, "--json", "-c", config)
+    assert altered.returncode == 1
+    assert f"does not open with KMS key {second_key}" in altered.stdout + altered.stderr

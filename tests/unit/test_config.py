@@ -106,6 +106,12 @@ BAD = [
         "compression.level = 30",
         "at most 22",
     ),
+    (
+        "kms endpoint",
+        config_with(table='[encryption]\nkms_key = "alias/x"\nkms_endpoint = "kms.local"\n'),
+        "encryption.kms_endpoint = 'kms.local'",
+        "must be an http(s) URL",
+    ),
     ("no shards", 'repository = "/tmp/r"\nshards = []\n', "shards", "add at least one"),
     (
         "duplicate shard",

@@ -28,7 +28,7 @@ def encrypt(data: bytes, key: bytes, name: str = "ks/0/id/data/000000.zst") -> b
 
 
 def decrypt(blob: bytes, key: bytes, name: str = "ks/0/id/data/000000.zst") -> bytes:
-    return Encryptor(key).reader(io.BytesIO(blob), name).read()
+    return b"".join(Encryptor(key).open(io.BytesIO(blob), name))
 
 
 @pytest.mark.parametrize("size", [0, 1, SEGMENT - 1, SEGMENT, SEGMENT + 1, 3 * SEGMENT])
@@ -73,7 +73,7 @@ def test_pipeline_hides_plaintext_and_restores_it():
     encoded = encode(io.BytesIO(data), sink, CodecSettings(1), Encryptor(key), "obj")
     assert MARKER not in sink.getvalue()
     out = io.BytesIO()
-    decode(io.BytesIO(sink.getvalue()), out, encoded.sha256, "obj", Encryptor(key))
+    decode(io.BytesIO(sink.getvalue()), out, encoded.digest, "obj", Encryptor(key))
     assert out.getvalue() == data
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -186,3 +188,49 @@ def test_prune_dry_run_removes_nothing(tmp_path):
     assert len(repo.backups()) == 2
     prune(repo, tmp_path / "work", 1, timedelta(0), dry_run=False)
     assert [m.backup_id for m in repo.backups()] == [second.backup_id]
+
+
+def rewrite_plain_manifest(repo_dir: Path, manifest: Manifest, change) -> None:
+    """Edit a plain manifest's fields and re-seal its checksum, as an older or newer
+    catchup would have written it."""
+    path = repo_dir / "ks" / "0" / manifest.backup_id / "manifest.json"
+    document = json.loads(path.read_text())
+    change(document["manifest"])
+    body = json.dumps(document["manifest"], sort_keys=True, separators=(",", ":")).encode()
+    document["sha256"] = hashlib.sha256(body).hexdigest()
+    path.write_text(json.dumps(document))
+
+
+@pytest.mark.parametrize("damaged", [False, True])
+def test_a_format_1_backup_with_sha256_hashes_still_restores(tmp_path, damaged):
+    data = make_data_dir(tmp_path)
+    repo = Repository(LocalStore(tmp_path / "repo"))
+    manifest = write(repo, data)
+
+    def as_format_1(fields: dict) -> None:
+        fields["format_version"] = 1
+        for entry in fields["files"]:
+            del entry["hash"]
+            plain = (data / entry["path"]).read_bytes() + (b"x" if damaged else b"")
+            entry["sha256"] = hashlib.sha256(plain).hexdigest()
+
+    rewrite_plain_manifest(tmp_path / "repo", manifest, as_format_1)
+    old = repo.find("ks", "0", manifest.backup_id)
+    assert old.format_version == 1 and old.files[0].hash.startswith("sha256:")
+    target = tmp_path / "restored"
+    if damaged:
+        with pytest.raises(IntegrityError, match=r"does not match its manifest hash \(sha256"):
+            repo.restore(old, target, jobs=2)
+        return
+    repo.restore(old, target, jobs=2)
+    assert (target / "ibdata1").read_bytes() == (data / "ibdata1").read_bytes()
+
+
+def test_a_manifest_of_a_newer_format_is_refused_with_advice(tmp_path):
+    repo = Repository(LocalStore(tmp_path / "repo"))
+    manifest = write(repo, make_data_dir(tmp_path))
+    rewrite_plain_manifest(
+        tmp_path / "repo", manifest, lambda fields: fields.update(format_version=99)
+    )
+    with pytest.raises(IntegrityError, match="format 99, newer than this catchup reads"):
+        repo.find("ks", "0", manifest.backup_id)

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import os
 import struct
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import BinaryIO
 
@@ -92,15 +93,37 @@ def _nonce(prefix: bytes, index: int, last: bool) -> bytes:
 
 @dataclass
 class Encryptor:
-    """The data key of one backup; opens writers and readers per object name."""
+    """The data key of one backup; encrypts and decrypts objects by name."""
 
     data_key: bytes
 
     def writer(self, sink: BinaryIO, name: str) -> EncryptingWriter:
         return EncryptingWriter(sink, self.data_key, name)
 
-    def reader(self, source: BinaryIO, name: str) -> DecryptingReader:
-        return DecryptingReader(source, self.data_key, name)
+    def open(self, source: BinaryIO, name: str) -> Iterator[bytes]:
+        """The plaintext of `source`, segment by segment; raises DecryptionError on any
+        tampering, at the latest when the flagged last segment fails to appear."""
+        header = _read_exactly(source, HEADER.size)
+        try:
+            magic, salt, prefix, segment = HEADER.unpack(header)
+        except struct.error:
+            raise DecryptionError(f"stored object {name}: too short to be encrypted") from None
+        if magic != MAGIC or segment > 64 * SEGMENT:
+            raise DecryptionError(f"stored object {name}: not a catchup-encrypted object")
+        aead = _object_key(self.data_key, salt, name)
+        pending = _read_exactly(source, segment + TAG)
+        index, last = 0, False
+        while not last:
+            following = _read_exactly(source, segment + TAG)
+            last = not following
+            try:
+                yield aead.decrypt(_nonce(prefix, index, last), pending, header)
+            except InvalidTag:
+                raise DecryptionError(
+                    f"stored object {name} failed authentication at segment {index}: "
+                    "it was altered, truncated or damaged, or the key is wrong"
+                ) from None
+            pending, index = following, index + 1
 
 
 class EncryptingWriter:
@@ -118,9 +141,13 @@ class EncryptingWriter:
 
     def write(self, data: bytes | memoryview) -> int:
         self.buffer += data
-        while len(self.buffer) > SEGMENT:  # keep a remainder: the last segment is flagged
-            self._emit(bytes(self.buffer[:SEGMENT]), last=False)
-            del self.buffer[:SEGMENT]
+        if len(self.buffer) > SEGMENT:  # keep a remainder: the last segment is flagged
+            view = memoryview(self.buffer)
+            full = (len(self.buffer) - 1) // SEGMENT * SEGMENT
+            for start in range(0, full, SEGMENT):
+                self._emit(view[start : start + SEGMENT], last=False)
+            view.release()
+            del self.buffer[:full]
         return len(data)
 
     def flush(self) -> None:
@@ -129,57 +156,14 @@ class EncryptingWriter:
     def close(self) -> None:
         """Write the final, flagged segment (possibly empty). Does not close the sink."""
         if not self.closed:
-            self._emit(bytes(self.buffer), last=True)
+            self._emit(self.buffer, last=True)
             self.buffer.clear()
             self.closed = True
 
-    def _emit(self, plaintext: bytes, last: bool) -> None:
+    def _emit(self, plaintext: bytes | bytearray | memoryview, last: bool) -> None:
         nonce = _nonce(self.prefix, self.index, last)
         self.sink.write(self.aead.encrypt(nonce, plaintext, self.header))
         self.index += 1
-
-
-class DecryptingReader:
-    """A read-only stream of the plaintext; raises DecryptionError on any tampering."""
-
-    def __init__(self, source: BinaryIO, data_key: bytes, name: str) -> None:
-        self.source = source
-        self.name = name
-        header = _read_exactly(source, HEADER.size)
-        try:
-            magic, salt, self.prefix, self.segment = HEADER.unpack(header)
-        except struct.error:
-            raise DecryptionError(f"stored object {name}: too short to be encrypted") from None
-        if magic != MAGIC or self.segment > 64 * SEGMENT:
-            raise DecryptionError(f"stored object {name}: not a catchup-encrypted object")
-        self.header = header
-        self.aead = _object_key(data_key, salt, name)
-        self.index = 0
-        self.pending = _read_exactly(source, self.segment + TAG)
-        self.out = b""
-        self.done = False
-
-    def read(self, size: int = -1) -> bytes:
-        while not self.done and (size < 0 or len(self.out) < size):
-            self._next_segment()
-        if size < 0:
-            data, self.out = self.out, b""
-        else:
-            data, self.out = self.out[:size], self.out[size:]
-        return data
-
-    def _next_segment(self) -> None:
-        following = _read_exactly(self.source, self.segment + TAG)
-        last = not following
-        nonce = _nonce(self.prefix, self.index, last)
-        try:
-            self.out += self.aead.decrypt(nonce, self.pending, self.header)
-        except InvalidTag:
-            raise DecryptionError(
-                f"stored object {self.name} failed authentication at segment {self.index}: "
-                "it was altered, truncated or damaged, or the key is wrong"
-            ) from None
-        self.pending, self.index, self.done = following, self.index + 1, last
 
 
 def _read_exactly(source: BinaryIO, size: int) -> bytes:
@@ -190,4 +174,4 @@ def _read_exactly(source: BinaryIO, size: int) -> bytes:
             break
         chunks.append(chunk)
         remaining -= len(chunk)
-    return b"".join(chunks)
+    return chunks[0] if len(chunks) == 1 else b"".join(chunks)

@@ -1,4 +1,5 @@
-"""Key-encryption keys: key files (`catchup keygen`) and the keyring of a config.
+"""Key-encryption keys: key files (`catchup keygen`), KMS keys, and the keyring
+of a config. A key-encryption key only ever wraps and unwraps backups' data keys.
 
 A key file is JSON, mode 0600:
     {"catchup_key": 1, "key_id": "k-…", "created_at": "…", "key": "<base64 of 32 bytes>"}
@@ -16,23 +17,51 @@ import os
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import TYPE_CHECKING, Protocol
 
+from catchup.codec.encryption import unwrap_key, wrap_key
 from catchup.errors import ConfigError, IntegrityError
+
+if TYPE_CHECKING:
+    from catchup.config import EncryptionSettings
+
+KMS_PREFIX = "kms:"
+
+
+class Key(Protocol):
+    """A key-encryption key."""
+
+    @property
+    def key_id(self) -> str: ...
+
+    def wrap(self, data_key: bytes, context: bytes) -> tuple[str, bytes]:
+        """The wrapped data key, and the id of the key that can unwrap it."""
+        ...
+
+    def unwrap(self, wrapped: bytes, context: bytes) -> bytes: ...
 
 
 @dataclass(frozen=True)
-class Key:
+class FileKey:
+    """A 256-bit key from a key file; wraps with AES-256-GCM."""
+
     key_id: str
     secret: bytes = field(repr=False)
+
+    def wrap(self, data_key: bytes, context: bytes) -> tuple[str, bytes]:
+        return self.key_id, wrap_key(self.secret, data_key, context)
+
+    def unwrap(self, wrapped: bytes, context: bytes) -> bytes:
+        return unwrap_key(self.secret, wrapped, context)
 
 
 def key_id_of(secret: bytes) -> str:
     return "k-" + hmac.new(secret, b"catchup key id", hashlib.sha256).hexdigest()[:16]
 
 
-def generate_key_file(path: Path) -> Key:
+def generate_key_file(path: Path) -> FileKey:
     secret = os.urandom(32)
-    key = Key(key_id_of(secret), secret)
+    key = FileKey(key_id_of(secret), secret)
     document = {
         "catchup_key": 1,
         "key_id": key.key_id,
@@ -51,7 +80,7 @@ def generate_key_file(path: Path) -> Key:
     return key
 
 
-def load_key_file(path: Path, setting: str) -> Key:
+def load_key_file(path: Path, setting: str) -> FileKey:
     try:
         document = json.loads(path.read_text())
         secret = base64.b64decode(document["key"], validate=True)
@@ -70,20 +99,35 @@ def load_key_file(path: Path, setting: str) -> Key:
             f"{setting} = '{path}': the key does not match its key_id; the file "
             "is damaged, restore it from your key backup"
         )
-    return Key(claimed, secret)
+    return FileKey(claimed, secret)
 
 
 @dataclass(frozen=True)
 class Keyring:
-    """The active key (for new backups) and every older key (for restores)."""
+    """The active key (for new backups) and every key that may open older ones.
+
+    Key files open the backups whose key id they carry. A KMS, when configured,
+    opens any backup wrapped by one of its keys that the credentials may use.
+    """
 
     keys: tuple[Key, ...] = ()
+    kms: KmsKeys | None = None
 
     @classmethod
     def from_files(cls, paths: list[Path]) -> Keyring:
         return cls(
             tuple(load_key_file(p, f"encryption.key_files[{i}]") for i, p in enumerate(paths))
         )
+
+    @classmethod
+    def from_settings(cls, settings: EncryptionSettings) -> Keyring:
+        files = cls.from_files(settings.key_files).keys
+        if not settings.kms_key:
+            return cls(files)
+        from catchup.codec.kms import KmsService  # boto3 loads only when a KMS is used
+
+        kms = KmsService(settings.kms_region, settings.kms_endpoint)
+        return cls((kms.key(settings.kms_key), *files), kms)
 
     @property
     def active(self) -> Key | None:
@@ -93,8 +137,19 @@ class Keyring:
         for key in self.keys:
             if key.key_id == key_id:
                 return key
+        if key_id.startswith(KMS_PREFIX) and self.kms:
+            return self.kms.key(key_id.removeprefix(KMS_PREFIX))
         configured = ", ".join(k.key_id for k in self.keys) or "none"
+        advice = (
+            "set encryption.kms_key (and kms_region) so that catchup can reach that KMS"
+            if key_id.startswith(KMS_PREFIX)
+            else "add its key file to encryption.key_files"
+        )
         raise IntegrityError(
             f"{what} is encrypted with key {key_id}, which is not configured (configured: "
-            f"{configured}); add its key file to encryption.key_files"
+            f"{configured}); {advice}"
         )
+
+
+class KmsKeys(Protocol):
+    def key(self, key_id: str) -> Key: ...

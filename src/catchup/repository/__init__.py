@@ -221,5 +221,5 @@ class Repository:
 
 def open_repository(config: Config) -> Repository:
     """The repository a config names, with its store options and its keyring."""
-    keyring = Keyring.from_files(config.encryption.key_files)
+    keyring = Keyring.from_settings(config.encryption)
     return Repository(open_store(config.repository, config.storage), keyring)

@@ -19,10 +19,10 @@ from dataclasses import dataclass, field
 
 from pydantic import ValidationError
 
-from catchup.codec.encryption import ALGORITHM, DecryptionError, seal, unseal, unwrap_key, wrap_key
+from catchup.codec.encryption import ALGORITHM, DecryptionError, seal, unseal
 from catchup.codec.keys import Key, Keyring
 from catchup.errors import IntegrityError
-from catchup.repository.manifest import Manifest
+from catchup.repository.manifest import FORMAT_VERSION, Manifest
 
 FORMAT = "catchup-manifest"
 SEALED = b"catchup sealed manifest "
@@ -39,20 +39,19 @@ class BackupKeys:
 
     @classmethod
     def create(cls, key: Key, data_key: bytes, context: str) -> BackupKeys:
-        return cls(key.key_id, data_key, wrap_key(key.secret, data_key, context.encode()))
+        key_id, wrapped = key.wrap(data_key, context.encode())
+        return cls(key_id, data_key, wrapped)
 
     def describe(self) -> dict[str, object]:
         return {"algorithm": ALGORITHM, "key_id": self.key_id}
 
 
-def _canonical(manifest: Manifest) -> bytes:
-    return json.dumps(
-        manifest.model_dump(mode="json"), sort_keys=True, separators=(",", ":")
-    ).encode()
+def _canonical(fields: dict) -> bytes:
+    return json.dumps(fields, sort_keys=True, separators=(",", ":")).encode()
 
 
 def encode_manifest(manifest: Manifest, keys: BackupKeys | None, context: str) -> bytes:
-    body = _canonical(manifest)
+    body = _canonical(manifest.model_dump(mode="json"))
     if keys is None:
         document = {
             "format": FORMAT,
@@ -91,10 +90,8 @@ def decode_manifest(
         if "sealed_manifest" in document:
             envelope = document["encryption"]
             key = keyring.get(envelope["key_id"], f"backup {context}")
-            data_key = unwrap_key(
-                key.secret,
-                base64.b64decode(envelope["wrapped_data_key"], validate=True),
-                context.encode(),
+            data_key = key.unwrap(
+                base64.b64decode(envelope["wrapped_data_key"], validate=True), context.encode()
             )
             body = unseal(
                 data_key,
@@ -102,16 +99,25 @@ def decode_manifest(
                 SEALED + context.encode(),
                 "failed authentication: it was altered or damaged",
             )
-            return Manifest.model_validate_json(body), data_key
-        manifest = Manifest.model_validate(document["manifest"])
-        if hashlib.sha256(_canonical(manifest)).hexdigest() != document["sha256"]:
+            return _read_fields(json.loads(body), name), data_key
+        # The checksum covers the fields as stored, before any upgrade of an older format.
+        if hashlib.sha256(_canonical(document["manifest"])).hexdigest() != document["sha256"]:
             raise IntegrityError(
                 f"manifest {name} does not match its checksum: it was altered or damaged"
             )
-        return manifest, None
+        return _read_fields(document["manifest"], name), None
     except DecryptionError as exc:
         raise IntegrityError(f"manifest {name}: {exc}") from None
     except (ValueError, KeyError, TypeError, binascii.Error, ValidationError) as exc:
         raise IntegrityError(
             f"manifest {name} is unreadable ({type(exc).__name__}): it was altered or damaged"
         ) from None
+
+
+def _read_fields(fields: dict, name: str) -> Manifest:
+    if fields.get("format_version", 1) > FORMAT_VERSION:
+        raise IntegrityError(
+            f"manifest {name} has format {fields['format_version']}, newer than this "
+            f"catchup reads ({FORMAT_VERSION}); upgrade catchup to restore it"
+        )
+    return Manifest.model_validate(fields)

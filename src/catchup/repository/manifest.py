@@ -10,9 +10,9 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: file hashes are "<algorithm>:<hex>", BLAKE3 for new backups
 Kind = Literal["bootstrap", "catchup"]
 
 
@@ -23,10 +23,19 @@ class Model(BaseModel):
 class FileEntry(Model):
     path: str  # relative to the data dir, '/'-separated
     size: int
-    sha256: str  # of the plaintext
+    hash: str = Field(pattern=r"^(blake3|sha256):[0-9a-f]{64}$")  # of the plaintext
     object: str  # key relative to the backup's prefix
     stored_size: int
     mode: int
+
+    @model_validator(mode="before")
+    @classmethod
+    def upgrade_format_1(cls, data: object) -> object:
+        """Format 1 stored a bare sha256."""
+        if isinstance(data, dict) and "sha256" in data:
+            data = {**data, "hash": f"sha256:{data['sha256']}"}
+            del data["sha256"]
+        return data
 
 
 class SourceInfo(Model):

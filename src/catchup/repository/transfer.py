@@ -70,14 +70,17 @@ def upload_files(
         return FileEntry(
             path=rel,
             size=encoded.size,
-            sha256=encoded.sha256,
+            hash=encoded.digest,
             object=key,
             stored_size=encoded.stored_size,
             mode=mode,
         )
 
-    tasks = [(i, rel, mode) for i, (rel, _, mode) in enumerate(listing.files)]
-    return run_parallel(upload, tasks, jobs)
+    # Largest first, so that no big file is left running alone at the end.
+    order = sorted(range(len(listing.files)), key=lambda i: -listing.files[i][1])
+    tasks = [(i, listing.files[i][0], listing.files[i][2]) for i in order]
+    entries = run_parallel(upload, tasks, jobs)
+    return [entry for _, entry in sorted(zip(order, entries, strict=True))]
 
 
 def download_files(
@@ -99,7 +102,7 @@ def download_files(
         name = prefix + entry.object
         path = target / entry.path if target else None
         with store.reader(name) as source, open(path or os.devnull, "wb") as sink:
-            written = decode(ProgressReader(source, progress), sink, entry.sha256, name, encryptor)
+            written = decode(ProgressReader(source, progress), sink, entry.hash, name, encryptor)
         if written != entry.size:
             raise IntegrityError(f"stored object {name}: its size differs from the manifest's")
         if path:
@@ -146,3 +149,9 @@ class ProgressReader:
         if self.progress and data:
             self.progress(len(data))
         return data
+
+    def readinto(self, buffer: bytearray) -> int:
+        count = self.stream.readinto(buffer)  # type: ignore[attr-defined]
+        if self.progress and count:
+            self.progress(count)
+        return count

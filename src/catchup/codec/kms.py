@@ -1,0 +1,96 @@
+"""Key-encryption keys held in AWS KMS, or any service that speaks its API.
+
+The data key of each backup goes to KMS `Encrypt` and is stored only as the
+ciphertext KMS returns; KMS never hands out its key, and logs every `Decrypt`.
+The backup's prefix is the encryption context, so a wrapped data key cannot be
+replayed into another backup. The manifest records the key's ARN as KMS
+resolved it, so a backup still opens after an alias is pointed elsewhere.
+Credentials come from the standard AWS chain (environment, profile, instance
+or web identity), never from catchup's config.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import boto3
+from botocore.config import Config as BotoConfig
+from botocore.exceptions import BotoCoreError, ClientError
+
+from catchup.codec.encryption import DecryptionError
+from catchup.codec.keys import KMS_PREFIX
+from catchup.errors import CatchupError
+
+CONTEXT_KEY = "catchup-backup"
+WRONG_KEY = ("InvalidCiphertextException", "IncorrectKeyException")
+
+
+class KmsError(CatchupError):
+    """KMS refused or could not be reached."""
+
+
+class KmsService:
+    def __init__(self, region: str | None, endpoint: str | None) -> None:
+        self.where = f"KMS at {endpoint or region or 'the default region'}"
+        try:
+            self.client = boto3.client(
+                "kms",
+                region_name=region,
+                endpoint_url=endpoint,
+                config=BotoConfig(
+                    retries={"mode": "standard", "max_attempts": 5},
+                    connect_timeout=10,
+                    read_timeout=30,
+                ),
+            )
+        except BotoCoreError as exc:
+            raise KmsError(f"{self.where}: {exc}; set encryption.kms_region") from None
+
+    def key(self, key_id: str) -> KmsKey:
+        return KmsKey(KMS_PREFIX + key_id, key_id, self)
+
+    def call(self, key_id: str, action: str, **arguments: object) -> dict:
+        try:
+            return getattr(self.client, action)(**arguments)
+        except ClientError as exc:
+            error = exc.response.get("Error", {})
+            code = error.get("Code", "error")
+            if code in WRONG_KEY or (action == "decrypt" and code == "AccessDeniedException"):
+                raise DecryptionError(
+                    f"the wrapped data key does not open with KMS key {key_id} ({code}): wrong "
+                    "key, or the manifest was altered"
+                ) from None
+            message = error.get("Message") or "no message"
+            raise KmsError(
+                f"{self.where}: {action} with key {key_id} was refused ({code}: {message}); "
+                "check encryption.kms_key and that the credentials may use it"
+            ) from None
+        except BotoCoreError as exc:
+            raise KmsError(f"{self.where}: {action} with key {key_id} failed: {exc}") from None
+
+
+@dataclass(frozen=True)
+class KmsKey:
+    key_id: str  # "kms:" and the key as configured or as recorded in a manifest
+    kms_key_id: str
+    service: KmsService = field(repr=False, compare=False)
+
+    def wrap(self, data_key: bytes, context: bytes) -> tuple[str, bytes]:
+        answer = self.service.call(
+            self.kms_key_id,
+            "encrypt",
+            KeyId=self.kms_key_id,
+            Plaintext=data_key,
+            EncryptionContext={CONTEXT_KEY: context.decode()},
+        )
+        return KMS_PREFIX + answer["KeyId"], answer["CiphertextBlob"]
+
+    def unwrap(self, wrapped: bytes, context: bytes) -> bytes:
+        answer = self.service.call(
+            self.kms_key_id,
+            "decrypt",
+            KeyId=self.kms_key_id,
+            CiphertextBlob=wrapped,
+            EncryptionContext={CONTEXT_KEY: context.decode()},
+        )
+        return answer["Plaintext"]
