@@ -73,7 +73,7 @@ def test_pipeline_hides_plaintext_and_restores_it():
     encoded = encode(io.BytesIO(data), sink, CodecSettings(1), Encryptor(key), "obj")
     assert MARKER not in sink.getvalue()
     out = io.BytesIO()
-    decode(io.BytesIO(sink.getvalue()), out, encoded.digest, "obj", Encryptor(key))
+    decode(io.BytesIO(sink.getvalue()), out, encoded.digest, encoded.size, "obj", Encryptor(key))
     assert out.getvalue() == data
 
 
@@ -167,3 +167,15 @@ def test_flipped_byte_in_an_encrypted_backup_names_the_object(tmp_path, victim):
     with pytest.raises(IntegrityError) as caught:
         fresh.check_objects(fresh.find("ks", "0", manifest.backup_id), jobs=2)
     assert (entry.object if victim == "object" else "manifest.json") in str(caught.value)
+
+
+def test_an_unencrypted_object_that_inflates_past_its_size_is_stopped():
+    """Without encryption nothing authenticates an object: a small object that
+    decompresses to far more than its manifest says must not fill the disk."""
+    bomb = io.BytesIO()
+    encoded = encode(io.BytesIO(bytes(64 << 20)), bomb, CodecSettings(1))
+    assert encoded.stored_size < 64 << 10
+    out = io.BytesIO()
+    with pytest.raises(IntegrityError, match="decompresses to more than the manifest's 1000"):
+        decode(io.BytesIO(bomb.getvalue()), out, encoded.digest, 1000, "obj")
+    assert len(out.getvalue()) <= 1000

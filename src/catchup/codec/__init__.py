@@ -47,17 +47,33 @@ class Encoded:
 
 
 class _CountingWriter:
-    """Counts the bytes passed through to `sink`, hashing them if given a hasher."""
+    """Counts the bytes passed through to `sink`; hashes them and refuses more
+    than `limit` of them when asked to."""
 
-    def __init__(self, sink: BinaryIO, hasher: Hasher | None = None) -> None:
+    def __init__(
+        self,
+        sink: BinaryIO,
+        hasher: Hasher | None = None,
+        limit: int | None = None,
+        name: str = "",
+    ) -> None:
         self.sink = sink
         self.hasher = hasher
+        self.limit = limit
+        self.name = name
         self.count = 0
 
     def write(self, data: bytes | memoryview) -> int:
         if self.hasher:
             self.hasher.update(data)
         self.count += len(data)
+        if self.limit is not None and self.count > self.limit:
+            # An unencrypted object is not authenticated: stop one that inflates
+            # beyond its manifest size before it fills the disk.
+            raise IntegrityError(
+                f"stored object {self.name} decompresses to more than the manifest's "
+                f"{self.limit} bytes; the backup is damaged"
+            )
         return self.sink.write(data)
 
     def flush(self) -> None:
@@ -98,13 +114,14 @@ def decode(
     source: BinaryIO,
     sink: BinaryIO,
     expected: str,
+    expected_size: int,
     name: str,
     encryptor: Encryptor | None = None,
-) -> int:
-    """Decrypt and decompress `source` into `sink`; refuse it unless its hash is as
-    expected ("<algorithm>:<hex>"). Returns the plaintext size."""
+) -> None:
+    """Decrypt and decompress `source` into `sink`; refuse it unless its hash
+    ("<algorithm>:<hex>") and size are as expected."""
     algorithm, _, expected_hex = expected.partition(":")
-    plain = _CountingWriter(sink, HASHES[algorithm]())
+    plain = _CountingWriter(sink, HASHES[algorithm](), expected_size, name)
     pieces: Iterable[bytes] = (
         encryptor.open(source, name) if encryptor else iter(lambda: source.read(CHUNK), b"")
     )
@@ -121,4 +138,5 @@ def decode(
             f"stored object {name} does not match its manifest hash ({algorithm} "
             f"{actual[:16]}… ≠ {expected_hex[:16]}…); the backup is damaged"
         )
-    return plain.count
+    if plain.count != expected_size:
+        raise IntegrityError(f"stored object {name}: its size differs from the manifest's")

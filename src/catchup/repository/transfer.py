@@ -15,7 +15,6 @@ from typing import TypeVar
 
 from catchup.codec import CodecSettings, decode, encode
 from catchup.codec.encryption import Encryptor
-from catchup.errors import IntegrityError
 from catchup.repository.layout import object_key
 from catchup.repository.manifest import FileEntry
 from catchup.storage import Store
@@ -102,9 +101,7 @@ def download_files(
         name = prefix + entry.object
         path = target / entry.path if target else None
         with store.reader(name) as source, open(path or os.devnull, "wb") as sink:
-            written = decode(ProgressReader(source, progress), sink, entry.hash, name, encryptor)
-        if written != entry.size:
-            raise IntegrityError(f"stored object {name}: its size differs from the manifest's")
+            decode(ProgressReader(source, progress), sink, entry.hash, entry.size, name, encryptor)
         if path:
             os.chmod(path, entry.mode)
 
