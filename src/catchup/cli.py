@@ -520,11 +520,10 @@ def check_repository(repository: Repository) -> Finding:
         return Finding("repository", False, str(exc))
     active = repository.keyring.active
     encryption = f"new backups encrypted with {active.key_id}" if active else "not encrypted"
-    if active:
-        try:  # a KMS that refuses would otherwise fail the next cycle
-            active.wrap(bytes(32), b"catchup check")
-        except CatchupError as exc:
-            return Finding("repository", False, f"{repository.url}: {exc}")
+    try:
+        repository.check_encryption()
+    except CatchupError as exc:
+        return Finding("repository", False, f"{repository.url}: {exc}")
     return Finding(
         "repository", True, f"{repository.url}: {len(backups)} complete backups; {encryption}"
     )

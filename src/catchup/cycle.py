@@ -128,6 +128,7 @@ def precheck(
     reporter: Reporter,
 ) -> Plan:
     """Decide between catching up the newest backup and bootstrapping a new chain."""
+    repository.check_encryption()  # before the catch-up, not after it
     latest = repository.latest(shard.keyspace, shard.shard)
     if latest is None:
         return Plan(None, None)

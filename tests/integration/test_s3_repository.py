@@ -285,6 +285,12 @@ def test_kms_wraps_data_keys_rotates_and_refuses_clearly(fleet, moto_port, short
         failed_check = run_cli("check", "--json", "-c", config)
         assert failed_check.returncode == 1, failed_check.stdout
         assert f"KMS at http://127.0.0.1:{other}" in failed_check.stdout
+        # A cycle finds out in its precheck, before it provisions anything.
+        refused_cycle = run_cli("backup", "--all", "-c", config)
+        assert refused_cycle.returncode == 1, refused_cycle.stdout
+        assert f"KMS at http://127.0.0.1:{other}" in refused_cycle.stdout
+        assert "step=precheck" in refused_cycle.stderr
+        assert "step=provision" not in refused_cycle.stderr and not fleet.instance_dirs()
         assert "Traceback" not in foreign.stderr + failed_check.stderr
 
     # A manifest altered to name another key of the same KMS is refused.

@@ -55,6 +55,11 @@ class Repository:
 
     # --- catalog -------------------------------------------------------------
 
+    def check_encryption(self) -> None:
+        """Raise now if the active key cannot wrap a data key (a KMS that refuses, say)."""
+        if self.keyring.active:
+            self.keyring.active.wrap(bytes(32), b"catchup key check")
+
     def backups(self, keyspace: str | None = None, shard: str | None = None) -> list[Manifest]:
         """Complete backups, oldest first, optionally of one shard."""
         prefix = shard_prefix(keyspace, shard) if keyspace and shard else ""
