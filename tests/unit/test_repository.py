@@ -14,6 +14,7 @@ from catchup.codec import CodecSettings
 from catchup.errors import IntegrityError, NotFoundError
 from catchup.fleet.prune import prune
 from catchup.repository import Manifest, Repository
+from catchup.repository.envelope import _canonical
 from catchup.repository.layout import BACKUP_ID, new_backup_id
 from catchup.repository.manifest import SourceInfo
 from catchup.repository.retention import expired_backups
@@ -196,8 +197,7 @@ def rewrite_plain_manifest(repo_dir: Path, manifest: Manifest, change) -> None:
     path = repo_dir / "ks" / "0" / manifest.backup_id / "manifest.json"
     document = json.loads(path.read_text())
     change(document["manifest"])
-    body = json.dumps(document["manifest"], sort_keys=True, separators=(",", ":")).encode()
-    document["sha256"] = hashlib.sha256(body).hexdigest()
+    document["sha256"] = hashlib.sha256(_canonical(document["manifest"])).hexdigest()
     path.write_text(json.dumps(document))
 
 

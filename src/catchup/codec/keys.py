@@ -23,6 +23,7 @@ from catchup.codec.encryption import unwrap_key, wrap_key
 from catchup.errors import ConfigError, IntegrityError
 
 if TYPE_CHECKING:
+    from catchup.codec.kms import KmsService
     from catchup.config import EncryptionSettings
 
 KMS_PREFIX = "kms:"
@@ -111,7 +112,7 @@ class Keyring:
     """
 
     keys: tuple[Key, ...] = ()
-    kms: KmsKeys | None = None
+    kms: KmsService | None = None
 
     @classmethod
     def from_files(cls, paths: list[Path]) -> Keyring:
@@ -149,7 +150,3 @@ class Keyring:
             f"{what} is encrypted with key {key_id}, which is not configured (configured: "
             f"{configured}); {advice}"
         )
-
-
-class KmsKeys(Protocol):
-    def key(self, key_id: str) -> Key: ...

@@ -76,21 +76,17 @@ class KmsKey:
     service: KmsService = field(repr=False, compare=False)
 
     def wrap(self, data_key: bytes, context: bytes) -> tuple[str, bytes]:
-        answer = self.service.call(
-            self.kms_key_id,
-            "encrypt",
-            KeyId=self.kms_key_id,
-            Plaintext=data_key,
-            EncryptionContext={CONTEXT_KEY: context.decode()},
-        )
+        answer = self._ask("encrypt", context, Plaintext=data_key)
         return KMS_PREFIX + answer["KeyId"], answer["CiphertextBlob"]
 
     def unwrap(self, wrapped: bytes, context: bytes) -> bytes:
-        answer = self.service.call(
+        return self._ask("decrypt", context, CiphertextBlob=wrapped)["Plaintext"]
+
+    def _ask(self, action: str, context: bytes, **arguments: object) -> dict:
+        return self.service.call(
             self.kms_key_id,
-            "decrypt",
+            action,
             KeyId=self.kms_key_id,
-            CiphertextBlob=wrapped,
             EncryptionContext={CONTEXT_KEY: context.decode()},
+            **arguments,
         )
-        return answer["Plaintext"]

@@ -67,24 +67,16 @@ class PostgresSandbox:
     def start(self) -> None:
         fresh = not self.server.files.data_dir.exists()
         if fresh and self.replica_of:
-            self._clone_primary(self.replica_of)
+            primary = self.replica_of.server
+            # A streaming standby: pg_basebackup -R writes its primary_conninfo.
+            self._create_data_dir(
+                "pg_basebackup",
+                *("-h", str(primary.files.sockets), "-p", str(primary.port), "-U", "postgres"),
+                *("-X", "stream", "-R", "--no-sync", "-c", "fast"),
+            )
         elif fresh:
-            self.root.mkdir(parents=True, exist_ok=True)
-            give_to_server_user(self.root)
-            subprocess.run(
-                [
-                    *self.server.tool("initdb"),
-                    "-D",
-                    str(self.server.files.data_dir),
-                    "-U",
-                    "postgres",
-                    "--auth=trust",
-                    "-E",
-                    "UTF8",
-                    "--no-sync",
-                ],
-                check=True,
-                capture_output=True,
+            self._create_data_dir(
+                "initdb", "-U", "postgres", "--auth=trust", "-E", "UTF8", "--no-sync"
             )
         self.server.write_config({})
         self.server.start()
@@ -97,28 +89,11 @@ class PostgresSandbox:
                 for grant in SOURCE_GRANTS[1:]:
                     conn.execute(grant)
 
-    def _clone_primary(self, primary: PostgresSandbox) -> None:
-        """A streaming standby of `primary` (pg_basebackup -R writes its primary_conninfo)."""
+    def _create_data_dir(self, tool: str, *arguments: str) -> None:
         self.root.mkdir(parents=True, exist_ok=True)
         give_to_server_user(self.root)
         subprocess.run(
-            [
-                *self.server.tool("pg_basebackup"),
-                "-h",
-                str(primary.server.files.sockets),
-                "-p",
-                str(primary.port),
-                "-U",
-                "postgres",
-                "-D",
-                str(self.server.files.data_dir),
-                "-X",
-                "stream",
-                "-R",
-                "--no-sync",
-                "-c",
-                "fast",
-            ],
+            [*self.server.tool(tool), *arguments, "-D", str(self.server.files.data_dir)],
             check=True,
             capture_output=True,
         )
