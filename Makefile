@@ -4,9 +4,15 @@
 PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
-APT_PACKAGES := mariadb-server mariadb-backup mariadb-client postgresql zstd util-linux nodejs npm
-# Binaries whose absence means the Debian packages above must be installed.
-NEEDED_BINARIES := mariadbd mariadb-install-db mariadb-dump mariadb zstd setpriv node npm
+# BINARY=PACKAGE: a Debian package is installed only when its binary is missing
+# (tools/install-missing), so a machine that has a tool from elsewhere, such as
+# Node.js from NodeSource with its own npm, is left as it is.
+DEMO_PACKAGES := mariadbd=mariadb-server mariadb-install-db=mariadb-server \
+  mariadb=mariadb-client mariadb-dump=mariadb-client \
+  '/usr/lib/postgresql/*/bin/postgres=postgresql' \
+  '/usr/lib/postgresql/*/bin/pg_basebackup=postgresql' zstd=zstd setpriv=util-linux
+# The tests also start Azurite (Node.js) and load the status page in Chromium.
+TEST_PACKAGES := node=nodejs npm=npm chromium=chromium
 # Servers the tests start on loopback that come from npm (Azurite), pinned by tools/package-lock.json.
 TOOLS := tools/node_modules/.installed
 
@@ -25,24 +31,13 @@ lint: deps
 deps: system-deps venv
 
 system-deps:
-	@missing=""; for b in $(NEEDED_BINARIES); do \
-	  PATH="$$PATH:/usr/sbin:/sbin" command -v $$b >/dev/null 2>&1 || missing="$$missing $$b"; done; \
-	ls /usr/lib/postgresql/*/bin/pg_basebackup >/dev/null 2>&1 || missing="$$missing postgresql"; \
-	if [ -n "$$missing" ]; then \
-	  echo "installing Debian packages (missing:$$missing)"; \
-	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
-	  $$SUDO apt-get update -qq && \
-	  DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends $(APT_PACKAGES); \
-	fi
+	@sh tools/install-missing $(DEMO_PACKAGES)
 
 venv: $(VENV)/.installed
 
-test-tools: system-deps $(TOOLS)
-	@command -v chromium >/dev/null 2>&1 || { \
-	  echo "installing Debian's chromium (the status page test loads it headless)"; \
-	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
-	  $$SUDO apt-get update -qq && \
-	  DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends chromium; }
+test-tools: system-deps
+	@sh tools/install-missing $(TEST_PACKAGES)
+	@$(MAKE) --no-print-directory $(TOOLS)
 
 $(TOOLS): tools/package.json tools/package-lock.json
 	npm ci --prefix tools --no-audit --no-fund --loglevel=error
@@ -57,10 +52,7 @@ $(VENV)/.installed: requirements.lock pyproject.toml
 # What a backup costs the source, against mariadb-dump, mydumper and mariadb-backup
 # (docs/benchmarks.md); about 15 minutes at the default 2 GB.
 bench-source-impact: deps
-	@command -v mydumper >/dev/null 2>&1 || { \
-	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
-	  $$SUDO apt-get update -qq && \
-	  DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends mydumper; }
+	@sh tools/install-missing mydumper=mydumper mariadb-backup=mariadb-backup
 	$(BIN)/python bench/source_impact.py $(ARGS)
 
 clean:
