@@ -1,5 +1,7 @@
-"""`catchup serve` with daemon.tls_cert/tls_key: the real daemon serves its API over
-HTTPS with a certificate signed by a CA made here, and refuses plain HTTP on that port."""
+"""`catchup serve` as a real process, without database servers: with daemon.tls_cert and
+tls_key it serves its API over HTTPS with a certificate signed by a CA made here and
+refuses plain HTTP on that port; with the Kubernetes executor it starts without the
+source password, which only the cycle Jobs use."""
 
 from __future__ import annotations
 
@@ -92,7 +94,8 @@ ENV = {"CATCHUP_API_TOKEN": TOKEN, "TLS_TEST_PW": "unused"}
 
 
 @contextmanager
-def serving(config: Path, ca: Path) -> Iterator[tuple[int, httpx.Client]]:
+def serving(config: Path, ca: Path | None) -> Iterator[tuple[int, httpx.Client]]:
+    """The daemon on a free port, over HTTPS trusting `ca`, or plain HTTP without one."""
     port = free_port()
     process = subprocess.Popen(
         [sys.executable, "-m", "catchup", "serve", "-c", str(config), "--listen",
@@ -100,8 +103,11 @@ def serving(config: Path, ca: Path) -> Iterator[tuple[int, httpx.Client]]:
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
         env={**os.environ, **ENV}, cwd=REPO,
     )  # fmt: skip
-    trust = ssl.create_default_context(cafile=str(ca))
-    client = httpx.Client(base_url=f"https://127.0.0.1:{port}", verify=trust, timeout=10)
+    if ca is None:
+        client = httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=10)
+    else:
+        trust = ssl.create_default_context(cafile=str(ca))
+        client = httpx.Client(base_url=f"https://127.0.0.1:{port}", verify=trust, timeout=10)
     try:
         deadline = time.monotonic() + 30
         while True:
@@ -174,3 +180,29 @@ def test_a_certificate_without_its_key_is_a_config_error(tmp_path, tls_files):
     result = run_cli("serve", "-c", str(config), env=ENV)
     assert result.returncode == 2
     assert "tls_cert and tls_key go together" in result.stderr
+
+
+def test_with_the_kubernetes_executor_the_daemon_needs_no_source_password(tmp_path):
+    """The daemon only creates Jobs; their pods read the password. The shipped Deployment
+    does not mount it (tests/unit/test_deploy.py), so the daemon must start without it."""
+    kubeconfig = tmp_path / "kubeconfig"
+    kubeconfig.write_text(  # never dialled: nothing is scheduled or triggered here
+        "apiVersion: v1\nkind: Config\ncurrent-context: c\n"
+        "clusters:\n- name: c\n  cluster:\n    server: https://127.0.0.1:1\n"
+        "users:\n- name: u\n  user:\n    token: unused\n"
+        "contexts:\n- name: c\n  context:\n    cluster: c\n    user: u\n"
+    )
+    config = tmp_path / "catchup.toml"
+    config.write_text(
+        f'repository = "{tmp_path / "repo"}"\nwork_dir = "{tmp_path / "work"}"\n'
+        f'[credentials]\npassword_file = "{tmp_path / "not-mounted-here"}"\n'
+        f'[executor]\nkind = "kubernetes"\n[kubernetes]\nkubeconfig = "{kubeconfig}"\n'
+        '[[shards]]\nkeyspace = "ks"\nshard = "0"\nsource = "127.0.0.1:1"\n'
+    )
+    with serving(config, None) as (_, client):
+        assert client.get("/api/shards", headers=AUTH).json()[0]["shard"] == "ks/0"
+    # The local executor logs in itself: there, a missing password stops it at once.
+    config.write_text(config.read_text().replace('kind = "kubernetes"', 'kind = "local"'))
+    result = run_cli("serve", "-c", str(config), env=ENV)
+    assert result.returncode == 2
+    assert "credentials.password_file" in result.stderr and "cannot be read" in result.stderr
