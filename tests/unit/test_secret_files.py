@@ -105,6 +105,24 @@ def test_root_may_hand_a_secret_to_the_readers_group_as_a_kubernetes_secret_volu
         check_private(stat_of(0o440, 0), Path("/s/token"), "daemon.token_file")
 
 
+def test_a_kubernetes_secret_volume_layout_is_accepted(tmp_path, monkeypatch):
+    """What the kubelet writes for a Secret with an fsGroup: the file behind two symlinks
+    (token -> ..data/token, ..data -> ..<timestamp>), owned by root, mode 0440."""
+    if os.geteuid() != 0:
+        pytest.skip("only root can make a root-owned file here")
+    version = tmp_path / "..2026_12_03_05_00_00.000000001"
+    version.mkdir()
+    secret(version / "token", TOKEN, 0o440)
+    os.chown(version / "token", 0, 10001)
+    (tmp_path / "..data").symlink_to(version.name)
+    (tmp_path / "token").symlink_to("..data/token")
+    monkeypatch.setattr(os, "geteuid", lambda: 10001)  # the pod's user reads it
+    assert read_token(tmp_path / "token").get_secret_value() == TOKEN
+    (version / "token").chmod(0o444)  # defaultMode 0444 or 0644: world-readable
+    with pytest.raises(ConfigError, match=f"'{tmp_path / 'token'}': mode 0444 lets other users"):
+        read_token(tmp_path / "token")
+
+
 def test_keygen_creates_the_key_file_0600_whatever_the_umask(tmp_path):
     previous = os.umask(0)
     try:
