@@ -1,5 +1,5 @@
 """The real `catchup` command: --version, -c before or after the command, and failure
-lines that start with their shard, once."""
+lines that start with their shard, once (the daemon's too)."""
 
 from __future__ import annotations
 
@@ -9,6 +9,11 @@ from pathlib import Path
 import pytest
 
 from catchup import __version__
+from catchup.cancel import CancelToken
+from catchup.config import load_config
+from catchup.cycle import LogReporter
+from catchup.daemon.executor import LocalExecutor
+from catchup.repository import open_repository
 from tests.conftest import run_cli
 
 
@@ -87,3 +92,20 @@ def test_every_failure_line_starts_with_its_shard_once(tmp_path, case, names_its
         assert any(": source 127.0.0.1:1 is unreachable" in line for line in printed)
     else:
         assert all(": unexpected NotADirectoryError" in line for line in printed)
+
+
+def test_the_daemons_failure_lines_start_with_their_shard_once(tmp_path, monkeypatch):
+    """The daemon's executor adds how many attempts failed, after the shard."""
+    monkeypatch.setenv("CLI_TEST_PW", "unused")
+    config_file = write_config(tmp_path)
+    config_file.write_text(
+        config_file.read_text() + "[executor]\nretries = 1\nretry_delay_seconds = 0\n"
+    )
+    config = load_config(config_file)
+    executor = LocalExecutor(config, open_repository(config))
+    for shard in config.shards:
+        result = executor.run_cycle(shard, "run-1", False, LogReporter(), CancelToken())
+        assert result.error and result.error.startswith(
+            f"shard {shard.name}: failed after 2 attempts: source 127.0.0.1:1 is unreachable"
+        ), result.error
+        assert result.error.count(shard.name) == 1, result.error

@@ -31,9 +31,14 @@ RESULT_PREFIX = "CATCHUP_RESULT "
 def shard_message(shard: str, error: Exception | str) -> str:
     """`error` as a line that starts with its shard, once: many errors name it already."""
     text = str(error)
-    if text.startswith((f"shard {shard}:", f"shard {shard} ")):
+    if text.startswith(f"shard {shard} "):  # e.g. "shard X is already being backed up"
         return text
-    return f"shard {shard}: {text}"
+    return f"shard {shard}: {shard_reason(shard, text)}"
+
+
+def shard_reason(shard: str, error: Exception | str) -> str:
+    """`error` without its leading "shard X: ", to be wrapped in a message of its own."""
+    return str(error).removeprefix(f"shard {shard}: ")
 
 
 @dataclass
