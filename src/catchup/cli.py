@@ -18,6 +18,7 @@ from typing import Annotated, Any, TypeVar
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import (
     BarColumn,
     Progress,
@@ -62,9 +63,25 @@ app = typer.Typer(
 out = Console(highlight=False, width=None if sys.stdout.isatty() else 200)
 err = Console(stderr=True, highlight=False, soft_wrap=True)
 
+CONFIG_HELP = "Config file (default: $CATCHUP_CONFIG, else ./catchup.toml)."
+
+
+def global_config(ctx: typer.Context, value: Path | None) -> Path | None:
+    """A command's -c, or the one given before the command (`catchup -c FILE backup`).
+
+    $CATCHUP_CONFIG is read by load_config, after both, so an explicit -c wins over it.
+    """
+    before = ctx.find_root().params.get("config_path")
+    if value is not None and before is not None and value != before:
+        raise typer.BadParameter(
+            f"given twice, as {before} before the command and {value} after it; give it once"
+        )
+    return value if value is not None else before
+
+
 ConfigOption = Annotated[
     Path | None,
-    typer.Option("--config", "-c", envvar="CATCHUP_CONFIG", help="Config file (catchup.toml)."),
+    typer.Option("--config", "-c", help=CONFIG_HELP, callback=global_config),
 ]
 JsonOption = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON.")]
 
@@ -86,17 +103,27 @@ def user_errors(func: F) -> F:
     return wrapper  # type: ignore[return-value]
 
 
+def print_version(value: bool) -> None:
+    # Eager: runs while the options are parsed, before a missing command is an error.
+    if value:
+        out.print(__version__)
+        raise typer.Exit()
+
+
 @app.callback()
 def main_options(
     log_format: Annotated[
         str, typer.Option("--log-format", help="Log lines as 'text' or 'json'.")
     ] = "text",
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Debug logging.")] = False,
-    version: Annotated[bool, typer.Option("--version", help="Print the version.")] = False,
+    config_path: Annotated[
+        Path | None, typer.Option("--config", "-c", help=CONFIG_HELP + " Or after the command.")
+    ] = None,
+    version: Annotated[
+        bool,
+        typer.Option("--version", help="Print the version.", is_eager=True, callback=print_version),
+    ] = False,
 ) -> None:
-    if version:
-        out.print(__version__)
-        raise typer.Exit()
     if log_format not in ("text", "json"):
         err.print(f"error: --log-format {log_format!r} is not 'text' or 'json'; pick one")
         raise typer.Exit(ExitCode.USAGE)
@@ -277,8 +304,8 @@ def print_backup_summary(results: list[ShardResult]) -> None:
     for r in results:
         if r.rebootstrap_reason:
             out.print(f"[yellow]re-bootstrapped[/yellow] {r.shard}: {r.rebootstrap_reason}")
-        if r.error:
-            out.print(f"[red]failed[/red] {r.shard}: {r.error}")
+        if r.error:  # it starts with the shard; markup-escaped, as errors quote anything
+            out.print(escape(r.error), style="red")
     failed = sum(not r.ok for r in results)
     out.print(f"{len(results) - failed} of {len(results)} shards backed up")
 
@@ -574,7 +601,8 @@ def serve(
     """Run the daemon: schedules, HTTP API, /metrics and a status page."""
     config = load_config(config_path)
     config = with_daemon_overrides(config, listen, on_terminate)
-    config.require_passwords(config.shards)
+    if config.executor.kind == "local":  # else the Jobs' pods log in, and read the password
+        config.require_passwords(config.shards)
     serve_daemon(config, open_repo(config), config.daemon.on_terminate, announce_url)
 
 

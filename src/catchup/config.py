@@ -26,6 +26,7 @@ from pydantic import (
 )
 
 from catchup.errors import ConfigError
+from catchup.files import read_private
 
 CONFIG_ENV = "CATCHUP_CONFIG"
 # Safe as one path segment everywhere; Vitess-style key ranges ("-80", "80-") included.
@@ -70,7 +71,8 @@ class Credentials(Strict):
             return SecretStr(value)
         if self.password_file:
             try:
-                return SecretStr(self.password_file.read_text().rstrip("\r\n"))
+                text = read_private(self.password_file, "credentials.password_file")
+                return SecretStr(text.rstrip("\r\n"))
             except OSError as exc:
                 raise ConfigError(
                     f"credentials.password_file = '{self.password_file}': cannot be read "
@@ -236,6 +238,8 @@ class DaemonSettings(Strict):
     max_concurrent: Annotated[int | None, Field(ge=1, le=256)] = None  # default: parallel
     on_terminate: Literal["finish", "abandon"] = "finish"  # running cycles on SIGTERM
     history: Annotated[int, Field(ge=1, le=1000)] = 30  # cycles kept per shard for the page
+    tls_cert: Path | None = None  # PEM certificate (chain) the API serves HTTPS with
+    tls_key: Path | None = None  # its private key (PEM), 0600 or root-owned 0640
 
     @field_validator("listen")
     @classmethod
@@ -245,11 +249,30 @@ class DaemonSettings(Strict):
             raise ValueError('must be host:port, e.g. "127.0.0.1:8420" (port 0: any free one)')
         return value
 
+    @model_validator(mode="after")
+    def _tls_pair(self) -> DaemonSettings:
+        if (self.tls_cert is None) != (self.tls_key is None):
+            raise ValueError("tls_cert and tls_key go together: set both for HTTPS, or neither")
+        return self
+
+    def tls_files(self) -> tuple[Path, Path] | None:
+        """The certificate and key to serve HTTPS with, the key's mode checked now."""
+        if self.tls_cert is None or self.tls_key is None:
+            return None
+        try:
+            read_private(self.tls_key, "daemon.tls_key")
+        except OSError as exc:
+            raise ConfigError(
+                f"daemon.tls_key = '{self.tls_key}': cannot be read ({exc.strerror}); "
+                "fix the path or the file's owner"
+            ) from None
+        return self.tls_cert, self.tls_key
+
     def token(self) -> SecretStr:
         """The API token, read now so a missing one stops the daemon before it listens."""
         if self.token_file:
             try:
-                value = self.token_file.read_text().strip()
+                value = read_private(self.token_file, "daemon.token_file").strip()
             except OSError as exc:
                 raise ConfigError(
                     f"daemon.token_file = '{self.token_file}': cannot be read ({exc.strerror}); "

@@ -349,11 +349,15 @@ class FakeCluster:
                 config_dirs.append(directory)
             elif "secret" in volume:
                 files = self.secrets[volume["secret"]["secretName"]]
+            # As the kubelet does: a volume's files belong to root; with an fsGroup, their
+            # group is the fsGroup, which may read them (Secrets: at least 0440).
+            fs_group = spec["securityContext"].get("fsGroup")
+            default_mode = volume.get("secret", {}).get("defaultMode", 0o644)
             for key, value in files.items():
                 (directory / key).write_text(value)
-                (directory / key).chmod(volume.get("secret", {}).get("defaultMode", 0o644))
-            for path in [directory, *directory.iterdir()]:
-                os.chown(path, uid, uid)
+                (directory / key).chmod(default_mode | (0o440 if fs_group is not None else 0))
+                os.chown(directory / key, 0, fs_group if fs_group is not None else 0)
+            os.chown(directory, uid, uid)
             mounts[mount["mountPath"]] = directory
         pod.root.chmod(0o755)
         return mounts, config_dirs

@@ -177,6 +177,7 @@ def test_check_reports_privileges_and_coverage(fleet):
     source.execute("GRANT REPLICATION SLAVE ON *.* TO 'weak'@'%'")
     weak = fleet.root / "weak.password"
     weak.write_text("weakpw\n")
+    weak.chmod(0o600)  # catchup refuses a password file others can read
     text = fleet.config_path.read_text().replace(
         f'user = "catchup", password_file = "{source.password_file}"',
         f'user = "weak", password_file = "{weak}"',

@@ -13,8 +13,8 @@ import pytest
 import yaml
 from kubernetes import client
 
-from catchup.config import parse_config
-from catchup.daemon.kubernetes.job import CONFIG_FILE, UID
+from catchup.config import Config, parse_config
+from catchup.daemon.kubernetes.job import CONFIG_FILE, UID, cycle_job
 
 DEPLOY = Path(__file__).resolve().parents[2] / "deploy"
 MODELS = {
@@ -27,6 +27,7 @@ MODELS = {
     "Deployment": "V1Deployment",
     "Service": "V1Service",
     "CronJob": "V1CronJob",
+    "NetworkPolicy": "V1NetworkPolicy",
 }
 
 
@@ -87,3 +88,131 @@ def test_the_systemd_unit_runs_the_daemon_as_an_unprivileged_user():
     unit = (DEPLOY / "systemd" / "catchup.service").read_text()
     assert "ExecStart=/opt/catchup/venv/bin/catchup --log-format json serve" in unit
     assert "User=catchup" in unit and "NoNewPrivileges=yes" in unit
+
+
+def the(kind: str, name: str | None = None) -> dict:
+    [doc] = [
+        d for _, d in manifests() if d["kind"] == kind and name in (None, d["metadata"]["name"])
+    ]
+    return doc
+
+
+def shipped_config() -> Config:
+    return parse_config(tomllib.loads(the("ConfigMap")["data"]["catchup.toml"]))
+
+
+def cycle_job_template() -> dict:
+    """The pod template of a Job the daemon would create with the shipped config."""
+    config = shipped_config()
+    job = cycle_job(config, config.shards[0], "run-20261203-abcdef", False, None)
+    return client.ApiClient().sanitize_for_serialization(job)["spec"]["template"]
+
+
+def cycle_job_spec() -> dict:
+    return cycle_job_template()["spec"]
+
+
+def pod_specs() -> dict[str, dict]:
+    return {
+        "daemon Deployment": the("Deployment")["spec"]["template"]["spec"],
+        "CronJob": the("CronJob")["spec"]["jobTemplate"]["spec"]["template"]["spec"],
+        "cycle Job": cycle_job_spec(),
+    }
+
+
+# The volume types the "restricted" Pod Security profile allows.
+RESTRICTED_VOLUMES = {
+    "configMap", "csi", "downwardAPI", "emptyDir", "ephemeral", "persistentVolumeClaim",
+    "projected", "secret",
+}  # fmt: skip
+
+
+def test_the_namespace_enforces_the_restricted_pod_security_profile():
+    labels = the("Namespace")["metadata"]["labels"]
+    assert labels["pod-security.kubernetes.io/enforce"] == "restricted"
+
+
+@pytest.mark.parametrize("what", ["daemon Deployment", "CronJob", "cycle Job"])
+def test_every_pod_meets_the_restricted_profile(what):
+    """The "restricted" profile's rules, so that its enforcement admits every pod."""
+    spec = pod_specs()[what]
+    pod = spec.get("securityContext", {})
+    assert not {"hostNetwork", "hostPID", "hostIPC"} & {k for k, v in spec.items() if v}
+    for volume in spec["volumes"]:
+        assert set(volume) - {"name"} <= RESTRICTED_VOLUMES, volume
+    assert pod.get("runAsUser") != 0
+    for container in spec["containers"] + spec.get("initContainers", []):
+        context = container["securityContext"]
+        assert pod.get("runAsNonRoot") or context.get("runAsNonRoot"), container["name"]
+        assert context.get("runAsUser") != 0
+        assert context["allowPrivilegeEscalation"] is False
+        assert not context.get("privileged")
+        assert "ALL" in context["capabilities"]["drop"]
+        assert set(context["capabilities"].get("add") or []) <= {"NET_BIND_SERVICE"}
+        seccomp = context.get("seccompProfile") or pod.get("seccompProfile")
+        assert seccomp and seccomp["type"] in ("RuntimeDefault", "Localhost")
+        assert "ports" not in container or all("hostPort" not in p for p in container["ports"])
+
+
+def files_in(spec: dict, secrets: dict[str, dict]) -> tuple[set[str], list[dict]]:
+    """Every path a pod's container sees from Secret volumes, and its environment entries."""
+    [container] = spec["containers"]
+    volumes = {v["name"]: v for v in spec["volumes"]}
+    paths = set()
+    for mount in container["volumeMounts"]:
+        source = volumes[mount["name"]].get("secret")
+        if source is None:
+            continue
+        items = source.get("items") or [
+            {"key": k, "path": k} for k in secrets[source["secretName"]]["stringData"]
+        ]
+        paths |= {f"{mount['mountPath']}/{item['path']}" for item in items}
+    return paths, container.get("env", []) + container.get("envFrom", [])
+
+
+def test_the_daemon_gets_its_keys_and_token_but_never_the_source_password():
+    config = shipped_config()
+    secrets = {d["metadata"]["name"]: d for _, d in manifests() if d["kind"] == "Secret"}
+    password = str(config.credentials.password_file)
+    daemon_files, daemon_env = files_in(the("Deployment")["spec"]["template"]["spec"], secrets)
+    assert password not in daemon_files
+    assert {str(p) for p in config.encryption.key_files} <= daemon_files
+    assert str(config.daemon.token_file) in daemon_files
+    # No environment variable brings it either: only the object-store credentials.
+    assert all("secretKeyRef" not in str(entry) for entry in daemon_env)
+    env_secrets = {e["secretRef"]["name"] for e in daemon_env if "secretRef" in e}
+    assert env_secrets == {config.kubernetes.env_secret}
+    assert not any("password" in key.lower() for s in env_secrets
+                   for key in secrets[s]["stringData"])  # fmt: skip
+    # The Jobs that log in to the sources do get it.
+    job_files, _ = files_in(cycle_job_spec(), secrets)
+    assert password in job_files
+    assert {str(p) for p in config.encryption.key_files} <= job_files
+
+
+def test_network_policies_deny_by_default_and_open_only_what_each_pod_needs():
+    deny = the("NetworkPolicy", "catchup-default-deny")["spec"]
+    assert deny["podSelector"] == {} and set(deny["policyTypes"]) == {"Ingress", "Egress"}
+    assert "ingress" not in deny and "egress" not in deny
+
+    daemon = the("NetworkPolicy", "catchup-daemon")["spec"]
+    deployment = the("Deployment")["spec"]["template"]
+    assert daemon["podSelector"]["matchLabels"].items() <= deployment["metadata"]["labels"].items()
+    [api_port] = deployment["spec"]["containers"][0]["ports"]
+    listen_port = int(shipped_config().daemon.listen.rpartition(":")[2])
+    assert api_port["containerPort"] == listen_port
+    [ingress] = daemon["ingress"]
+    assert ingress["ports"] == [{"protocol": "TCP", "port": listen_port}]
+    assert ingress["from"] and all(peer.get("podSelector") for peer in ingress["from"])
+    daemon_ports = {p["port"] for rule in daemon["egress"] for p in rule["ports"]}
+    assert daemon_ports == {53, 443, 6443}, "DNS, the API server, the object store; no source"
+
+    cycle = the("NetworkPolicy", "catchup-cycle")["spec"]
+    assert "ingress" not in cycle and "Ingress" in cycle["policyTypes"]
+    [components] = cycle["podSelector"]["matchExpressions"]
+    job_labels = cycle_job_template()["metadata"]["labels"]
+    cron_labels = the("CronJob")["spec"]["jobTemplate"]["spec"]["template"]["metadata"]["labels"]
+    for labels in (job_labels, cron_labels):
+        assert labels["app.kubernetes.io/component"] in components["values"]
+    cycle_ports = {p["port"] for rule in cycle["egress"] for p in rule["ports"]}
+    assert {3306, 5432, 443, 53} == cycle_ports

@@ -86,6 +86,7 @@ def test_key_files(tmp_path):
         generate_key_file(path)
     damaged = tmp_path / "damaged.json"
     damaged.write_text(path.read_text().replace(key.key_id, "k-0000000000000000"))
+    damaged.chmod(0o600)  # a key file others can read is refused before it is parsed
     with pytest.raises(ConfigError, match="does not match its key_id"):
         load_key_file(damaged, "encryption.key_files[0]")
     with pytest.raises(ConfigError, match=r"encryption.key_files\[0\] = .*cannot be read"):

@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Protocol
 
 from catchup.codec.encryption import unwrap_key, wrap_key
 from catchup.errors import ConfigError, IntegrityError
+from catchup.files import read_private
 
 if TYPE_CHECKING:
     from catchup.codec.kms import KmsService
@@ -83,7 +84,7 @@ def generate_key_file(path: Path) -> FileKey:
 
 def load_key_file(path: Path, setting: str) -> FileKey:
     try:
-        document = json.loads(path.read_text())
+        document = json.loads(read_private(path, setting))
         secret = base64.b64decode(document["key"], validate=True)
         claimed = document["key_id"]
     except OSError as exc:

@@ -16,7 +16,7 @@ from catchup.cancel import CancelToken
 from catchup.config import Config, Shard
 from catchup.cycle import CycleOptions, Reporter
 from catchup.errors import Cancelled
-from catchup.fleet.run import ShardResult, backup_shard
+from catchup.fleet.run import ShardResult, backup_shard, shard_message, shard_reason
 from catchup.repository import Repository
 
 log = logging.getLogger("catchup.daemon")
@@ -61,11 +61,12 @@ class LocalExecutor:
                     result = dataclasses.replace(result, cancelled=True)
                     break
         if result.cancelled and not cancel.cancelled:  # the deadline, not a person, stopped it
-            return dataclasses.replace(
-                result, cancelled=False, error=f"{attempts_text(attempt)}: {deadline}"
-            )
+            error = shard_message(shard.name, f"{attempts_text(attempt)}: {deadline}")
+            return dataclasses.replace(result, cancelled=False, error=error)
         if not (result.ok or result.busy or result.cancelled):
-            return dataclasses.replace(result, error=f"{attempts_text(attempt)}: {result.error}")
+            why = shard_reason(shard.name, result.error or "")
+            error = shard_message(shard.name, f"{attempts_text(attempt)}: {why}")
+            return dataclasses.replace(result, error=error)
         return result
 
 

@@ -9,16 +9,19 @@ from __future__ import annotations
 import logging
 import signal
 import socket
+import ssl
 import threading
 from collections.abc import Callable
+from pathlib import Path
 from types import FrameType
 
 import uvicorn
+from fastapi import FastAPI
 
 from catchup.config import Config
 from catchup.daemon.api import create_app
 from catchup.daemon.service import Daemon
-from catchup.errors import UsageError
+from catchup.errors import ConfigError, UsageError
 from catchup.repository import Repository
 
 log = logging.getLogger("catchup.daemon")
@@ -40,6 +43,29 @@ def bind(listen: str) -> socket.socket:
     return sock
 
 
+def server_config(app: FastAPI, tls: tuple[Path, Path] | None) -> uvicorn.Config:
+    """uvicorn's settings, with the TLS certificate and key loaded now: a bad pair stops
+    the daemon with one line before it listens, not later in the server's thread."""
+    cert, key = tls or (None, None)
+    settings = uvicorn.Config(
+        app,
+        log_config=None,
+        access_log=False,
+        lifespan="off",
+        ssl_certfile=cert,
+        ssl_keyfile=key,
+    )
+    try:
+        settings.load()
+    except (OSError, ssl.SSLError) as exc:
+        reason = getattr(exc, "strerror", None) or getattr(exc, "reason", None) or exc
+        raise ConfigError(
+            f"daemon.tls_cert = '{cert}', daemon.tls_key = '{key}': cannot be loaded "
+            f"({reason}); give a PEM certificate and the PEM key that matches it"
+        ) from None
+    return settings
+
+
 def serve(
     config: Config,
     repository: Repository,
@@ -48,10 +74,11 @@ def serve(
 ) -> None:
     """Run the daemon until SIGTERM or SIGINT."""
     token = config.daemon.token()
+    tls = config.daemon.tls_files()
     sock = bind(config.daemon.listen)
     daemon = Daemon(config, repository)
     app = create_app(daemon, token)
-    server = uvicorn.Server(uvicorn.Config(app, log_config=None, access_log=False, lifespan="off"))
+    server = uvicorn.Server(server_config(app, tls))
     web = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, name="http")
 
     signals: list[int] = []
@@ -66,7 +93,7 @@ def serve(
     daemon.start()
     web.start()
     host, port = sock.getsockname()[:2]
-    url = f"http://{host}:{port}/"
+    url = f"{'https' if tls else 'http'}://{host}:{port}/"
     log.info("listening on %s", url)
     announce(url)
     received.wait()

@@ -28,6 +28,19 @@ log = logging.getLogger("catchup.fleet")
 RESULT_PREFIX = "CATCHUP_RESULT "
 
 
+def shard_message(shard: str, error: Exception | str) -> str:
+    """`error` as a line that starts with its shard, once: many errors name it already."""
+    text = str(error)
+    if text.startswith(f"shard {shard} "):  # e.g. "shard X is already being backed up"
+        return text
+    return f"shard {shard}: {shard_reason(shard, text)}"
+
+
+def shard_reason(shard: str, error: Exception | str) -> str:
+    """`error` without its leading "shard X: ", to be wrapped in a message of its own."""
+    return str(error).removeprefix(f"shard {shard}: ")
+
+
 @dataclass
 class ShardResult:
     shard: str
@@ -71,7 +84,7 @@ class ShardResult:
             shard,
             ok=False,
             seconds=round(time.monotonic() - started, 3),
-            error=str(error),
+            error=shard_message(shard, error),
             busy=isinstance(error, ShardBusyError),
             stalled=isinstance(error, CatchUpStalledError),
             cancelled=isinstance(error, Cancelled),
@@ -109,12 +122,14 @@ def backup_shard(
         return ShardResult.success(manifest, time.monotonic() - started)
     except CatchupError as exc:
         reporter.step(shard.name, "failed")
-        log.error("shard=%s failed: %s", shard.name, exc)
-        return ShardResult.failure(shard.name, started, exc)
+        result = ShardResult.failure(shard.name, started, exc)
+        log.error("%s", result.error)
+        return result
     except Exception as exc:
         reporter.step(shard.name, "failed")
-        log.exception("shard=%s failed unexpectedly", shard.name)
-        return ShardResult.failure(shard.name, started, f"unexpected {type(exc).__name__}: {exc}")
+        result = ShardResult.failure(shard.name, started, f"unexpected {type(exc).__name__}: {exc}")
+        log.exception("%s", result.error)
+        return result
 
 
 def backup_fleet(

@@ -31,7 +31,7 @@ from catchup.daemon.kubernetes.job import (
     shard_selector,
 )
 from catchup.errors import Cancelled, CatchupError, ShardBusyError
-from catchup.fleet.run import ShardResult
+from catchup.fleet.run import ShardResult, shard_reason
 from catchup.repository import Repository
 
 log = logging.getLogger("catchup.kubernetes")
@@ -229,7 +229,7 @@ class KubernetesExecutor:
         if outcome == "Complete" and printed and printed.ok:
             return printed
         detail = (
-            printed.error
+            shard_reason(shard.name, printed.error)
             if printed and printed.error
             else f"no result line in its log, which ends: {last_line or '(nothing)'}"
         )
