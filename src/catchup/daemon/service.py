@@ -43,7 +43,9 @@ class Daemon:
             self.book, executor or executor_for(config, repository), limit, clock
         )
         self.scheduler = Scheduler(config, self.book, self.dispatcher, clock)
-        self.registry = metrics_registry(self.book, self.dispatcher, clock)
+        self.registry = metrics_registry(
+            self.book, self.dispatcher, clock, repository.damaged_counts
+        )
         self.stopping = threading.Event()
         self.loop_thread = threading.Thread(target=self._loop, name="scheduler", daemon=True)
 
