@@ -57,13 +57,13 @@ def test_kms_unwraps_only_with_the_configured_key_or_the_allow_list(moto_port, t
     forged = write(Repository(store, kms_keyring(moto_port, theirs)), data)
 
     victim = Repository(store, kms_keyring(moto_port, "alias/trust"))
+    assert victim.latest("ks", "s1").backup_id == first
     catalog = victim.catalog()
     assert [m.backup_id for m in catalog.backups] == [first]
     [damaged] = catalog.damaged
     assert damaged.backup_id == forged
     assert f"encrypted with key kms:{theirs}, which is not configured" in damaged.reason
     assert "encryption.kms_previous_keys" in damaged.reason
-    assert victim.latest("ks", "s1").backup_id == first
 
     # Rotation: the alias now names a new key. The old key's backups open only once it is
     # in kms_previous_keys; new backups record the new key.
