@@ -231,6 +231,14 @@ def test_a_shard_with_only_a_future_dated_backup_has_no_latest(tmp_path):
         repo.find("ks", "s1", "latest")
 
 
+def test_a_manifest_with_a_time_without_zone_is_damaged_not_a_crash(tmp_path):
+    repo = Repository(LocalStore(tmp_path / "repo"))
+    plant(tmp_path / "repo", new_backup_id(), created_at="2999-01-01T00:00:00")
+    [damaged] = repo.catalog().damaged
+    assert "created_at" in damaged.reason and "timezone" in damaged.reason
+    assert repo.latest("ks", "s1") is None
+
+
 # --- item 6: one damaged backup blocks nothing ---------------------------------------------
 
 

@@ -7,10 +7,16 @@ any change a reader of an older version could misread.
 
 from __future__ import annotations
 
-from datetime import datetime
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    AwareDatetime,
+    BaseModel,
+    ConfigDict,
+    Field,
+    field_validator,
+    model_validator,
+)
 
 FORMAT_VERSION = 2  # 2: file hashes are "<algorithm>:<hex>", BLAKE3 for new backups
 Kind = Literal["bootstrap", "catchup"]
@@ -69,8 +75,8 @@ class Manifest(Model):
     rebootstrap_reason: str | None = None  # why a chain was started again, if it was
     position: str  # engine-specific: a MariaDB GTID position
     source: SourceInfo
-    started_at: datetime
-    created_at: datetime
+    started_at: AwareDatetime  # naive times could not be compared with now: refused
+    created_at: AwareDatetime
     bytes_from_source: int
     data_bytes: int
     stored_bytes: int
