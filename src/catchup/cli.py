@@ -18,6 +18,7 @@ from typing import Annotated, Any, TypeVar
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import (
     BarColumn,
     Progress,
@@ -333,7 +334,9 @@ def list_backups(
         )
     out.print(table)
     for damaged in catalog.damaged:
-        out.print(f"[red]damaged[/red] {damaged.shard_name} {damaged.backup_id}: {damaged.reason}")
+        out.print(
+            f"[red]damaged[/red] {damaged.shard_name} {damaged.backup_id}: {escape(damaged.reason)}"
+        )
 
 
 @app.command()
