@@ -198,6 +198,18 @@ def test_a_symlink_raced_into_the_target_is_never_followed(tmp_path):
     assert not target.exists()
 
 
+def test_a_target_that_is_itself_a_symlink_is_the_operators_choice(tmp_path):
+    repo = Repository(LocalStore(tmp_path / "repo"))
+    data = make_data_dir(tmp_path)
+    manifest = backup(repo, data)
+    (tmp_path / "disk").mkdir()
+    (tmp_path / "link").symlink_to(tmp_path / "disk")
+    repo.restore(manifest, tmp_path / "link", jobs=2)
+    assert (tmp_path / "disk" / "shop" / "orders.ibd").read_bytes() == (
+        data / "shop" / "orders.ibd"
+    ).read_bytes()
+
+
 # --- future-dated backups ----------------------------------------------------------------
 
 

@@ -355,7 +355,7 @@ class Repository:
         0700, files 0600 until their hash is checked, then their recorded permission bits.
         On any failure, everything written into `target` is removed again.
         """
-        if target.is_symlink() or (target.exists() and not target.is_dir()):
+        if target.exists() and not target.is_dir():
             raise NotFoundError(f"target '{target}' is not a directory; give an empty or new dir")
         if target.exists() and any(target.iterdir()):
             raise NotFoundError(f"target dir '{target}' is not empty; give an empty or new dir")

@@ -193,7 +193,8 @@ class RestoreTarget:
 
     def __init__(self, root: Path) -> None:
         self.root = root
-        self.fd = os.open(root, NO_FOLLOW_DIR)
+        # The root itself is the operator's choice and may be a symlink; nothing below it.
+        self.fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
 
     def close(self) -> None:
         os.close(self.fd)
