@@ -21,8 +21,7 @@ import zstandard
 
 from catchup.codec import CodecSettings
 from catchup.codec.keys import Keyring, generate_key_file
-from catchup.daemon.metrics import exposition, metrics_registry
-from catchup.daemon.runs import RunBook
+from catchup.daemon.metrics import exposition
 from catchup.errors import IntegrityError
 from catchup.fleet.prune import prune
 from catchup.repository import Manifest, Repository
@@ -285,13 +284,14 @@ def test_a_damaged_newest_backup_is_reported_and_skipped(tmp_path):
         repo.find("ks", "s1", "latest")
 
 
-def test_metrics_count_damaged_backups_per_shard(tmp_path):
+def test_the_daemon_starts_over_a_damaged_backup_and_its_metrics_count_it(tmp_path):
     from catchup.config import parse_config
+    from catchup.daemon.service import Daemon
 
     repo_dir = tmp_path / "repo"
     repo = Repository(LocalStore(repo_dir))
     data = make_data_dir(tmp_path)
-    newer = [backup(repo, data) for _ in range(2)][-1]
+    older, newer = backup(repo, data), backup(repo, data)
     flip(repo_dir / "ks" / "s1" / newer.backup_id / "manifest.json")
     config = parse_config(
         {
@@ -309,20 +309,11 @@ def test_metrics_count_damaged_backups_per_shard(tmp_path):
         },
         "test",
     )
-    book = RunBook(config.shards, 10)
-    book.seed(repo.backups())
-
-    class Idle:
-        running: dict = {}
-
-        def queue_length(self) -> int:
-            return 0
-
-    text = exposition(
-        metrics_registry(book, Idle(), lambda: datetime.now(UTC), repo.damaged_counts)
-    )
-    assert 'catchup_shard_damaged_backups{keyspace="ks",shard="s1"} 1.0' in text.decode()
-    assert 'catchup_shard_damaged_backups{keyspace="ks",shard="s2"} 0.0' in text.decode()
+    daemon = Daemon(config, Repository(LocalStore(repo_dir)))  # not started: no threads
+    text = exposition(daemon.registry).decode()
+    assert 'catchup_shard_damaged_backups{keyspace="ks",shard="s1"} 1.0' in text
+    assert 'catchup_shard_damaged_backups{keyspace="ks",shard="s2"} 0.0' in text
+    assert daemon.book.states["ks/s1"].newest.backup_id == older.backup_id
 
 
 # --- items 4 and 5: confirm before commit; cleanup deletes the manifest first -------------
