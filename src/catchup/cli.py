@@ -82,7 +82,8 @@ def user_errors(func: F) -> F:
             return func(*args, **kwargs)
         except CatchupError as exc:
             for line in str(exc).splitlines():
-                err.print(f"[red]error:[/red] {line}", markup=True, highlight=False)
+                # escaped: a message may quote a stored manifest, which anyone could write
+                err.print(f"[red]error:[/red] {escape(line)}", markup=True, highlight=False)
             raise typer.Exit(int(exc.exit_code)) from None
 
     return wrapper  # type: ignore[return-value]
@@ -151,7 +152,7 @@ class ProgressReporter:
         self.display.update(self._task(shard), total=total, completed=done)
 
     def warn(self, shard: str, message: str) -> None:
-        self.display.console.print(f"[yellow]warning:[/yellow] {shard}: {message}")
+        self.display.console.print(f"[yellow]warning:[/yellow] {shard}: {escape(message)}")
 
 
 @contextmanager

@@ -493,3 +493,15 @@ def test_cli_refuses_a_planted_plain_manifest_dated_2999_with_an_escaping_path(t
     assert again.returncode == 1 and "files.0.path" in again.stderr, again.stderr
     assert not (tmp_path / "outside").exists() and not (tmp_path / "restore" / "outside").exists()
     assert not (tmp_path / "t2").exists() and not (tmp_path / "t3").exists()
+
+
+def test_a_planted_path_with_markup_is_quoted_not_interpreted(tmp_path, key_file):
+    repo_dir = tmp_path / "repo"
+    plant(repo_dir, new_backup_id(), path="[/x]/../../outside")
+    config = cli_config(tmp_path, key_file, "read_unencrypted_backups = true\n")
+    planted_id = next((repo_dir / "ks" / "s1").iterdir()).name
+    refused = run_cli("restore", "ks/s1", planted_id, "-t", str(tmp_path / "t"), "-c", str(config))
+    assert refused.returncode == 1 and "Traceback" not in refused.stderr, refused.stderr
+    assert "'[/x]/../../outside'" in refused.stderr
+    listed = run_cli("list", "-c", str(config))
+    assert listed.returncode == 0 and "[/x]/../../outside" in listed.stdout, listed.stderr
