@@ -12,7 +12,7 @@ import signal
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
@@ -49,7 +49,8 @@ from catchup.errors import CatchupError, ExitCode, UsageError
 from catchup.fleet.prune import prune
 from catchup.fleet.run import ShardResult, backup_fleet, exit_code
 from catchup.log import setup_logging
-from catchup.repository import Manifest, Repository, open_repository
+from catchup.repository import DamagedBackup, Manifest, Repository, open_repository
+from catchup.repository.retention import future_dated
 from catchup.verification import check_stored_objects, verify_backup
 
 app = typer.Typer(
@@ -97,7 +98,8 @@ def user_errors(func: F) -> F:
             return func(*args, **kwargs)
         except CatchupError as exc:
             for line in str(exc).splitlines():
-                err.print(f"[red]error:[/red] {line}", markup=True, highlight=False)
+                # escaped: a message may quote a stored manifest, which anyone could write
+                err.print(f"[red]error:[/red] {escape(line)}", markup=True, highlight=False)
             raise typer.Exit(int(exc.exit_code)) from None
 
     return wrapper  # type: ignore[return-value]
@@ -176,7 +178,7 @@ class ProgressReporter:
         self.display.update(self._task(shard), total=total, completed=done)
 
     def warn(self, shard: str, message: str) -> None:
-        self.display.console.print(f"[yellow]warning:[/yellow] {shard}: {message}")
+        self.display.console.print(f"[yellow]warning:[/yellow] {shard}: {escape(message)}")
 
 
 @contextmanager
@@ -320,26 +322,36 @@ def list_backups(
     config_path: ConfigOption = None,
     json_output: JsonOption = False,
 ) -> None:
-    """List complete backups, oldest first."""
+    """List complete backups, oldest first; damaged and future-dated ones are marked."""
     config = load_config(config_path)
     repository = open_repo(config)
     if shard:
         selected = config.shard(shard)
-        backups = repository.backups(selected.keyspace, selected.shard)
+        catalog = repository.catalog(selected.keyspace, selected.shard)
     else:
-        backups = repository.backups()
+        catalog = repository.catalog()
+    now = datetime.now(UTC)
+    rows: list[tuple[str, str, Manifest | DamagedBackup, str]] = [
+        (m.shard_name, m.backup_id, m, "future-dated" if future_dated(m, now) else "ok")
+        for m in catalog.backups
+    ]
+    rows += [(d.shard_name, d.backup_id, d, "damaged") for d in catalog.damaged]
+    rows.sort(key=lambda row: row[:2])
     if json_output:
-        print_json([m.summary() for m in backups])
+        print_json([{**entry.summary(), "state": state} for _, _, entry, state in rows])
         return
     table = new_table(
         f"Backups in {repository.url}",
         ["shard", "id", "kind", "parent", "position", "from source", "data", "stored", "created"],
     )
-    for m in backups:
+    for name, backup_id, m, state in rows:
+        if isinstance(m, DamagedBackup):
+            table.add_row(name, backup_id, "[red]DAMAGED", *["-"] * 6)
+            continue
         table.add_row(
-            m.shard_name,
-            m.backup_id,
-            m.kind,
+            name,
+            backup_id,
+            m.kind if state == "ok" else f"{m.kind} [yellow](future-dated)",
             m.parent or "-",
             m.position,
             human_bytes(m.bytes_from_source),
@@ -348,6 +360,10 @@ def list_backups(
             m.created_at.strftime("%Y-%m-%d %H:%M:%S"),
         )
     out.print(table)
+    for damaged in catalog.damaged:
+        out.print(
+            f"[red]damaged[/red] {damaged.shard_name} {damaged.backup_id}: {escape(damaged.reason)}"
+        )
 
 
 @app.command()
@@ -526,7 +542,7 @@ def check(
     """Check config, connectivity, privileges and binlog coverage for each shard."""
     config = load_config(config_path)
     repository = open_repo(config)
-    report: dict[str, list[Finding]] = {"repository": [check_repository(repository)]}
+    report: dict[str, list[Finding]] = {"repository": check_repository(repository)}
     config.require_passwords(config.select(shards))
     for shard in config.select(shards):
         report[shard.name] = check_shard(config, shard, repository)
@@ -539,21 +555,47 @@ def check(
     raise typer.Exit(ExitCode.OK if healthy else ExitCode.FAILED)
 
 
-def check_repository(repository: Repository) -> Finding:
-    """The store answers, and every backup's manifest opens with the configured keys."""
+def check_repository(repository: Repository) -> list[Finding]:
+    """The store answers, every backup's manifest opens with the configured keys, and
+    none is dated in the future."""
     try:
-        backups = repository.backups()
+        catalog = repository.catalog()
     except CatchupError as exc:
-        return Finding("repository", False, str(exc))
+        return [Finding("repository", False, str(exc))]
     active = repository.keyring.active
     encryption = f"new backups encrypted with {active.key_id}" if active else "not encrypted"
     try:
         repository.check_encryption()
     except CatchupError as exc:
-        return Finding("repository", False, f"{repository.url}: {exc}")
-    return Finding(
-        "repository", True, f"{repository.url}: {len(backups)} complete backups; {encryption}"
-    )
+        return [Finding("repository", False, f"{repository.url}: {exc}")]
+    findings = [
+        Finding(
+            "repository",
+            True,
+            f"{repository.url}: {len(catalog.backups)} complete backups; {encryption}",
+        )
+    ]
+    for damaged in catalog.damaged:
+        findings.append(
+            Finding(
+                "damaged backup",
+                False,
+                f"{damaged.shard_name} {damaged.backup_id}: {damaged.reason}",
+            )
+        )
+    now = datetime.now(UTC)
+    for manifest in catalog.backups:
+        if future_dated(manifest, now):
+            findings.append(
+                Finding(
+                    "future-dated backup",
+                    False,
+                    f"{manifest.shard_name} {manifest.backup_id} is dated "
+                    f"{manifest.created_at:%Y-%m-%d %H:%M:%S} UTC, ahead of this host's clock; "
+                    "it is not used as latest",
+                )
+            )
+    return findings
 
 
 def check_shard(config: Config, shard: Shard, repository: Repository) -> list[Finding]:

@@ -154,12 +154,18 @@ class StorageSettings(Strict):
 
 class EncryptionSettings(Strict):
     """Key-encryption keys. New backups use `kms_key` when set, else the first key
-    file; every listed key file, and the KMS, open older backups."""
+    file; every listed key file, `kms_key` and `kms_previous_keys` open older backups."""
 
     key_files: list[Path] = []
     kms_key: str | None = None  # a KMS key id, ARN or alias/…
+    # KMS keys (id, ARN or alias/…) that older backups may be wrapped with, e.g. the key an
+    # alias named before it was pointed at a new one. No other KMS key is ever used.
+    kms_previous_keys: list[str] = []
     kms_region: str | None = None
     kms_endpoint: HttpUrl | None = None  # e.g. a VPC endpoint; default: the region's own
+    # With keys configured, a manifest that is not encrypted is refused (anyone who may
+    # write to the store could have planted it); true reads them, to migrate old backups.
+    read_unencrypted_backups: bool = False
 
 
 class MariaDBSettings(Strict):

@@ -129,9 +129,22 @@ def precheck(
 ) -> Plan:
     """Decide between catching up the newest backup and bootstrapping a new chain."""
     repository.check_encryption()  # before the catch-up, not after it
-    latest = repository.latest(shard.keyspace, shard.shard)
+    catalog = repository.catalog(shard.keyspace, shard.shard)
+    latest = catalog.latest(shard.keyspace, shard.shard, datetime.now(UTC))
+    skipped = catalog.skipped(shard.keyspace, shard.shard, datetime.now(UTC))
+    if skipped:
+        then = (
+            f"building on the newest intact backup {latest.backup_id}"
+            if latest
+            else "no usable backup is left, so bootstrapping a new chain"
+        )
+        reporter.warn(
+            shard.name,
+            f"SKIPPING {'; '.join(skipped)}; {then}. Investigate, then remove what is not "
+            "yours (docs/operations.md, 'Damaged and future-dated backups')",
+        )
     if latest is None:
-        return Plan(None, None)
+        return Plan(None, "every earlier backup is damaged or future-dated" if skipped else None)
     if options.force_bootstrap:
         return Plan(None, "a new chain was requested (--bootstrap)")
     if latest.engine != shard.engine:

@@ -213,7 +213,14 @@ def kms_client(port: int):
     return boto3.client("kms", region_name="us-east-1", endpoint_url=f"http://127.0.0.1:{port}")
 
 
-def kms_config(fleet, port: int, bucket: str, kms_key: str | None, endpoint: int | None = None):
+def kms_config(
+    fleet,
+    port: int,
+    bucket: str,
+    kms_key: str | None,
+    endpoint: int | None = None,
+    previous: list[str] | None = None,
+):
     s3_config(fleet, port, bucket, key_file=None)
     if kms_key:
         endpoint = endpoint or port
@@ -221,6 +228,7 @@ def kms_config(fleet, port: int, bucket: str, kms_key: str | None, endpoint: int
             config.write(
                 f'\n[encryption]\nkms_key = "{kms_key}"\nkms_region = "us-east-1"\n'
                 f'kms_endpoint = "http://127.0.0.1:{endpoint}"\n'
+                f"kms_previous_keys = {json.dumps(previous or [])}\n"
             )
 
 
@@ -238,8 +246,10 @@ def test_kms_wraps_data_keys_rotates_and_refuses_clearly(fleet, moto_port, short
 
     [first] = fleet.backup()
     assert first.ok, first.error
-    # Rotation: the alias now names a new key; new backups use it, old ones still open.
+    # Rotation: the alias now names a new key; new backups use it, old ones still open
+    # once the old key is in kms_previous_keys (no other KMS key is ever used; issue 12).
     kms.update_alias(AliasName="alias/catchup", TargetKeyId=second_key)
+    kms_config(fleet, moto_port, "kms", "alias/catchup", previous=[first_key])
     source.apply_workload(0.03)
     [second] = fleet.backup()
     assert second.ok and second.parent == first.backup_id, second.error
@@ -278,7 +288,7 @@ def test_kms_wraps_data_keys_rotates_and_refuses_clearly(fleet, moto_port, short
         ],
         "kms",
     ) as other:
-        kms_config(fleet, moto_port, "kms", "alias/catchup", endpoint=other)
+        kms_config(fleet, moto_port, "kms", "alias/catchup", endpoint=other, previous=[first_key])
         foreign = run_cli("verify", "commerce/0", "--json", "-c", config)
         assert foreign.returncode == 1, foreign.stdout
         assert f"KMS at http://127.0.0.1:{other}" in foreign.stdout + foreign.stderr
@@ -294,7 +304,7 @@ def test_kms_wraps_data_keys_rotates_and_refuses_clearly(fleet, moto_port, short
         assert "Traceback" not in foreign.stderr + failed_check.stderr
 
     # A manifest altered to name another key of the same KMS is refused.
-    kms_config(fleet, moto_port, "kms", "alias/catchup")
+    kms_config(fleet, moto_port, "kms", "alias/catchup", previous=[first_key])
     name = f"backups/commerce/0/{first.backup_id}/manifest.json"
     bucket = raw_bucket(moto_port, "kms")
     document = json.loads(bytes(obstore.get(bucket, name).bytes()))

@@ -149,8 +149,12 @@ def test_key_rotation(tmp_path):
     only_new = Repository(
         LocalStore(tmp_path / "repo"), Keyring.from_files([tmp_path / "new.json"])
     )
+    # Listing reports the backup as damaged instead of failing the whole listing (issue 12).
+    [damaged] = only_new.catalog().damaged
+    assert damaged.backup_id == first.backup_id
+    assert f"encrypted with key {old.key_id}" in damaged.reason
     with pytest.raises(IntegrityError, match=f"encrypted with key {old.key_id}"):
-        only_new.backups()
+        only_new.find("ks", "0", first.backup_id)
 
 
 @pytest.mark.parametrize("victim", ["object", "manifest"])

@@ -16,6 +16,7 @@ import json
 import os
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
@@ -108,12 +109,15 @@ def load_key_file(path: Path, setting: str) -> FileKey:
 class Keyring:
     """The active key (for new backups) and every key that may open older ones.
 
-    Key files open the backups whose key id they carry. A KMS, when configured,
-    opens any backup wrapped by one of its keys that the credentials may use.
+    Key files open the backups whose key id they carry. A KMS opens only backups
+    wrapped by `kms_key` or one of `kms_previous_keys`, compared as the ARNs KMS
+    resolves them to: a manifest naming any other key (one an attacker controls and
+    lets catchup's credentials use, say) is refused without asking KMS.
     """
 
     keys: tuple[Key, ...] = ()
     kms: KmsService | None = None
+    kms_trusted: tuple[str, ...] = ()  # KMS keys as configured: ids, ARNs or aliases
 
     @classmethod
     def from_files(cls, paths: list[Path]) -> Keyring:
@@ -124,29 +128,49 @@ class Keyring:
     @classmethod
     def from_settings(cls, settings: EncryptionSettings) -> Keyring:
         files = cls.from_files(settings.key_files).keys
-        if not settings.kms_key:
+        trusted = tuple(filter(None, (settings.kms_key, *settings.kms_previous_keys)))
+        if not trusted:
             return cls(files)
         from catchup.codec.kms import KmsService  # boto3 loads only when a KMS is used
 
         kms = KmsService(settings.kms_region, settings.kms_endpoint)
-        return cls((kms.key(settings.kms_key), *files), kms)
+        active = (kms.key(settings.kms_key),) if settings.kms_key else ()
+        return cls((*active, *files), kms, trusted)
 
     @property
     def active(self) -> Key | None:
         return self.keys[0] if self.keys else None
 
+    @property
+    def configured(self) -> bool:
+        """Whether any key is configured: then only sealed manifests are believed."""
+        return bool(self.keys or self.kms)
+
+    @cached_property
+    def kms_arns(self) -> frozenset[str]:
+        """The ARNs of the trusted KMS keys (an alias resolves to the key it names now)."""
+        if self.kms is None:
+            return frozenset()
+        return frozenset(self.kms.arn(name) for name in self.kms_trusted)
+
     def get(self, key_id: str, what: str) -> Key:
         for key in self.keys:
             if key.key_id == key_id:
                 return key
-        if key_id.startswith(KMS_PREFIX) and self.kms:
-            return self.kms.key(key_id.removeprefix(KMS_PREFIX))
+        arn = key_id.removeprefix(KMS_PREFIX)
+        if key_id.startswith(KMS_PREFIX) and self.kms and arn in self.kms_arns:
+            return self.kms.key(arn)
         configured = ", ".join(k.key_id for k in self.keys) or "none"
-        advice = (
-            "set encryption.kms_key (and kms_region) so that catchup can reach that KMS"
-            if key_id.startswith(KMS_PREFIX)
-            else "add its key file to encryption.key_files"
-        )
+        if not key_id.startswith(KMS_PREFIX):
+            advice = "add its key file to encryption.key_files"
+        elif self.kms:
+            configured = ", ".join(sorted(self.kms_arns))
+            advice = (
+                "if it is one of your keys (one an alias named before, say), add it to "
+                "encryption.kms_previous_keys"
+            )
+        else:
+            advice = "set encryption.kms_key (and kms_region) so that catchup can reach that KMS"
         raise IntegrityError(
             f"{what} is encrypted with key {key_id}, which is not configured (configured: "
             f"{configured}); {advice}"

@@ -4,7 +4,9 @@ The data key of each backup goes to KMS `Encrypt` and is stored only as the
 ciphertext KMS returns; KMS never hands out its key, and logs every `Decrypt`.
 The backup's prefix is the encryption context, so a wrapped data key cannot be
 replayed into another backup. The manifest records the key's ARN as KMS
-resolved it, so a backup still opens after an alias is pointed elsewhere.
+resolved it; a backup opens only when that ARN is `kms_key`'s (resolved with
+`DescribeKey`) or one of `kms_previous_keys`' (see keys.Keyring), so after an
+alias is pointed at a new key, its old target goes into `kms_previous_keys`.
 Credentials come from the standard AWS chain (environment, profile, instance
 or web identity), never from catchup's config.
 """
@@ -48,6 +50,12 @@ class KmsService:
 
     def key(self, key_id: str) -> KmsKey:
         return KmsKey(KMS_PREFIX + key_id, key_id, self)
+
+    def arn(self, key_id: str) -> str:
+        """The ARN of a key given by id, ARN or alias: what manifests record."""
+        if key_id.startswith("arn:") and ":key/" in key_id:
+            return key_id
+        return self.call(key_id, "describe_key", KeyId=key_id)["KeyMetadata"]["Arn"]
 
     def call(self, key_id: str, action: str, **arguments: object) -> dict:
         try:

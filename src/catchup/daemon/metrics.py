@@ -4,7 +4,7 @@ drift from what the API and the status page show.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
@@ -16,11 +16,21 @@ from catchup.daemon.runs import FINISHED, RunBook
 SHARD = ["keyspace", "shard"]
 
 
+DamagedCounts = Callable[[], dict[str, int]]  # per "keyspace/shard", from the last listings
+
+
 class FleetCollector(Collector):
-    def __init__(self, book: RunBook, dispatcher: Dispatcher, clock: Clock) -> None:
+    def __init__(
+        self,
+        book: RunBook,
+        dispatcher: Dispatcher,
+        clock: Clock,
+        damaged_counts: DamagedCounts = dict,
+    ) -> None:
         self.book = book
         self.dispatcher = dispatcher
         self.clock = clock
+        self.damaged_counts = damaged_counts
 
     def collect(self) -> Iterator[Metric]:
         now = self.clock()
@@ -70,9 +80,17 @@ class FleetCollector(Collector):
             "1 when the shard's last cycle failed because catch-up made no progress.",
             labels=SHARD,
         )
+        damaged = GaugeMetricFamily(
+            "catchup_shard_damaged_backups",
+            "Backups of the shard whose manifest is damaged or untrusted (skipped), as the "
+            "latest listing of the repository found them.",
+            labels=SHARD,
+        )
+        damaged_counts = self.damaged_counts()  # outside the book's lock: it has its own
         with self.book.lock:
             for state in self.book.states.values():
                 labels = [state.shard.keyspace, state.shard.shard]
+                damaged.add_metric(labels, damaged_counts.get(state.shard.name, 0))
                 if state.newest:
                     last_success.add_metric(labels, state.newest.created_at.timestamp())
                     age.add_metric(labels, (now - state.newest.created_at).total_seconds())
@@ -94,12 +112,14 @@ class FleetCollector(Collector):
             )
             queued.add_metric([], self.dispatcher.queue_length())
         yield from (last_success, age, phase, durations, pulled, last_pulled, data, stored)
-        yield from (cycles, stalled, running, queued)
+        yield from (cycles, stalled, damaged, running, queued)
 
 
-def metrics_registry(book: RunBook, dispatcher: Dispatcher, clock: Clock) -> CollectorRegistry:
+def metrics_registry(
+    book: RunBook, dispatcher: Dispatcher, clock: Clock, damaged_counts: DamagedCounts = dict
+) -> CollectorRegistry:
     registry = CollectorRegistry(auto_describe=False)
-    registry.register(FleetCollector(book, dispatcher, clock))
+    registry.register(FleetCollector(book, dispatcher, clock, damaged_counts))
     return registry
 
 

@@ -16,6 +16,7 @@ from catchup.daemon.metrics import metrics_registry
 from catchup.daemon.runs import Run, RunBook
 from catchup.daemon.scheduler import Scheduler
 from catchup.repository import Repository
+from catchup.repository.retention import future_dated
 
 log = logging.getLogger("catchup.daemon")
 TICK_SECONDS = 1.0
@@ -37,13 +38,16 @@ class Daemon:
         self.repository = repository
         self.clock = clock
         self.book = RunBook(config.shards, config.daemon.history)
-        self.book.seed(repository.backups())
+        # A future-dated backup (see repository/retention.py) must not pose as the freshest.
+        self.book.seed([m for m in repository.backups() if not future_dated(m, clock())])
         limit = config.daemon.max_concurrent or config.parallel
         self.dispatcher = Dispatcher(
             self.book, executor or executor_for(config, repository), limit, clock
         )
         self.scheduler = Scheduler(config, self.book, self.dispatcher, clock)
-        self.registry = metrics_registry(self.book, self.dispatcher, clock)
+        self.registry = metrics_registry(
+            self.book, self.dispatcher, clock, repository.damaged_counts
+        )
         self.stopping = threading.Event()
         self.loop_thread = threading.Thread(target=self._loop, name="scheduler", daemon=True)
 

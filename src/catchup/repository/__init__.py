@@ -2,24 +2,34 @@
 
 Properties the rest of catchup relies on:
 - a backup is complete if and only if its manifest exists, and the manifest is
-  stored only after every object it names;
+  stored only after every object it names was confirmed in the store;
 - a failed or killed write leaves an incomplete prefix that listing ignores and
-  `prune` removes;
-- a restore checks every file's hash before it reports success.
+  `prune` removes; cleanup deletes the manifest before the objects;
+- a manifest is believed only if it is sealed by a configured key (when keys
+  are configured) and names the keyspace, shard and id it is stored under; a
+  manifest that fails any check is a *damaged* backup, reported and skipped, so
+  one bad manifest never blocks a shard;
+- a restore writes only below its target, never through a symlink, with
+  private modes until each file's hash is checked.
 """
 
 from __future__ import annotations
 
 import contextlib
+import os
 import shutil
+import threading
+from collections import defaultdict
 from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 
 from catchup.codec import CodecSettings
 from catchup.codec.encryption import Encryptor, new_data_key
 from catchup.codec.keys import Keyring
 from catchup.config import Config
-from catchup.errors import NotFoundError
+from catchup.errors import IntegrityError, NotFoundError
 from catchup.repository.envelope import BackupKeys, decode_manifest, encode_manifest
 from catchup.repository.layout import (
     MANIFEST,
@@ -29,7 +39,10 @@ from catchup.repository.layout import (
     shard_prefix,
 )
 from catchup.repository.manifest import Manifest
+from catchup.repository.retention import FUTURE_TOLERANCE, dated, future_dated
 from catchup.repository.transfer import (
+    DIR_MODE,
+    DataDirError,
     DataDirListing,
     Progress,
     download_files,
@@ -38,16 +51,81 @@ from catchup.repository.transfer import (
 )
 from catchup.storage import ObjectNotFound, Store, open_store
 
-__all__ = ["Manifest", "Repository", "open_repository"]
+__all__ = ["Catalog", "DamagedBackup", "Manifest", "Repository", "open_repository"]
+
+
+@dataclass(frozen=True)
+class DamagedBackup:
+    """A backup whose manifest cannot be believed: unreadable, altered, not sealed, bound
+    to another place, or sealed with a key that is not configured."""
+
+    keyspace: str
+    shard: str
+    backup_id: str
+    reason: str
+
+    @property
+    def shard_name(self) -> str:
+        return f"{self.keyspace}/{self.shard}"
+
+    def summary(self) -> dict[str, object]:
+        return {
+            "id": self.backup_id,
+            "shard": self.shard_name,
+            "state": "damaged",
+            "reason": self.reason,
+        }
+
+
+@dataclass(frozen=True)
+class Catalog:
+    """One listing: the intact backups (oldest first) and the damaged ones."""
+
+    backups: list[Manifest]
+    damaged: list[DamagedBackup]
+
+    def latest(self, keyspace: str, shard: str, now: datetime) -> Manifest | None:
+        """The shard's newest intact backup that is not dated in the future."""
+        for manifest in reversed(self.backups):
+            if (manifest.keyspace, manifest.shard) == (keyspace, shard) and not future_dated(
+                manifest, now
+            ):
+                return manifest
+        return None
+
+    def skipped(self, keyspace: str, shard: str, now: datetime) -> list[str]:
+        """What `latest` passes over for the shard, and why, newest first."""
+        found = [
+            (d.backup_id, f"damaged backup {d.backup_id} ({d.reason})")
+            for d in self.damaged
+            if (d.keyspace, d.shard) == (keyspace, shard)
+        ]
+        found += [
+            (
+                m.backup_id,
+                f"future-dated backup {m.backup_id} (dated {dated(m):%Y-%m-%d %H:%M:%S} UTC, "
+                f"more than {FUTURE_TOLERANCE.seconds // 60} minutes ahead of this host's "
+                "clock: a writer's clock is wrong, or the backup is forged)",
+            )
+            for m in self.backups
+            if (m.keyspace, m.shard) == (keyspace, shard) and future_dated(m, now)
+        ]
+        return [text for _, text in sorted(found, reverse=True)]
 
 
 class Repository:
-    def __init__(self, store: Store, keyring: Keyring | None = None) -> None:
+    def __init__(
+        self, store: Store, keyring: Keyring | None = None, read_unencrypted: bool = False
+    ) -> None:
         self.store = store
         self.keyring = keyring or Keyring()
+        # With keys configured, a plain manifest is refused unless this allows it (migration).
+        self.read_unencrypted = read_unencrypted
         self._data_keys: dict[
             str, bytes | None
         ] = {}  # per backup prefix, once its manifest is read
+        self._damaged: dict[str, list[DamagedBackup]] = {}  # per shard, as last listed
+        self._damaged_lock = threading.Lock()
 
     @property
     def url(self) -> str:
@@ -60,25 +138,68 @@ class Repository:
         if self.keyring.active:
             self.keyring.active.wrap(bytes(32), b"catchup key check")
 
-    def backups(self, keyspace: str | None = None, shard: str | None = None) -> list[Manifest]:
-        """Complete backups, oldest first, optionally of one shard."""
+    def catalog(self, keyspace: str | None = None, shard: str | None = None) -> Catalog:
+        """Every complete backup, optionally of one shard: intact ones and damaged ones.
+
+        A manifest that fails any check is reported as damaged, not raised, so that one
+        bad backup blocks neither its shard nor the others. Store and KMS failures still
+        raise: they say nothing about the backup.
+        """
         prefix = shard_prefix(keyspace, shard) if keyspace and shard else ""
-        manifests = [
-            self._read_manifest(obj.key)
-            for obj in self.store.list(prefix)
-            if (parsed := parse_key(obj.key)) and parsed[3] == MANIFEST
-        ]
-        return sorted(manifests, key=lambda m: (m.keyspace, m.shard, m.backup_id))
+        manifests: list[Manifest] = []
+        damaged: list[DamagedBackup] = []
+        for obj in self.store.list(prefix):
+            parsed = parse_key(obj.key)
+            if not parsed or parsed[3] != MANIFEST:
+                continue
+            try:
+                manifests.append(self._read_manifest(obj.key))
+            except ObjectNotFound:
+                continue  # removed since the listing (prune)
+            except IntegrityError as exc:
+                damaged.append(DamagedBackup(*parsed[:3], str(exc)))
+        identity = lambda b: (b.keyspace, b.shard, b.backup_id)  # noqa: E731
+        catalog = Catalog(sorted(manifests, key=identity), sorted(damaged, key=identity))
+        self._remember_damaged(catalog.damaged, f"{keyspace}/{shard}" if prefix else None)
+        return catalog
+
+    def backups(self, keyspace: str | None = None, shard: str | None = None) -> list[Manifest]:
+        """Intact complete backups, oldest first, optionally of one shard."""
+        return self.catalog(keyspace, shard).backups
 
     def latest(self, keyspace: str, shard: str) -> Manifest | None:
-        backups = self.backups(keyspace, shard)
-        return backups[-1] if backups else None
+        """The newest intact backup that is not dated in the future (see retention.py)."""
+        return self.catalog(keyspace, shard).latest(keyspace, shard, datetime.now(UTC))
+
+    def damaged_counts(self) -> dict[str, int]:
+        """Damaged backups per shard, as the latest listings found them."""
+        with self._damaged_lock:
+            return {name: len(found) for name, found in self._damaged.items()}
+
+    def _remember_damaged(self, damaged: list[DamagedBackup], shard_name: str | None) -> None:
+        by_shard: dict[str, list[DamagedBackup]] = defaultdict(list)
+        for backup in damaged:
+            by_shard[backup.shard_name].append(backup)
+        with self._damaged_lock:
+            if shard_name is None:
+                self._damaged = dict(by_shard)
+            else:
+                self._damaged[shard_name] = by_shard.get(shard_name, [])
 
     def find(self, keyspace: str, shard: str, backup_id: str | None) -> Manifest:
-        """A shard's backup by id, or its newest one when `backup_id` is None or 'latest'."""
+        """A shard's backup by id, or its newest usable one when `backup_id` is None or
+        'latest'."""
         if backup_id in (None, "latest"):
-            found = self.latest(keyspace, shard)
+            catalog = self.catalog(keyspace, shard)
+            now = datetime.now(UTC)
+            found = catalog.latest(keyspace, shard, now)
             if found is None:
+                skipped = catalog.skipped(keyspace, shard, now)
+                if skipped:
+                    raise IntegrityError(
+                        f"shard {keyspace}/{shard} has no usable backup in {self.url}: "
+                        f"{'; '.join(skipped)}"
+                    )
                 raise NotFoundError(
                     f"shard {keyspace}/{shard} has no complete backup in {self.url}"
                 )
@@ -95,9 +216,13 @@ class Repository:
             ) from None
 
     def find_any(self, backup_id: str) -> Manifest:
-        for manifest in self.backups():
+        catalog = self.catalog()
+        for manifest in catalog.backups:
             if manifest.backup_id == backup_id:
                 return manifest
+        for damaged in catalog.damaged:
+            if damaged.backup_id == backup_id:
+                raise IntegrityError(damaged.reason)
         raise NotFoundError(f"no complete backup with id {backup_id!r} in {self.url}")
 
     def incomplete(self) -> list[tuple[str, str, str]]:
@@ -112,9 +237,17 @@ class Repository:
 
     def _read_manifest(self, key: str) -> Manifest:
         prefix = key.removesuffix(MANIFEST)
+        read_plain = self.read_unencrypted or not self.keyring.configured
         manifest, data_key = decode_manifest(
-            self.store.get(key), self.keyring, prefix.rstrip("/"), key
+            self.store.get(key), self.keyring, prefix.rstrip("/"), key, read_plain
         )
+        # A sealed manifest is bound to its prefix by its seal; a plain one only by this.
+        where = (manifest.keyspace, manifest.shard, manifest.backup_id)
+        if (parsed := parse_key(key)) is None or where != parsed[:3]:
+            raise IntegrityError(
+                f"manifest {key} describes backup {'/'.join(where)}, not the one it is stored "
+                "as: it was copied from elsewhere or altered; refused"
+            )
         self._data_keys[prefix] = data_key
         return manifest
 
@@ -142,13 +275,22 @@ class Repository:
         jobs: int,
         progress: Progress | None = None,
         on_commit: Callable[[Manifest], Manifest] = lambda manifest: manifest,
+        confirm: Callable[[], None] = lambda: None,
     ) -> Manifest:
         """Store the data dir's files, then the manifest; only then is the backup visible.
 
         `draft` carries every manifest field but the files and sizes; `on_commit`
-        may complete the manifest just before it is stored. On failure the
-        partial prefix is removed if possible (else `prune` removes it).
+        may complete the manifest just before it is stored. Before the manifest is
+        stored, every object it names is confirmed in the store with its size, and
+        then `confirm` is called (a lock holder checks it still holds the shard):
+        either raising stops the commit. On failure the partial prefix is removed
+        if possible (else `prune` removes it).
         """
+        if not listing.files:
+            raise DataDirError(
+                f"the data dir '{data_dir}' holds no file to back up; refusing to commit an "
+                "empty backup (was the data dir emptied, or is the listing wrong?)"
+            )
         prefix = backup_prefix(draft.keyspace, draft.shard, draft.backup_id)
         active = self.keyring.active
         keys = BackupKeys.create(active, new_data_key(), prefix.rstrip("/")) if active else None
@@ -170,14 +312,35 @@ class Repository:
                 )
             )
             blob = encode_manifest(manifest, keys, prefix.rstrip("/"))
+            self._confirm_objects(prefix, manifest)
+            confirm()
             self.store.put(prefix + MANIFEST, blob)
         except BaseException:
             self._discard(prefix)
             raise
         return manifest
 
+    def _confirm_objects(self, prefix: str, manifest: Manifest) -> None:
+        """Every object the manifest names is in the store with its size (one listing), so
+        a manifest never names an object someone else removed meanwhile."""
+        stored = {obj.key: obj.size for obj in self.store.list(prefix)}
+        for entry in manifest.files:
+            found = stored.get(prefix + entry.object)
+            if found != entry.stored_size:
+                state = "is missing" if found is None else f"has {found} bytes"
+                raise IntegrityError(
+                    f"backup {prefix.rstrip('/')} not committed: object {entry.object} {state} "
+                    f"in {self.url} right after its upload, expected {entry.stored_size} "
+                    "bytes; did another host or `catchup prune` remove it?"
+                )
+
     def _discard(self, prefix: str) -> None:
+        """Remove a failed write: the manifest first (its put may have landed although it
+        raised), and the objects only once it is surely gone, so an interrupted cleanup
+        never leaves a visible manifest naming deleted objects."""
         with contextlib.suppress(Exception):  # best effort; prune removes what is left
+            with contextlib.suppress(ObjectNotFound):
+                self.store.delete(prefix + MANIFEST)
             self.store.delete_prefix(prefix)
 
     # --- reading -------------------------------------------------------------
@@ -187,24 +350,41 @@ class Repository:
     ) -> None:
         """Recreate the backup's data dir in `target` (empty or absent), verified file by file.
 
+        Every path is inside `target` (the manifest's validation refuses any other), is
+        reached without following a symlink, and is created exclusively: directories
+        0700, files 0600 until their hash is checked, then their recorded permission bits.
         On any failure, everything written into `target` is removed again.
         """
+        if target.exists() and not target.is_dir():
+            raise NotFoundError(f"target '{target}' is not a directory; give an empty or new dir")
         if target.exists() and any(target.iterdir()):
             raise NotFoundError(f"target dir '{target}' is not empty; give an empty or new dir")
         encryptor = self._encryptor(manifest)  # a missing or wrong key fails before any write
         created = not target.exists()
-        target.mkdir(parents=True, exist_ok=True)
+        if created:
+            target.parent.mkdir(parents=True, exist_ok=True)
+            os.mkdir(target, DIR_MODE)
         try:
-            for directory in manifest.directories:
-                (target / directory).mkdir(parents=True, exist_ok=True)
             prefix = backup_prefix(manifest.keyspace, manifest.shard, manifest.backup_id)
-            download_files(self.store, prefix, manifest.files, target, jobs, encryptor, progress)
+            download_files(
+                self.store,
+                prefix,
+                manifest.files,
+                target,
+                jobs,
+                encryptor,
+                progress,
+                directories=manifest.directories,
+            )
         except BaseException:
             if created:
                 shutil.rmtree(target, ignore_errors=True)
             else:
                 for child in target.iterdir():
-                    shutil.rmtree(child) if child.is_dir() else child.unlink()
+                    if child.is_dir() and not child.is_symlink():
+                        shutil.rmtree(child)
+                    else:
+                        child.unlink()
             raise
 
     def check_objects(
@@ -227,4 +407,8 @@ class Repository:
 def open_repository(config: Config) -> Repository:
     """The repository a config names, with its store options and its keyring."""
     keyring = Keyring.from_settings(config.encryption)
-    return Repository(open_store(config.repository, config.storage), keyring)
+    return Repository(
+        open_store(config.repository, config.storage),
+        keyring,
+        read_unencrypted=config.encryption.read_unencrypted_backups,
+    )

@@ -75,9 +75,13 @@ def encode_manifest(manifest: Manifest, keys: BackupKeys | None, context: str) -
 
 
 def decode_manifest(
-    blob: bytes, keyring: Keyring, context: str, name: str
+    blob: bytes, keyring: Keyring, context: str, name: str, read_plain: bool = True
 ) -> tuple[Manifest, bytes | None]:
-    """The manifest and, for an encrypted backup, its data key. Refuses any tampering."""
+    """The manifest and, for an encrypted backup, its data key. Refuses any tampering.
+
+    `read_plain` False refuses a plain manifest: when keys are configured, a plain one
+    proves nothing (anyone who may write to the bucket can write one).
+    """
     try:
         document = json.loads(blob)
         if document.get("format") != FORMAT:
@@ -100,6 +104,13 @@ def decode_manifest(
                 "failed authentication: it was altered or damaged",
             )
             return _read_fields(json.loads(body), name), data_key
+        if not read_plain:
+            raise IntegrityError(
+                f"manifest {name} is not encrypted although encryption is configured, so "
+                "anyone with write access to the store could have written it; refused. If it "
+                "is a backup made before encryption was turned on, set "
+                "encryption.read_unencrypted_backups = true while you still need it"
+            )
         # The checksum covers the fields as stored, before any upgrade of an older format.
         if hashlib.sha256(_canonical(document["manifest"])).hexdigest() != document["sha256"]:
             raise IntegrityError(
@@ -108,7 +119,13 @@ def decode_manifest(
         return _read_fields(document["manifest"], name), None
     except DecryptionError as exc:
         raise IntegrityError(f"manifest {name}: {exc}") from None
-    except (ValueError, KeyError, TypeError, binascii.Error, ValidationError) as exc:
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(part) for part in first["loc"]) or "fields"
+        raise IntegrityError(
+            f"manifest {name} is invalid ({where}: {first['msg']}): it was altered or damaged"
+        ) from None
+    except (ValueError, KeyError, TypeError, binascii.Error) as exc:
         raise IntegrityError(
             f"manifest {name} is unreadable ({type(exc).__name__}): it was altered or damaged"
         ) from None

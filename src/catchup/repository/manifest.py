@@ -7,10 +7,16 @@ any change a reader of an older version could misread.
 
 from __future__ import annotations
 
-from datetime import datetime
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import (
+    AwareDatetime,
+    BaseModel,
+    ConfigDict,
+    Field,
+    field_validator,
+    model_validator,
+)
 
 FORMAT_VERSION = 2  # 2: file hashes are "<algorithm>:<hex>", BLAKE3 for new backups
 Kind = Literal["bootstrap", "catchup"]
@@ -20,13 +26,27 @@ class Model(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
+def relative_path(value: str) -> str:
+    """`value` if it is a normalised relative path ('a/b'), which cannot leave the dir it is
+    joined to; a manifest naming anything else is refused before anything is read or written."""
+    parts = value.split("/")
+    if "\0" in value or any(part in ("", ".", "..") for part in parts):
+        raise ValueError(
+            f"path {value!r} is not a normalised relative path (no leading '/', no empty, "
+            "'.' or '..' component)"
+        )
+    return value
+
+
 class FileEntry(Model):
     path: str  # relative to the data dir, '/'-separated
     size: int
     hash: str = Field(pattern=r"^(blake3|sha256):[0-9a-f]{64}$")  # of the plaintext
     object: str  # key relative to the backup's prefix
     stored_size: int
-    mode: int
+    mode: int  # as scanned; a restore applies only its permission bits (0o777)
+
+    _paths = field_validator("path", "object")(relative_path)
 
     @model_validator(mode="before")
     @classmethod
@@ -55,8 +75,8 @@ class Manifest(Model):
     rebootstrap_reason: str | None = None  # why a chain was started again, if it was
     position: str  # engine-specific: a MariaDB GTID position
     source: SourceInfo
-    started_at: datetime
-    created_at: datetime
+    started_at: AwareDatetime  # naive times could not be compared with now: refused
+    created_at: AwareDatetime
     bytes_from_source: int
     data_bytes: int
     stored_bytes: int
@@ -65,6 +85,21 @@ class Manifest(Model):
     encryption: dict[str, object] | None = None
     directories: list[str]
     files: list[FileEntry]
+
+    @field_validator("directories")
+    @classmethod
+    def _directories(cls, value: list[str]) -> list[str]:
+        return [relative_path(directory) for directory in value]
+
+    @model_validator(mode="after")
+    def _distinct_paths(self) -> Manifest:
+        """Each path names one thing: a restore creates every file exclusively."""
+        seen = set(self.directories)
+        for entry in self.files:
+            if entry.path in seen:
+                raise ValueError(f"path {entry.path!r} is listed twice")
+            seen.add(entry.path)
+        return self
 
     @property
     def shard_name(self) -> str:

@@ -1,16 +1,41 @@
-"""Which backups retention lets go.
+"""Which backups retention lets go, and which backups are dated in the future.
 
 A backup is kept while it is among its shard's `min_count` newest complete
 backups or younger than `min_age`; the newest complete backup of a shard is
 never removed, whatever the settings.
+
+A backup dated more than FUTURE_TOLERANCE ahead of now (a writer's clock was
+wrong, or someone forged it) is *future-dated*. Its real age is unknown, so it
+must neither stay `latest` nor shield itself as the newest for ever: it is
+never `latest`, it ranks after every present-dated backup of its shard, and it
+expires like any backup of that rank, regardless of `min_age`.
 """
 
 from __future__ import annotations
 
 from collections import defaultdict
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 
 from catchup.repository.manifest import Manifest
+
+FUTURE_TOLERANCE = timedelta(minutes=10)
+
+
+def backup_id_time(backup_id: str) -> datetime | None:
+    """The UTC time a backup id starts with ("20261124T023647009Z-…"), if it parses."""
+    try:
+        return datetime.strptime(backup_id[:18], "%Y%m%dT%H%M%S%f").replace(tzinfo=UTC)
+    except ValueError:
+        return None
+
+
+def dated(manifest: Manifest) -> datetime:
+    """The later of the backup's id time and its `created_at`: both must be believable."""
+    return max(filter(None, (backup_id_time(manifest.backup_id), manifest.created_at)))
+
+
+def future_dated(manifest: Manifest, now: datetime) -> bool:
+    return dated(manifest) > now + FUTURE_TOLERANCE
 
 
 def expired_backups(
@@ -21,8 +46,11 @@ def expired_backups(
         by_shard[manifest.shard_name].append(manifest)
     expired = []
     for chain in by_shard.values():
-        newest_first = sorted(chain, key=lambda m: m.backup_id, reverse=True)
+        newest_first = sorted(
+            chain, key=lambda m: (not future_dated(m, now), m.backup_id), reverse=True
+        )
         for rank, manifest in enumerate(newest_first):
-            if rank >= max(1, min_count) and now - manifest.created_at >= min_age:
+            old_enough = future_dated(manifest, now) or now - manifest.created_at >= min_age
+            if rank >= max(1, min_count) and old_enough:
                 expired.append(manifest)
     return sorted(expired, key=lambda m: m.backup_id)
