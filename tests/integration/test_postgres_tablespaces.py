@@ -1,6 +1,7 @@
 """PostgreSQL user tablespaces: backed up inside the instance, restored in place, and a
 tablespace created after the bootstrap refused before replay could write to its path."""
 
+# ruff: noqa: F811 - the `pg` fixture is imported from test_postgres
 from __future__ import annotations
 
 import json
@@ -18,7 +19,7 @@ from catchup.engines.postgres.server import (
     give_to_server_user,
 )
 from tests.conftest import run_cli
-from tests.integration.test_postgres import pg, pg_shard, write_config  # noqa: F401
+from tests.integration.test_postgres import pg, pg_shard, write_config  # noqa: F401 - fixture
 
 pytestmark = pytest.mark.integration
 

@@ -2,6 +2,7 @@
 password, libraries the catchup host lacks) must neither steer the ephemeral standby nor
 end up in a backup; a stalled standby's error quotes its log."""
 
+# ruff: noqa: F811 - the `pg` fixture is imported from test_postgres
 from __future__ import annotations
 
 import time
@@ -13,7 +14,7 @@ from psycopg import sql
 from catchup.engines.postgres.lsn import parse_lsn
 from catchup.engines.postgres.sandbox import PostgresSandbox
 from tests.conftest import run_cli
-from tests.integration.test_postgres import pg, pg_shard, write_config  # noqa: F401
+from tests.integration.test_postgres import pg, pg_shard, write_config  # noqa: F401 - fixture
 
 pytestmark = pytest.mark.integration
 

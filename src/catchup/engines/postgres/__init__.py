@@ -35,6 +35,7 @@ from catchup.engines.postgres.lsn import format_lsn, judge_coverage, parse_lsn, 
 from catchup.engines.postgres.server import (
     PostgresFiles,
     PostgresServer,
+    config_string,
     find_binaries,
     give_to_server_user,
     run_as,
@@ -250,7 +251,7 @@ class PostgresInstance:
         self.server.write_config(
             {
                 **source.session.standby_requirements(),
-                "primary_conninfo": "'" + conninfo.replace("'", "''") + "'",
+                "primary_conninfo": config_string(conninfo),
                 "recovery_target_lsn": f"'{format_lsn(target)}'",
                 "recovery_target_action": "'shutdown'",
                 "recovery_target_inclusive": "on",

@@ -68,6 +68,12 @@ def run_as(die_with_parent: bool = False) -> list[str]:
     return ["setpriv", *death, *drop]
 
 
+def config_string(value: str) -> str:
+    """A postgresql.conf string: quoted, with `'` doubled and `\\` escaped (the file's
+    parser reads C-style backslash escapes)."""
+    return "'" + value.replace("\\", "\\\\").replace("'", "''") + "'"
+
+
 def server_os_user() -> str:
     """The OS user the server and its tools run as."""
     if os.geteuid() == 0:
