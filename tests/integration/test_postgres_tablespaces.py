@@ -6,18 +6,21 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import time
 from pathlib import Path
 
 import pytest
 
-from catchup.engines.postgres import table_checksums
+from catchup.cancel import CancelToken
+from catchup.engines.postgres import PostgresEngine, table_checksums
 from catchup.engines.postgres.server import (
     PostgresFiles,
     PostgresServer,
     find_binaries,
     give_to_server_user,
 )
+from catchup.errors import CatchUpFailedError
 from tests.conftest import run_cli
 from tests.integration.test_postgres import pg, pg_shard, write_config  # noqa: F401 - fixture
 
@@ -122,3 +125,27 @@ def test_a_tablespace_created_after_the_bootstrap_is_refused_before_replay(fleet
     [row] = json.loads(again.stdout)
     manifest = fleet.repository.find("pg", "0", row["backup_id"])
     assert any("pg_tblspc/" in f.path for f in manifest.files)
+
+
+def test_a_backup_whose_tablespace_is_an_empty_directory_is_not_built_on(fleet, pg, short_tmp):
+    """Versions before in-place tablespaces stored the pg_tblspc symlink as an empty
+    directory: such a backup lacks the tablespace's files, and catching it up would build
+    on that loss."""
+    source = pg(size_mb=15)
+    oid = make_tablespace(source, short_tmp / "ts-old", "old_ts")
+    source.execute("CREATE TABLE t_old TABLESPACE old_ts AS SELECT 1 AS one")
+    write_config(fleet, pg_shard(source))
+    config = fleet.config
+    [shard] = config.shards
+    engine = PostgresEngine()
+    with (
+        engine.open_source(config, shard) as view,
+        engine.provision(config, shard, view.server_version()) as instance,
+    ):
+        instance.bootstrap(view, CancelToken(), lambda done, total: None)
+        tablespace = instance.data_dir / "pg_tblspc" / oid
+        assert any(tablespace.iterdir())
+        shutil.rmtree(tablespace)
+        tablespace.mkdir()  # what an older version's backup restores
+        with pytest.raises(CatchUpFailedError, match=r"old_ts.*--bootstrap"):
+            instance.catch_up(view, view.checkpoint(), CancelToken(), lambda done, total: None)

@@ -273,15 +273,21 @@ class PostgresInstance:
         """A tablespace created on the source after this chain's bootstrap: its WAL names
         an absolute path of the source's host, which replay would create or write to on
         this host. Refuse before starting; a new chain carries it inside the data dir."""
-        inside = basebackup.tablespace_dirs(self.data_dir)
+        # An empty directory is what versions before in-place tablespaces stored for the
+        # symlink: the tablespace's files are missing from that backup.
+        inside = [
+            oid
+            for oid, in_place in basebackup.tablespace_dirs(self.data_dir).items()
+            if in_place and any((self.data_dir / "pg_tblspc" / oid).iterdir())
+        ]
         new = [(oid, name) for oid, name in source.session.tablespaces() if oid not in inside]
         if new:
             names = ", ".join(f"{name} (oid {oid})" for oid, name in new)
             raise CatchUpFailedError(
                 f"shard {self.shard.name}: the source has tablespace {names} that the newest "
-                "backup lacks (created after its bootstrap); replaying it would write to the "
-                "source's path on this host. Start a new chain: `catchup backup --bootstrap "
-                f"{self.shard.name}`"
+                "backup lacks (created after its bootstrap, or backed up by a version that "
+                "left tablespaces out); replaying it would write to the source's path on this "
+                f"host. Start a new chain: `catchup backup --bootstrap {self.shard.name}`"
             )
 
     def _refuse_outside_tablespaces(self) -> None:
