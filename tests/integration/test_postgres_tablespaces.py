@@ -83,6 +83,7 @@ def test_a_tablespace_round_trips_and_nothing_is_written_outside_the_work_dir(fl
     )
     assert restored.returncode == 0, restored.stderr
     assert "pg_tblspc" in restored.stdout + restored.stderr
+    assert "unix_socket_directories" in restored.stdout + restored.stderr  # the hint says
     assert (target / "data" / "pg_tblspc" / oid).is_dir()
     assert not (target / "data" / "pg_tblspc" / oid).is_symlink()
     server = PostgresServer(PostgresFiles(target), find_binaries(15), port=5498, settings={})
