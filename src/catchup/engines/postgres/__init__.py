@@ -262,7 +262,9 @@ class PostgresInstance:
         (self.data_dir / "standby.signal").touch()
         give_to_server_user(self.data_dir / "standby.signal")
         self.server.start()
-        self._wait_for_target(target, cancel, progress, stop_when_passed=from_standby)
+        self._wait_for_target(
+            target, cancel, progress, from_standby, secret=source.session.password
+        )
         self._assert_reached(target)
         self._refuse_outside_tablespaces()
         if from_standby:
@@ -306,7 +308,12 @@ class PostgresInstance:
             )
 
     def _wait_for_target(
-        self, target: int, cancel: CancelToken, progress: Progress, stop_when_passed: bool
+        self,
+        target: int,
+        cancel: CancelToken,
+        progress: Progress,
+        stop_when_passed: bool,
+        secret: str | None,
     ) -> None:
         start_lsn, last_lsn, last_change = None, None, time.monotonic()
         while self.server.running:
@@ -333,7 +340,7 @@ class PostgresInstance:
                 raise CatchUpStalledError(
                     f"catch-up stalled: no WAL replayed for {self.config.stall_timeout_seconds:.0f}"
                     f"s at {format_lsn(last_lsn or 0)}; check that the source is reachable; "
-                    f"the standby's log: {stall_lines(self.files.log)}"
+                    f"the standby's log: {stall_lines(self.files.log, secret)}"
                 )
             time.sleep(POLL_SECONDS)
         code = self.server.exit_code
@@ -510,12 +517,13 @@ def prepare_recovery(data_dir: Path, position: str) -> None:
         stream.write(kept + settings)
 
 
-def stall_lines(log: Path, count: int = 4) -> str:
-    """The lines of a standby's log that say why it replays nothing: whom it dials, and
-    what fails."""
-    markers = ("FATAL", "ERROR", "could not", "primary_conninfo", "started streaming")
+def stall_lines(log: Path, secret: str | None, count: int = 4) -> str:
+    """The lines of a standby's log that say why it replays nothing, with `secret` (the
+    replication password) masked should a line ever echo it."""
+    markers = ("FATAL", "ERROR", "could not", "started streaming")
     lines = [line for line in _read(log).splitlines() if any(m in line for m in markers)]
-    return " | ".join(lines[-count:]) or "(nothing relevant in the log)"
+    quoted = " | ".join(lines[-count:]) or "(nothing relevant in the log)"
+    return quoted.replace(secret, "***") if secret else quoted
 
 
 def _read(path: Path) -> str:

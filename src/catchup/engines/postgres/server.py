@@ -7,7 +7,8 @@ instance dir belongs to that user.
 Nobody else gets in: the instance and socket directories are 0700 and the
 socket itself too, there is no TCP listener unless asked for, and local logins
 use `peer` authentication mapped (pg_ident.conf) from exactly catchup's and the
-server's OS users to the roles catchup needs. Children get a scrubbed
+server's OS users to the roles catchup needs (`trust` only when catchup's uid has
+no name to map, behind the same 0700 directories). Children get a scrubbed
 environment, so a superuser session (`COPY … TO PROGRAM 'env'`) finds no secret.
 """
 
@@ -75,10 +76,8 @@ def config_string(value: str) -> str:
 
 
 def server_os_user() -> str:
-    """The OS user the server and its tools run as."""
-    if os.geteuid() == 0:
-        return SERVER_USER
-    return pwd.getpwuid(os.geteuid()).pw_name
+    """The OS user the server and its tools run as (root drops to SERVER_USER)."""
+    return SERVER_USER if os.geteuid() == 0 else pwd.getpwuid(os.geteuid()).pw_name
 
 
 def run_tool(command: list[str]) -> subprocess.CompletedProcess[str]:
@@ -145,8 +144,9 @@ class PostgresServer(ServerProcess):
     def write_config(self, extra: dict[str, str]) -> None:
         """Our own config, hba and ident files: nothing from the source's applies."""
         hba = self.files.root / "pg_hba.conf"
+        local = "peer map=catchup" if self._write_ident() else "trust"
         hba.write_text(
-            "local all all peer map=catchup\nlocal replication all peer map=catchup\n"
+            f"local all all {local}\nlocal replication all {local}\n"
             + (
                 "host all all 127.0.0.1/32 scram-sha-256\nhost replication all 127.0.0.1/32 "
                 "scram-sha-256\n"
@@ -154,7 +154,6 @@ class PostgresServer(ServerProcess):
                 else ""
             )
         )
-        self._write_ident()
         values = {
             "port": str(self.port),
             "listen_addresses": "'127.0.0.1'" if self.listen else "''",
@@ -181,14 +180,24 @@ class PostgresServer(ServerProcess):
     def _ident(self) -> Path:
         return self.files.root / "pg_ident.conf"
 
-    def _write_ident(self) -> None:
-        """Local logins: only catchup's own OS user and the server's, as `self.roles`."""
-        os_users = dict.fromkeys([pwd.getpwuid(os.geteuid()).pw_name, server_os_user()])
+    def _write_ident(self) -> bool:
+        """Local logins: only catchup's own OS user and the server's, as `self.roles`.
+
+        False when catchup's uid has no name (a container run with an arbitrary uid):
+        peer authentication cannot work then, and the 0700 socket directory and
+        socket, owned by that uid, are what keeps other users out."""
+        try:
+            own = pwd.getpwuid(os.geteuid()).pw_name
+        except KeyError:
+            self._ident.write_text("")
+            return False
+        os_users = dict.fromkeys([own, server_os_user()])
         for name in [*os_users, *self.roles]:
             if not name or any(c in name for c in '"\n\r'):
                 raise InstanceError(f"cannot map the name {name!r} in pg_ident.conf")
         lines = [f'catchup "{os_user}" "{role}"\n' for os_user in os_users for role in self.roles]
         self._ident.write_text("".join(lines))
+        return True
 
     def allow_role(self, role: str, timeout: float = 10) -> None:
         """Let local logins use `role` too, on the running server (a reload)."""
