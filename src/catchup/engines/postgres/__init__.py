@@ -568,9 +568,9 @@ class PostgresEngine:
             "preload settings of the source's postgresql.auto.conf were left out (see its "
             "comments)."
             + (
-                " Tablespaces are directories under pg_tblspc/ (allow_in_place_tablespaces = "
-                "on); to move one elsewhere, stop the server, move the directory and leave a "
-                "symlink in its place."
+                " Tablespaces are directories under pg_tblspc/: keep allow_in_place_tablespaces"
+                " = on while they are; to move one elsewhere, stop the server, move the "
+                "directory and leave a symlink in its place."
                 if has_tablespaces
                 else ""
             )
