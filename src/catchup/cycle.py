@@ -22,7 +22,7 @@ from catchup.cancel import CancelToken
 from catchup.codec import CodecSettings
 from catchup.config import Config, Shard
 from catchup.engines import Coverage, Engine, Instance, Source, engine_for
-from catchup.errors import DivergedError, LogsPurgedError, SourceError
+from catchup.errors import CatchupError, DivergedError, LogsPurgedError, SourceError
 from catchup.repository import Manifest, Repository
 from catchup.repository.manifest import SourceInfo
 
@@ -236,8 +236,21 @@ def stop(instance: Instance, clock: StepClock) -> None:
 
 
 def release_source(source: Source, manifest: Manifest) -> None:
-    """Only now, with the new backup committed, may the source drop what it held for it."""
-    source.committed(manifest.position)
+    """Only now, with the new backup committed, may the source drop what it held for it.
+
+    The backup is listed whatever happens here, so a failure does not fail the cycle:
+    the source merely holds its log longer, and the next cycle releases it."""
+    try:
+        source.committed(manifest.position)
+    except CatchupError as exc:
+        log.warning(
+            "shard=%s/%s backup %s is committed, but the source could not release what it "
+            "held for it (the next cycle retries): %s",
+            manifest.keyspace,
+            manifest.shard,
+            manifest.backup_id,
+            exc,
+        )
 
 
 def draft_manifest(

@@ -81,9 +81,10 @@ def test_three_cycles_restore_to_exactly_the_source_at_the_lsn(fleet, pg, short_
     assert [b["kind"] for b in listed] == ["bootstrap", "catchup", "catchup"]
     assert listed[2]["parent"] == listed[1]["id"] and listed[1]["parent"] == listed[0]["id"]
     # The slot was advanced to the newest committed backup, and not beyond.
+    slot = listed[2]["position"].partition(":")[2]
     with source.server.connect() as conn:
         (restart_lsn,) = conn.execute(
-            "SELECT restart_lsn FROM pg_replication_slots WHERE slot_name = 'catchup_pg_0'"
+            "SELECT restart_lsn FROM pg_replication_slots WHERE slot_name = %s", (slot,)
         ).fetchone()
     assert str(restart_lsn) == listed[2]["position"].partition("@")[0]
     assert listed[2]["position"].partition("@")[0] <= source.position() or True
@@ -114,13 +115,15 @@ def test_three_cycles_restore_to_exactly_the_source_at_the_lsn(fleet, pg, short_
 def test_dropped_slot_bootstraps_again_loudly(fleet, pg):
     source = pg()
     write_config(fleet, pg_shard(source))
-    assert fleet.backup()[0].ok
+    [first] = fleet.backup()
+    assert first.ok
     source.apply_workload(0.0025)
-    source.execute("SELECT pg_drop_replication_slot('catchup_pg_0')")
+    slot = first.position.partition(":")[2]
+    source.execute("SELECT pg_drop_replication_slot(%s)", (slot,))
     result = run_cli("backup", "--all", "--json", "-c", str(fleet.config_path))
     assert result.returncode == 0, result.stdout + result.stderr
     [second] = json.loads(result.stdout)
-    assert second["kind"] == "bootstrap" and "slot is gone" in second["rebootstrap_reason"]
+    assert second["kind"] == "bootstrap" and f"slot {slot} is gone" in second["rebootstrap_reason"]
     assert "BOOTSTRAPPING AGAIN" in result.stderr
 
 

@@ -7,6 +7,7 @@ import secrets
 import subprocess
 from pathlib import Path
 
+from catchup.engines.environment import child_environment
 from catchup.errors import InstanceError
 
 
@@ -44,6 +45,7 @@ class ServerProcess:
                 stdout=output,
                 stderr=output,
                 start_new_session=True,
+                env=child_environment(),  # catchup's secrets stay out of the server's reach
             )
 
     def stop_with(self, signal_number: int, timeout: float, clean_exits: tuple[int, ...]) -> None:

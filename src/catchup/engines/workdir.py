@@ -4,6 +4,11 @@ Each ephemeral instance lives in `work_dir/instances/<label>.<random>/` with an
 owner record (pid and start time of the catchup process, and the server's pid
 file and data dir). A directory whose owner is gone is an orphan of a killed
 run: the next run kills its server, if any still runs, and removes it.
+
+Instance dirs are 0700: other local users cannot list them, read their data or
+reach their sockets. `instances/` itself is 0700, or 0711 when catchup runs as
+root, so that a server dropped to its own OS user (PostgreSQL's `postgres`, which
+then owns its instance dir) can traverse it without listing it.
 """
 
 from __future__ import annotations
@@ -31,9 +36,11 @@ def instance_dir(work_dir: Path, label: str) -> Iterator[Path]:
     """A fresh private directory, removed however the block ends."""
     instances = work_dir / "instances"
     instances.mkdir(parents=True, exist_ok=True)
+    instances.chmod(0o711 if os.geteuid() == 0 else 0o700)  # an older one may be 0755
     reap_orphans(instances)
     root = instances / f"{label}.{secrets.token_hex(4)}"
-    root.mkdir()
+    root.mkdir(mode=0o700)
+    root.chmod(0o700)  # mkdir's mode is masked by the umask, never widened: make it exact
     pid = os.getpid()
     (root / "owner.json").write_text(
         json.dumps({"pid": pid, "start_time": _process_start_time(pid)})

@@ -1,16 +1,24 @@
 """The PostgreSQL engine: physical standby catch-up to a target LSN.
 
-- bootstrap: a physical slot for the shard's chain, then `pg_basebackup -X stream`;
+- bootstrap: a new physical slot for the new chain, then `pg_basebackup -X stream`
+  in tar format, unpacked with the tablespaces inside the data dir (basebackup.py);
 - catch-up: the restored data dir starts as a standby streaming from the source
   (not through the slot) with `recovery_target_lsn = T` and
-  `recovery_target_action = shutdown`; the postmaster exits by itself at T;
+  `recovery_target_action = shutdown`; the postmaster exits by itself at T; the
+  source's postgresql.auto.conf is neutralised first (autoconf.py);
 - archive: only the WAL from the last restartpoint's REDO to minRecoveryPoint;
 - the slot is advanced to T only after the new backup's manifest is committed.
+
+Positions are `LSN@timeline:slot`: each chain has its own slot, named in every
+position of the chain, so a re-bootstrap that fails leaves the previous chain's
+slot, and thus its newest backup, intact. A committed backup releases the slots
+of older chains. Positions without `:slot` (older backups) use the legacy name.
 """
 
 from __future__ import annotations
 
 import contextlib
+import os
 import re
 import shutil
 import subprocess
@@ -21,15 +29,19 @@ from pathlib import Path
 from catchup.cancel import CancelToken
 from catchup.config import Config, PostgresSettings, Shard
 from catchup.engines import Finding, Progress, Source, Verdict
+from catchup.engines.environment import child_environment
+from catchup.engines.postgres import autoconf, basebackup
 from catchup.engines.postgres.lsn import format_lsn, judge_coverage, parse_lsn, segment_name
 from catchup.engines.postgres.server import (
     PostgresFiles,
     PostgresServer,
+    config_string,
     find_binaries,
     give_to_server_user,
     run_as,
+    run_tool,
 )
-from catchup.engines.postgres.source import PostgresSession
+from catchup.engines.postgres.source import PostgresSession, conninfo_value, legacy_slot_name
 from catchup.engines.relay import CountingRelay
 from catchup.engines.workdir import instance_dir, record_server
 from catchup.errors import (
@@ -43,7 +55,7 @@ from catchup.files import write_private
 # Runtime files of a stopped data dir that must not travel with a backup.
 NOT_ARCHIVED = re.compile(
     r"^(postmaster\.(pid|opts)|standby\.signal|recovery\.signal|backup_label\.old"
-    r"|pg_wal/archive_status/.*|pg_replslot/.*|pg_stat_tmp/.*|log/.*)$"
+    r"|pg_wal/archive_status/.*|pg_replslot/.*|pg_stat_tmp/.*|log/.*|tablespace_map)$"
 )
 WAL_GONE = "has already been removed"
 POLL_SECONDS = 0.2
@@ -52,6 +64,7 @@ POLL_SECONDS = 0.2
 class PostgresSource:
     def __init__(self, session: PostgresSession, relay: CountingRelay, settings: PostgresSettings):
         self.session, self.relay, self.settings = session, relay, settings
+        self.released = False  # committed() was called: a backup of this cycle is listed
 
     @property
     def bytes_sent(self) -> int:
@@ -62,10 +75,11 @@ class PostgresSource:
 
     def checkpoint(self) -> str:
         timeline = self.session.facts().timeline
-        return f"{format_lsn(self.session.checkpoint())}@{timeline}"
+        return make_position(self.session.checkpoint(), timeline, self.session.slot)
 
     def judge(self, backup_position: str) -> Verdict:
         lsn, timeline = split_position(backup_position)
+        self.session.slot = position_slot(backup_position) or legacy_slot_name(self.session.shard)
         return judge_coverage(
             lsn,
             timeline,
@@ -74,20 +88,33 @@ class PostgresSource:
             self.session.slot_state(),
             self.session.database_bytes(),
             self.settings.rebootstrap_wal_ratio,
+            slot_name=self.session.slot,
         )
 
     def estimated_data_bytes(self) -> int:
         return self.session.database_bytes()
 
     def committed(self, position: str) -> None:
-        """The new backup is committed: the source may now recycle WAL before it."""
-        self.session.advance_slot(format_lsn(split_position(position)[0]))
+        """The new backup is committed: the source may now recycle WAL before it, and
+        the slots of older chains (a re-bootstrap, a failed one's leftovers) may go."""
+        self.released = True
+        slot = position_slot(position) or legacy_slot_name(self.session.shard)
+        self.session.advance_slot(format_lsn(split_position(position)[0]), slot)
+        for other in self.session.shard_slots():
+            if other != slot:
+                self.session.drop_slot(other)
+
+    def abandon_new_slot(self) -> None:
+        """A cycle that created a chain's slot failed before committing: drop the slot,
+        or it would hold the source's WAL for ever."""
+        if self.session.created_slot and not self.released:
+            with contextlib.suppress(SourceError):
+                self.session.drop_slot(self.session.created_slot)
 
     def check(self) -> list[Finding]:
         facts = self.session.facts()
-        slot = self.session.slot_state()
         missing = self.session.missing_privileges()
-        return [
+        findings = [
             Finding("connect", True, f"{facts.version}, timeline {facts.timeline}"),
             Finding(
                 "privileges",
@@ -102,21 +129,35 @@ class PostgresSource:
                 f"wal_level = {facts.wal_level}"
                 + ("" if facts.wal_level != "minimal" else "; set it to replica"),
             ),
-            Finding(
-                "slot",
-                True,
-                f"{self.session.slot}: {slot.wal_status}, restart_lsn "
-                f"{format_lsn(slot.restart_lsn) if slot.restart_lsn else '-'}"
-                if slot.exists
-                else f"{self.session.slot} not created yet: the next cycle bootstraps",
-            ),
         ]
+        # Whether the newest backup's own slot still exists is judged with the backup
+        # (the "newest backup" line, which names it); here, every slot this shard holds.
+        for name in self.session.shard_slots():
+            slot = self.session.slot_state(name)
+            findings.append(
+                Finding(
+                    "slot",
+                    slot.wal_status not in ("lost", "unreserved"),
+                    f"{name}: {slot.wal_status}, restart_lsn "
+                    f"{format_lsn(slot.restart_lsn) if slot.restart_lsn else '-'}",
+                )
+            )
+        return findings
 
 
 def split_position(position: str) -> tuple[int, int]:
-    """'X/Y@timeline' → (lsn, timeline)."""
-    lsn, _, timeline = position.partition("@")
-    return parse_lsn(lsn), int(timeline or 1)
+    """'X/Y@timeline:slot' → (lsn, timeline)."""
+    lsn, _, rest = position.partition("@")
+    return parse_lsn(lsn), int(rest.partition(":")[0] or 1)
+
+
+def make_position(lsn: int, timeline: int, slot: str | None) -> str:
+    return f"{format_lsn(lsn)}@{timeline}" + (f":{slot}" if slot else "")
+
+
+def position_slot(position: str) -> str | None:
+    """The chain's slot named in a position; None in positions of older versions."""
+    return position.partition("@")[2].partition(":")[2] or None
 
 
 class PostgresInstance:
@@ -135,7 +176,11 @@ class PostgresInstance:
                 "wal_recycle": "off",
                 "hot_standby": "on",
                 "archive_mode": "off",
+                # Tablespaces live in the data dir (basebackup.py); recovery refuses
+                # directories in pg_tblspc without this.
+                "allow_in_place_tablespaces": "on",
             },
+            roles=(user,),
         )
         record_server(root, self.files.data_dir / "postmaster.pid", self.files.data_dir)
 
@@ -149,21 +194,26 @@ class PostgresInstance:
         self.files.root.mkdir(parents=True, exist_ok=True)
         passfile = self.files.root / "pgpass"
         write_private(passfile, f"*:*:*:*:{_pgpass_escape(source.session.password or '')}\n")
+        archives = self.files.root / "basebackup"
+        archives.mkdir(mode=0o700)
         give_to_server_user(self.files.root)
         command = [
             *self.server.tool("pg_basebackup"),
             "-d",
-            f"host=127.0.0.1 port={source.relay.port} user={source.session.user}",
+            f"host=127.0.0.1 port={source.relay.port} user={conninfo_value(source.session.user)}",
             "-D",
-            str(self.data_dir),
+            str(archives),
+            "-F",
+            "tar",  # every tablespace into `archives`, none to the source's paths
             "-X",
             "stream",
             "-c",
             "fast",
             "--no-sync",
+            "--no-manifest",
         ]
         estimate = max(1, source.estimated_data_bytes())
-        env = {"PGPASSFILE": str(passfile), "PATH": "/usr/bin:/bin"}
+        env = child_environment(PGPASSFILE=str(passfile))
         with open(self.files.root / "basebackup.err", "wb") as errors:
             process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=errors, env=env)
             try:
@@ -179,6 +229,9 @@ class PostgresInstance:
         if process.returncode != 0:
             tail = (self.files.root / "basebackup.err").read_text(errors="replace").strip()
             raise SourceError(f"pg_basebackup of the source failed: {tail.splitlines()[-1:]}")
+        basebackup.unpack(archives, self.data_dir)
+        archives.rmdir()
+        give_to_server_user(self.files.root)
 
     def start(self, cancel: CancelToken) -> None:
         """Nothing to do yet: a standby needs its recovery target before it starts."""
@@ -189,34 +242,78 @@ class PostgresInstance:
         assert isinstance(source, PostgresSource)
         target, timeline = split_position(checkpoint)
         from_standby = source.session.standby
-        password = (source.session.password or "").replace("\\", "\\\\").replace("'", "\\'")
+        self._refuse_new_tablespaces(source)
+        autoconf.sanitize_file(self.data_dir)  # its primary_conninfo would win over ours
         conninfo = (
-            f"host=127.0.0.1 port={source.relay.port} user={source.session.user} "
-            f"password={password} application_name=catchup"
+            f"host=127.0.0.1 port={source.relay.port} user={conninfo_value(source.session.user)} "
+            f"password={conninfo_value(source.session.password or '')} application_name=catchup"
         )
         self.server.write_config(
             {
                 **source.session.standby_requirements(),
-                "primary_conninfo": "'" + conninfo.replace("'", "''") + "'",
+                "primary_conninfo": config_string(conninfo),
                 "recovery_target_lsn": f"'{format_lsn(target)}'",
                 "recovery_target_action": "'shutdown'",
                 "recovery_target_inclusive": "on",
                 "restore_command": "''",
             }
         )
-        self.files.config.chmod(0o600)  # it holds the replication password
         (self.data_dir / "recovery.signal").unlink(missing_ok=True)
         (self.data_dir / "standby.signal").touch()
         give_to_server_user(self.data_dir / "standby.signal")
         self.server.start()
-        self._wait_for_target(target, cancel, progress, stop_when_passed=from_standby)
+        self._wait_for_target(
+            target, cancel, progress, from_standby, secret=source.session.password
+        )
         self._assert_reached(target)
+        self._refuse_outside_tablespaces()
         if from_standby:
-            return f"{format_lsn(self._last_record_start())}@{timeline}"
+            return make_position(self._last_record_start(), timeline, position_slot(checkpoint))
         return checkpoint
 
+    def _refuse_new_tablespaces(self, source: PostgresSource) -> None:
+        """A tablespace created on the source after this chain's bootstrap: its WAL names
+        an absolute path of the source's host, which replay would create or write to on
+        this host. Refuse before starting; a new chain carries it inside the data dir."""
+        # An empty directory is what versions before in-place tablespaces stored for the
+        # symlink: the tablespace's files are missing from that backup.
+        inside = [
+            oid
+            for oid, in_place in basebackup.tablespace_dirs(self.data_dir).items()
+            if in_place and any((self.data_dir / "pg_tblspc" / oid).iterdir())
+        ]
+        new = [(oid, name) for oid, name in source.session.tablespaces() if oid not in inside]
+        if new:
+            names = ", ".join(f"{name} (oid {oid})" for oid, name in new)
+            raise CatchUpFailedError(
+                f"shard {self.shard.name}: the source has tablespace {names} that the newest "
+                "backup lacks (created after its bootstrap, or backed up by a version that "
+                "left tablespaces out); replaying it would write to the source's path on this "
+                f"host. Start a new chain: `catchup backup --bootstrap {self.shard.name}`"
+            )
+
+    def _refuse_outside_tablespaces(self) -> None:
+        """Belt and braces for a tablespace created between the check above and T."""
+        links = [
+            oid for oid, inside in basebackup.tablespace_dirs(self.data_dir).items() if not inside
+        ]
+        if links:
+            targets = ", ".join(
+                f"{oid} -> {os.readlink(self.data_dir / 'pg_tblspc' / oid)}" for oid in links
+            )
+            raise CatchUpFailedError(
+                f"shard {self.shard.name}: replay created tablespaces outside the instance "
+                f"({targets}); remove those directories if nothing else uses them, and start a "
+                f"new chain: `catchup backup --bootstrap {self.shard.name}`"
+            )
+
     def _wait_for_target(
-        self, target: int, cancel: CancelToken, progress: Progress, stop_when_passed: bool
+        self,
+        target: int,
+        cancel: CancelToken,
+        progress: Progress,
+        stop_when_passed: bool,
+        secret: str | None,
     ) -> None:
         start_lsn, last_lsn, last_change = None, None, time.monotonic()
         while self.server.running:
@@ -242,7 +339,8 @@ class PostgresInstance:
                 self.server.kill()
                 raise CatchUpStalledError(
                     f"catch-up stalled: no WAL replayed for {self.config.stall_timeout_seconds:.0f}"
-                    f"s at {format_lsn(last_lsn or 0)}; check that the source is reachable"
+                    f"s at {format_lsn(last_lsn or 0)}; check that the source is reachable; "
+                    f"the standby's log: {stall_lines(self.files.log, secret)}"
                 )
             time.sleep(POLL_SECONDS)
         code = self.server.exit_code
@@ -273,7 +371,7 @@ class PostgresInstance:
         stop exactly where this standby stopped."""
         control = self.server.controldata()
         end = control["Minimum recovery ending location"]
-        result = subprocess.run(
+        result = run_tool(
             [
                 *self.server.tool("pg_waldump"),
                 "-p",
@@ -282,10 +380,7 @@ class PostgresInstance:
                 control["Latest checkpoint's REDO location"],
                 "-e",
                 end,
-            ],
-            capture_output=True,
-            text=True,
-            check=False,
+            ]
         )
         starts = re.findall(r"lsn: ([0-9A-F]+/[0-9A-F]+)", result.stdout)
         if not starts:
@@ -304,9 +399,9 @@ class PostgresInstance:
         (self.data_dir / "standby.signal").unlink(missing_ok=True)
 
     def server_version(self) -> str:
-        out = subprocess.run(
-            [*self.server.tool("postgres"), "--version"], capture_output=True, text=True, check=True
-        )
+        out = run_tool([*self.server.tool("postgres"), "--version"])
+        if out.returncode != 0:
+            raise InstanceError(f"postgres --version failed: {out.stderr.strip()}")
         return out.stdout.strip()
 
     def is_archived(self, relative_path: str) -> bool:
@@ -330,10 +425,13 @@ class PostgresInstance:
             return bool(conn.execute("SELECT pg_is_in_recovery()").fetchone()[0])
 
     def _superuser(self) -> str:
+        """A superuser role of the restored data, let in over the private socket."""
         with self.server.connect(self.user) as conn:
-            return conn.execute(
+            name = conn.execute(
                 "SELECT rolname FROM pg_roles WHERE rolsuper ORDER BY oid LIMIT 1"
             ).fetchone()[0]
+        self.server.allow_role(name)
+        return name
 
     def verify(self, expected_position: str) -> list[Finding]:
         expected, _ = split_position(expected_position)
@@ -349,7 +447,8 @@ class PostgresInstance:
         ]
         amcheck = self.server.binaries / "pg_amcheck"
         if amcheck.exists():
-            result = subprocess.run(
+            superuser = self._superuser()
+            result = run_tool(
                 [
                     *run_as(),
                     str(amcheck),
@@ -360,11 +459,8 @@ class PostgresInstance:
                     "-p",
                     str(self.server.port),
                     "-U",
-                    self._superuser(),
-                ],
-                capture_output=True,
-                text=True,
-                check=False,
+                    superuser,
+                ]
             )
             detail = (result.stdout + result.stderr).strip().splitlines()
             findings.append(
@@ -407,12 +503,27 @@ def prepare_recovery(data_dir: Path, position: str) -> None:
         "restore_command = 'false'\n"
         f"recovery_target_lsn = '{format_lsn(lsn)}'\n"
         "recovery_target_action = 'promote'\n"
+        "# Tablespaces are directories in pg_tblspc (in-place): needed to recover them.\n"
+        "allow_in_place_tablespaces = on\n"
     )
+    # Backups of older versions may still carry the source's upstream settings.
+    autoconf.sanitize_file(data_dir)
     auto = data_dir / "postgresql.auto.conf"
     existing = auto.read_text() if auto.exists() else ""
-    ours = ("restore_command", "recovery_target", "# Written by catchup")
+    ours = ("# Written by catchup", "# Tablespaces are directories")
     kept = "".join(line + "\n" for line in existing.splitlines() if not line.startswith(ours))
-    auto.write_text(kept + settings)
+    fd = os.open(auto, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as stream:
+        stream.write(kept + settings)
+
+
+def stall_lines(log: Path, secret: str | None, count: int = 4) -> str:
+    """The lines of a standby's log that say why it replays nothing, with `secret` (the
+    replication password) masked should a line ever echo it."""
+    markers = ("FATAL", "ERROR", "could not", "started streaming")
+    lines = [line for line in _read(log).splitlines() if any(m in line for m in markers)]
+    quoted = " | ".join(lines[-count:]) or "(nothing relevant in the log)"
+    return quoted.replace(secret, "***") if secret else quoted
 
 
 def _read(path: Path) -> str:
@@ -434,18 +545,35 @@ class PostgresEngine:
         user, password = config.login(shard)
         with CountingRelay(shard.host, shard.port, shard.socket) as relay:
             session = PostgresSession(shard, user, password, relay)
+            source = PostgresSource(session, relay, config.postgres)
             try:
-                yield PostgresSource(session, relay, config.postgres)
+                yield source
+            except BaseException:
+                source.abandon_new_slot()
+                raise
             finally:
                 session.close()
 
     def prepare_restored(self, data_dir: Path, position: str) -> str:
         prepare_recovery(data_dir, position)
         data_dir.chmod(0o700)
+        has_tablespaces = bool(basebackup.tablespace_dirs(data_dir))
         return (
             f"Start it with: postgres -D {data_dir} (chown -R postgres: it first). It replays "
             f"its WAL to exactly {position.partition('@')[0]} and promotes itself; "
-            "postgresql.auto.conf holds the recovery settings, remove them afterwards."
+            "postgresql.auto.conf holds the recovery settings, remove them afterwards. "
+            "postgresql.conf, if the source kept it in its data dir, still has the source's "
+            "port, listen_addresses and unix_socket_directories: set them for this host "
+            "(or pass -c port=… -c unix_socket_directories=…). Replication, archiving and "
+            "preload settings of the source's postgresql.auto.conf were left out (see its "
+            "comments)."
+            + (
+                " Tablespaces are directories under pg_tblspc/: keep allow_in_place_tablespaces"
+                " = on while they are; to move one elsewhere, stop the server, move the "
+                "directory and leave a symlink in its place."
+                if has_tablespaces
+                else ""
+            )
         )
 
     @contextlib.contextmanager

@@ -42,6 +42,7 @@ def judge_coverage(
     slot: SlotState,
     database_bytes: int,
     wal_ratio: float,
+    slot_name: str = "",
 ) -> Verdict:
     """Can the source stream everything after the backup, and is that cheaper than a base backup?"""
     if backup_lsn > current_lsn and backup_timeline == current_timeline:
@@ -57,7 +58,11 @@ def judge_coverage(
             "(failover or restore since the backup)",
         )
     if not slot.exists:
-        return Verdict(Coverage.PURGED, "the backup chain's replication slot is gone")
+        named = f" {slot_name}" if slot_name else ""
+        return Verdict(
+            Coverage.PURGED,
+            f"the backup chain's replication slot{named} is gone from the source (dropped?)",
+        )
     if slot.wal_status in ("lost", "unreserved") or slot.restart_lsn is None:
         return Verdict(Coverage.PURGED, f"the slot's WAL is {slot.wal_status or 'not reserved'}")
     if slot.restart_lsn > backup_lsn:

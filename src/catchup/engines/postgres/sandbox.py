@@ -10,6 +10,7 @@ from pathlib import Path
 
 from psycopg import sql
 
+from catchup.engines.environment import child_environment
 from catchup.engines.postgres import table_checksums
 from catchup.engines.postgres.lsn import parse_lsn
 from catchup.engines.postgres.server import (
@@ -96,6 +97,7 @@ class PostgresSandbox:
             [*self.server.tool(tool), *arguments, "-D", str(self.server.files.data_dir)],
             check=True,
             capture_output=True,
+            env=child_environment(),
         )
 
     def wait_replicated(self, timeout: float = 60) -> None:
@@ -122,6 +124,7 @@ class PostgresSandbox:
             ],
             check=True,
             capture_output=True,
+            env=child_environment(),
         )
 
     def load_demo_data(self, size_mb: float) -> None:

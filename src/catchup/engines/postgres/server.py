@@ -2,8 +2,14 @@
 
 postgres refuses to run as root; when catchup runs as root, the server and its
 tools run as the `postgres` OS user (Debian's package creates it) and the
-instance dir belongs to that user. Access is over a private Unix socket
-directory with `trust`, which only the instance's owner can reach.
+instance dir belongs to that user.
+
+Nobody else gets in: the instance and socket directories are 0700 and the
+socket itself too, there is no TCP listener unless asked for, and local logins
+use `peer` authentication mapped (pg_ident.conf) from exactly catchup's and the
+server's OS users to the roles catchup needs (`trust` only when catchup's uid has
+no name to map, behind the same 0700 directories). Children get a scrubbed
+environment, so a superuser session (`COPY … TO PROGRAM 'env'`) finds no secret.
 """
 
 from __future__ import annotations
@@ -21,6 +27,7 @@ from pathlib import Path
 import psycopg
 
 from catchup.cancel import NEVER, CancelToken
+from catchup.engines.environment import child_environment
 from catchup.engines.serverprocess import ServerProcess, log_tail, short_socket_path
 from catchup.errors import ConfigError, InstanceError
 
@@ -60,6 +67,24 @@ def run_as(die_with_parent: bool = False) -> list[str]:
         ) from None
     drop = [f"--reuid={SERVER_USER}", f"--regid={SERVER_USER}", "--init-groups"]
     return ["setpriv", *death, *drop]
+
+
+def config_string(value: str) -> str:
+    """A postgresql.conf string: quoted, with `'` doubled and `\\` escaped (the file's
+    parser reads C-style backslash escapes)."""
+    return "'" + value.replace("\\", "\\\\").replace("'", "''") + "'"
+
+
+def server_os_user() -> str:
+    """The OS user the server and its tools run as (root drops to SERVER_USER)."""
+    return SERVER_USER if os.geteuid() == 0 else pwd.getpwuid(os.geteuid()).pw_name
+
+
+def run_tool(command: list[str]) -> subprocess.CompletedProcess[str]:
+    """A client tool to completion, with the scrubbed environment; output captured."""
+    return subprocess.run(
+        command, capture_output=True, text=True, check=False, env=child_environment()
+    )
 
 
 def give_to_server_user(path: Path) -> None:
@@ -102,6 +127,7 @@ class PostgresServer(ServerProcess):
         settings: dict[str, str],
         listen: bool = False,
         die_with_parent: bool = True,
+        roles: tuple[str, ...] = (SERVER_USER,),
     ) -> None:
         self.files = files
         self.binaries = binaries
@@ -109,6 +135,7 @@ class PostgresServer(ServerProcess):
         self.settings = settings
         self.listen = listen
         self.die_with_parent = die_with_parent
+        self.roles = list(dict.fromkeys(roles))  # those local logins may use
         super().__init__()
 
     def tool(self, name: str) -> list[str]:
@@ -117,9 +144,9 @@ class PostgresServer(ServerProcess):
     def write_config(self, extra: dict[str, str]) -> None:
         """Our own config, hba and ident files: nothing from the source's applies."""
         hba = self.files.root / "pg_hba.conf"
-        ident = self.files.root / "pg_ident.conf"
+        local = "peer map=catchup" if self._write_ident() else "trust"
         hba.write_text(
-            "local all all trust\nlocal replication all trust\n"
+            f"local all all {local}\nlocal replication all {local}\n"
             + (
                 "host all all 127.0.0.1/32 scram-sha-256\nhost replication all 127.0.0.1/32 "
                 "scram-sha-256\n"
@@ -127,22 +154,72 @@ class PostgresServer(ServerProcess):
                 else ""
             )
         )
-        ident.write_text("")
         values = {
             "port": str(self.port),
             "listen_addresses": "'127.0.0.1'" if self.listen else "''",
             "unix_socket_directories": f"'{self.files.sockets}'",
+            "unix_socket_permissions": "0700",
             "hba_file": f"'{hba}'",
-            "ident_file": f"'{ident}'",
+            "ident_file": f"'{self._ident}'",
             "logging_collector": "off",
             **self.settings,
             **extra,
         }
-        self.files.config.write_text("".join(f"{k} = {v}\n" for k, v in values.items()))
-        self.files.sockets.mkdir(parents=True, exist_ok=True)
+        # Created 0600: it may hold the replication password (primary_conninfo).
+        fd = os.open(self.files.config, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as stream:
+            stream.write("".join(f"{k} = {v}\n" for k, v in values.items()))
+        os.chmod(self.files.config, 0o600)  # an existing file keeps its mode through O_TRUNC
+        self.files.sockets.mkdir(mode=0o700, parents=True, exist_ok=True)
         give_to_server_user(self.files.root)
         give_to_server_user(self.files.sockets)
+        os.chmod(self.files.sockets, 0o700)
         os.chmod(self.files.data_dir, 0o700)
+
+    @property
+    def _ident(self) -> Path:
+        return self.files.root / "pg_ident.conf"
+
+    def _write_ident(self) -> bool:
+        """Local logins: only catchup's own OS user and the server's, as `self.roles`.
+
+        False when catchup's uid has no name (a container run with an arbitrary uid):
+        peer authentication cannot work then, and the 0700 socket directory and
+        socket, owned by that uid, are what keeps other users out."""
+        try:
+            own = pwd.getpwuid(os.geteuid()).pw_name
+        except KeyError:
+            self._ident.write_text("")
+            return False
+        os_users = dict.fromkeys([own, server_os_user()])
+        for name in [*os_users, *self.roles]:
+            if not name or any(c in name for c in '"\n\r'):
+                raise InstanceError(f"cannot map the name {name!r} in pg_ident.conf")
+        lines = [f'catchup "{os_user}" "{role}"\n' for os_user in os_users for role in self.roles]
+        self._ident.write_text("".join(lines))
+        return True
+
+    def allow_role(self, role: str, timeout: float = 10) -> None:
+        """Let local logins use `role` too, on the running server (a reload)."""
+        if role in self.roles:
+            return
+        self.roles.append(role)
+        self._write_ident()
+        give_to_server_user(self._ident)
+        if self.running and self.pid:
+            os.kill(self.pid, signal.SIGHUP)
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                self.connect(role, timeout=2).close()
+                return
+            except psycopg.OperationalError:
+                if time.monotonic() > deadline:
+                    raise InstanceError(
+                        f"postgres did not accept local logins as {role!r} after a reload: "
+                        f"{self.log_tail()}"
+                    ) from None
+                time.sleep(0.05)
 
     def start(self) -> None:
         # If catchup itself dies, the kernel kills the server with it.
@@ -163,7 +240,7 @@ class PostgresServer(ServerProcess):
             if not self.running:
                 raise InstanceError(f"postgres exited at startup: {self.log_tail()}")
             with contextlib.suppress(psycopg.OperationalError):
-                self.connect(timeout=2).close()
+                self.connect(self.roles[0], timeout=2).close()
                 return
             if time.monotonic() > deadline:
                 raise InstanceError(f"postgres did not become ready in {timeout:.0f}s")
@@ -187,12 +264,7 @@ class PostgresServer(ServerProcess):
         return log_tail(self.files.log, ("FATAL", "ERROR"))
 
     def controldata(self) -> dict[str, str]:
-        result = subprocess.run(
-            [*self.tool("pg_controldata"), str(self.files.data_dir)],
-            capture_output=True,
-            text=True,
-            check=False,
-        )
+        result = run_tool([*self.tool("pg_controldata"), str(self.files.data_dir)])
         if result.returncode != 0:
             raise InstanceError(f"pg_controldata failed: {result.stderr.strip()}")
         pairs = (line.split(":", 1) for line in result.stdout.splitlines() if ":" in line)

@@ -8,7 +8,9 @@ pg_hba.conf.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import re
+import secrets
 from dataclasses import dataclass
 
 import psycopg
@@ -18,10 +20,37 @@ from catchup.engines.postgres.lsn import SlotState, parse_lsn
 from catchup.engines.relay import CountingRelay
 from catchup.errors import SourceError
 
+SLOT_NAME_LIMIT = 63  # NAMEDATALEN - 1
 
-def slot_name(shard: Shard) -> str:
-    """One physical slot per shard's backup chain."""
+
+def legacy_slot_name(shard: Shard) -> str:
+    """The one slot per shard of catchup before chain slots: not injective (`a_b/c` and
+    `a/b_c` share it). Positions without a slot name still use it."""
     return "catchup_" + re.sub(r"[^a-z0-9_]", "_", f"{shard.keyspace}_{shard.shard}".lower())
+
+
+def shard_slot_prefix(shard: Shard) -> str:
+    """What every chain slot of `shard` starts with: a readable part, then a hash of the
+    exact keyspace and shard, so that no two shards share a prefix."""
+    readable = re.sub(r"[^a-z0-9]+", "_", f"{shard.keyspace}_{shard.shard}".lower()).strip("_")
+    digest = hashlib.sha256(f"{shard.keyspace}\0{shard.shard}".encode()).hexdigest()[:10]
+    return f"catchup_{readable[:32]}_{digest}_"
+
+
+def new_chain_slot_name(shard: Shard) -> str:
+    """A slot for a new backup chain: the old chain's slot stays until this one commits."""
+    name = shard_slot_prefix(shard) + secrets.token_hex(4)
+    assert len(name) <= SLOT_NAME_LIMIT, name
+    return name
+
+
+def is_chain_slot_of(shard: Shard, name: str) -> bool:
+    return re.fullmatch(re.escape(shard_slot_prefix(shard)) + "[0-9a-f]{8}", name) is not None
+
+
+def conninfo_value(value: str) -> str:
+    """A libpq conninfo value: single-quoted, with `\\` and `'` backslash-escaped."""
+    return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
 
 
 @dataclass(frozen=True)
@@ -36,7 +65,10 @@ class Facts:
 class PostgresSession:
     def __init__(self, shard: Shard, user: str, password: str | None, relay: CountingRelay) -> None:
         self.shard, self.user, self.password, self.relay = shard, user, password, relay
-        self.slot = slot_name(shard)
+        # The slot of the chain this cycle extends: the parent backup's (see judge), or
+        # the new chain's once a bootstrap created it.
+        self.slot = legacy_slot_name(shard)
+        self.created_slot: str | None = None
         try:
             self.conn = psycopg.connect(
                 host="127.0.0.1",
@@ -97,25 +129,40 @@ class PostgresSession:
         function = "pg_last_wal_replay_lsn" if self.standby else "pg_current_wal_lsn"
         return parse_lsn(str(self.query(f"SELECT {function}()")[0][0]))
 
-    def slot_state(self) -> SlotState:
+    def slot_state(self, slot: str | None = None) -> SlotState:
         rows = self.query(
             "SELECT wal_status, restart_lsn FROM pg_replication_slots WHERE slot_name = %s",
-            (self.slot,),
+            (slot or self.slot,),
         )
         if not rows:
             return SlotState(False)
         status, restart = rows[0]
         return SlotState(True, status, parse_lsn(str(restart)) if restart else None)
 
-    def create_slot(self) -> None:
-        """A fresh slot, reserving WAL from now: created before the base backup starts."""
-        if self.slot_state().exists:
-            self.query("SELECT pg_drop_replication_slot(%s)", (self.slot,))
-        self.query("SELECT pg_create_physical_replication_slot(%s, true)", (self.slot,))
+    def create_slot(self) -> str:
+        """A fresh slot for a new chain, reserving WAL from now: created before the base
+        backup starts. The previous chain's slot is left alone until this chain commits."""
+        name = new_chain_slot_name(self.shard)
+        self.query("SELECT pg_create_physical_replication_slot(%s, true)", (name,))
+        self.slot = self.created_slot = name
+        return name
 
-    def advance_slot(self, lsn: str) -> None:
+    def shard_slots(self) -> list[str]:
+        """Every slot on the source that belongs to this shard, the legacy name included."""
+        rows = self.query("SELECT slot_name FROM pg_replication_slots WHERE slot_type = 'physical'")
+        legacy = legacy_slot_name(self.shard)
+        return [name for (name,) in rows if name == legacy or is_chain_slot_of(self.shard, name)]
+
+    def drop_slot(self, name: str) -> None:
+        self.query(
+            "SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots "
+            "WHERE slot_name = %s AND NOT active",
+            (name,),
+        )
+
+    def advance_slot(self, lsn: str, slot: str) -> None:
         """Release WAL up to the newest committed backup's position."""
-        self.query("SELECT pg_replication_slot_advance(%s, %s::pg_lsn)", (self.slot, lsn))
+        self.query("SELECT pg_replication_slot_advance(%s, %s::pg_lsn)", (slot, lsn))
 
     def missing_privileges(self) -> list[str]:
         """What the README's GRANTs give the catchup role, checked one by one."""
@@ -152,3 +199,11 @@ class PostgresSession:
                 "SELECT COALESCE(sum(pg_database_size(oid)), 0) FROM pg_database WHERE datallowconn"
             )[0][0]
         )
+
+    def tablespaces(self) -> list[tuple[str, str]]:
+        """User tablespaces (oid, name): pg_default and pg_global live in the data dir."""
+        rows = self.query(
+            "SELECT oid::text, spcname FROM pg_tablespace "
+            "WHERE spcname NOT IN ('pg_default', 'pg_global') ORDER BY oid"
+        )
+        return [(oid, name) for oid, name in rows]
