@@ -100,15 +100,20 @@ class Repository:
                 return manifest
         raise NotFoundError(f"no complete backup with id {backup_id!r} in {self.url}")
 
-    def incomplete(self) -> list[tuple[str, str, str]]:
-        """(keyspace, shard, backup_id) of every prefix that has objects but no manifest."""
+    def incomplete(
+        self, keyspace: str | None = None, shard: str | None = None
+    ) -> list[tuple[str, str, str]]:
+        """(keyspace, shard, backup_id) of every prefix that holds objects or partial
+        writes (a crash's leftovers) but no manifest, optionally of one shard."""
+        prefix = shard_prefix(keyspace, shard) if keyspace and shard else ""
         seen: dict[tuple[str, str, str], bool] = {}
-        for obj in self.store.list(""):
-            parsed = parse_key(obj.key)
+        keys = [obj.key for obj in self.store.list(prefix)]
+        for key in [*keys, *self.store.partial_writes(prefix)]:
+            parsed = parse_key(key)
             if parsed:
                 ident = parsed[:3]
                 seen[ident] = seen.get(ident, False) or parsed[3] == MANIFEST
-        return [ident for ident, complete in seen.items() if not complete]
+        return sorted(ident for ident, complete in seen.items() if not complete)
 
     def _read_manifest(self, key: str) -> Manifest:
         prefix = key.removesuffix(MANIFEST)
@@ -142,11 +147,13 @@ class Repository:
         jobs: int,
         progress: Progress | None = None,
         on_commit: Callable[[Manifest], Manifest] = lambda manifest: manifest,
+        confirm: Callable[[], None] = lambda: None,
     ) -> Manifest:
         """Store the data dir's files, then the manifest; only then is the backup visible.
 
         `draft` carries every manifest field but the files and sizes; `on_commit`
-        may complete the manifest just before it is stored. On failure the
+        may complete the manifest just before it is stored; `confirm` raises to stop
+        the commit (the writer no longer holds the shard). On failure the
         partial prefix is removed if possible (else `prune` removes it).
         """
         prefix = backup_prefix(draft.keyspace, draft.shard, draft.backup_id)
@@ -170,6 +177,7 @@ class Repository:
                 )
             )
             blob = encode_manifest(manifest, keys, prefix.rstrip("/"))
+            confirm()
             self.store.put(prefix + MANIFEST, blob)
         except BaseException:
             self._discard(prefix)
