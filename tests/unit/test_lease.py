@@ -75,8 +75,23 @@ def test_a_lease_whose_process_died_on_this_host_is_taken_over_at_once(tmp_path)
     child = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
                            capture_output=True, text=True, check=True)  # fmt: skip
     here = Holder.this_process()
-    gone = Holder(here.host, here.boot_id, int(child.stdout), "123", "")
+    gone = Holder(here.host, here.boot_id, int(child.stdout), "123", "", here.pid_namespace)
     RepositoryLeaser(store, 600, gone).acquire("ks", "0")
+    RepositoryLeaser(store, 600).acquire("ks", "0").confirm()
+
+
+def test_a_pid_of_another_pid_namespace_is_never_judged_dead(tmp_path):
+    store = LocalStore(tmp_path / "repo")
+    here = Holder.this_process()
+    elsewhere = Holder(here.host, here.boot_id, 999_999_999, "123", "", "pid:[1]")
+    RepositoryLeaser(store, 600, elsewhere).acquire("ks", "0")
+    with pytest.raises(ShardBusyError):
+        RepositoryLeaser(store, 600).acquire("ks", "0")
+
+
+def test_an_unreadable_lease_object_protects_nothing(tmp_path):
+    store = LocalStore(tmp_path / "repo")
+    store.put(LEASE, b"{not json")
     RepositoryLeaser(store, 600).acquire("ks", "0").confirm()
 
 

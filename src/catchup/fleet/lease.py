@@ -116,6 +116,8 @@ class Held:
                 except LeaseLostError as exc:
                     self.lose(str(exc))
                     return
+                except Exception:  # keep trying: the commit confirms the lease anyway
+                    log.exception("shard=%s lease renewal failed unexpectedly", self.name)
 
 
 @contextmanager
@@ -158,22 +160,39 @@ def hold(
 @dataclass(frozen=True)
 class Holder:
     host: str
-    boot_id: str
+    boot_id: str  # with the pid namespace: whether a pid here means the holder's process
     pid: int
     started: str  # the process's start time in clock ticks since boot, from /proc
     token: str
+    pid_namespace: str = ""
 
     @classmethod
     def this_process(cls) -> Holder:
-        return cls(socket.gethostname(), _boot_id(), os.getpid(), _started(os.getpid()), "")
+        pid = os.getpid()
+        return cls(socket.gethostname(), _boot_id(), pid, _started(pid), "", _pid_namespace())
 
     def describe(self) -> str:
         return f"pid {self.pid} on {self.host}"
 
+    @property
+    def place(self) -> tuple[str, str, str]:
+        """Where its pid means its process: host, boot and pid namespace."""
+        return self.host, self.boot_id, self.pid_namespace
+
     def dead_here(self, here: Holder) -> bool:
-        """A holder of this very machine whose process has ended (its pid gone or reused)."""
-        same_machine = (self.host, self.boot_id) == (here.host, here.boot_id) and self.boot_id
-        return bool(same_machine) and _started(self.pid) != self.started
+        """A holder of this very machine and pid namespace whose process has ended."""
+        if not (self.boot_id and self.pid_namespace) or self.place != here.place:
+            return False
+        started = _started(self.pid)
+        if started:
+            return started != self.started  # a reused pid is another process
+        try:
+            os.kill(self.pid, 0)
+        except ProcessLookupError:
+            return True
+        except PermissionError:
+            return False  # alive, though /proc hides it from us
+        return False
 
 
 @dataclass(frozen=True)
@@ -325,6 +344,13 @@ def _boot_id() -> str:
         return Path("/proc/sys/kernel/random/boot_id").read_text().strip()
     except OSError:
         return ""  # no way to tell this boot from another: never judge a holder dead here
+
+
+def _pid_namespace() -> str:
+    try:
+        return os.readlink("/proc/self/ns/pid")
+    except OSError:
+        return ""
 
 
 def _started(pid: int) -> str:
