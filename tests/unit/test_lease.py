@@ -18,6 +18,7 @@ from catchup.fleet.lock import shard_lock
 from catchup.fleet.prune import prune
 from catchup.repository import Repository
 from catchup.repository.layout import new_backup_id
+from catchup.storage import StorageError
 from catchup.storage.local import LocalStore
 from tests.unit.test_repository import draft, make_data_dir, write
 
@@ -146,6 +147,29 @@ def test_the_renewal_thread_cancels_a_holder_that_lost_its_lease(tmp_path):
         assert "held by pid 4242 on other-host" in held.cancel.reason
         with pytest.raises(Cancelled):
             held.cancel.check()
+
+
+class Unreachable(LocalStore):
+    """A store that stops answering once `down` is set."""
+
+    down = False
+
+    def replace(self, key: str, data: bytes, version: str) -> str | None:
+        if self.down:
+            raise StorageError(f"{self.url}: cannot write {key}: connection refused")
+        return super().replace(key, data, version)
+
+
+def test_a_holder_that_cannot_reach_the_store_until_expiry_is_cancelled(tmp_path):
+    store = Unreachable(tmp_path / "repo")
+    with hold([RepositoryLeaser(store, 1.5)], "ks", "0", CancelToken()) as held:
+        store.down = True
+        time.sleep(0.5)
+        assert not held.cancel.cancelled, "a passing error is not a lost lease"
+        wait_for(lambda: held.cancel.cancelled, timeout=3)
+        assert "could not be renewed before it expired" in held.cancel.reason
+        with pytest.raises(LeaseLostError):
+            held.confirm()
 
 
 def old_id(hours: float) -> str:
