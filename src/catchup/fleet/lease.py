@@ -214,13 +214,14 @@ class Record:
         """The record, or None for an unreadable object (which protects nothing)."""
         try:
             document = json.loads(blob)
-            return cls(
+            record = cls(
                 Holder(**document["holder"]),
                 datetime.fromisoformat(document["acquired_at"]),
                 datetime.fromisoformat(document["expires_at"]),
             )
         except (ValueError, TypeError, KeyError):
             return None
+        return record if record.expires_at.tzinfo else None
 
 
 class RepositoryLeaser:
