@@ -47,15 +47,20 @@ def prune(
 
     An incomplete prefix goes only when it is older than `incomplete_grace` (its
     id says when its upload began) and the shard lock is held, so no live writer
-    can be uploading into it. `dry_run` takes no lock and says what would go now.
+    can be uploading into it. A first look without the lock finds the shards with
+    something to remove; `dry_run` stops there and says what would go now.
     """
     policy = Policy(min_count, min_age, incomplete_grace, now or datetime.now(UTC))
     shards = {(m.keyspace, m.shard) for m in repository.backups()}
     shards |= {(keyspace, shard) for keyspace, shard, _ in repository.incomplete()}
     result = PruneResult()
     for keyspace, shard in sorted(shards):
-        if dry_run:
-            _prune_shard(repository, keyspace, shard, policy, result, None)
+        plan = PruneResult()
+        _prune_shard(repository, keyspace, shard, policy, plan, None)
+        if dry_run or not plan.removed:  # a shard with nothing to remove needs no lock
+            result.kept += plan.kept
+            result.removed += plan.removed
+            result.skipped += plan.skipped
             continue
         try:
             with shard_lock(work_dir, repository.store, keyspace, shard, lease_seconds) as held:
