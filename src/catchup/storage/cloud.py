@@ -112,7 +112,7 @@ class CloudStore:
 
     def replace(self, key: str, data: bytes, version: str) -> str | None:
         e_tag, generation = json.loads(version)
-        expected = {"e_tag": e_tag, **({"version": generation} if generation else {})}
+        expected = {name: v for name, v in (("e_tag", e_tag), ("version", generation)) if v}
         with self._errors("write", key):
             try:
                 return _version(obstore.put(self.store, key, data, mode=expected))
