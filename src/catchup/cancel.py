@@ -28,22 +28,30 @@ class CancelToken:
             child.cancel(reason)
 
     @contextmanager
-    def limited(self, seconds: float, reason: str) -> Iterator[CancelToken]:
-        """A token cancelled with this one, or by itself after `seconds`."""
+    def child(self) -> Iterator[CancelToken]:
+        """A token cancelled with this one, and on its own without cancelling this one."""
         child = CancelToken()
         with self._lock:
             self._children.add(child)
         if self.cancelled:
             child.cancel(self.reason)
-        timer = threading.Timer(seconds, child.cancel, (reason,))
-        timer.daemon = True
-        timer.start()
         try:
             yield child
         finally:
-            timer.cancel()
             with self._lock:
                 self._children.discard(child)
+
+    @contextmanager
+    def limited(self, seconds: float, reason: str) -> Iterator[CancelToken]:
+        """A token cancelled with this one, or by itself after `seconds`."""
+        with self.child() as child:
+            timer = threading.Timer(seconds, child.cancel, (reason,))
+            timer.daemon = True
+            timer.start()
+            try:
+                yield child
+            finally:
+                timer.cancel()
 
     @property
     def cancelled(self) -> bool:

@@ -513,6 +513,8 @@ def prune_command(
         config.retention.min_count,
         timedelta(days=config.retention.min_age_days),
         dry_run,
+        incomplete_grace=timedelta(hours=config.retention.incomplete_grace_hours),
+        lease_seconds=config.lock.lease_seconds,
     )
     if json_output:
         print_json(

@@ -125,6 +125,15 @@ class Shard(Strict):
 class Retention(Strict):
     min_count: Annotated[int, Field(ge=1)] = 7
     min_age_days: Annotated[float, Field(ge=0)] = 7.0
+    # An incomplete prefix younger than this is never removed, even with the shard's lease
+    # held: a writer that does not take the lease (an older catchup) may still be uploading.
+    incomplete_grace_hours: Annotated[float, Field(ge=0)] = 6.0
+
+
+class LockSettings(Strict):
+    """The shard lease in the repository (fleet/lease.py), renewed every third of it."""
+
+    lease_seconds: Annotated[float, Field(ge=3, le=3600)] = 120.0
 
 
 class Compression(Strict):
@@ -338,6 +347,7 @@ class Config(Strict):
     stall_timeout_seconds: Annotated[float, Field(gt=0)] = 300.0
     credentials: Credentials = Credentials()
     retention: Retention = Retention()
+    lock: LockSettings = LockSettings()
     compression: Compression = Compression()
     mariadb: MariaDBSettings = MariaDBSettings()
     postgres: PostgresSettings = PostgresSettings()

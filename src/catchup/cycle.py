@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -94,8 +94,13 @@ def run_cycle(
     options: CycleOptions,
     reporter: Reporter,
     cancel: CancelToken,
+    confirm: Callable[[], None] = lambda: None,
 ) -> Manifest:
-    """Produce the shard's next complete backup, or raise and leave everything as it was."""
+    """Produce the shard's next complete backup, or raise and leave everything as it was.
+
+    `confirm` raises unless the shard's lease is still held; it runs right before the
+    manifest is stored, so a runner that lost the shard never commits.
+    """
     engine = engine_for(shard.engine)
     clock = StepClock(shard.name, reporter, cancel)
     started_at = datetime.now(UTC)
@@ -115,7 +120,7 @@ def run_cycle(
             draft = draft_manifest(
                 shard, plan, position, server_version, source.bytes_sent, started_at, clock
             )
-            manifest = back_up(repository, instance, draft, config, clock)
+            manifest = back_up(repository, instance, draft, config, clock, confirm)
         release_source(source, manifest)
         return manifest
 
@@ -287,7 +292,12 @@ def draft_manifest(
 
 
 def back_up(
-    repository: Repository, instance: Instance, draft: Manifest, config: Config, clock: StepClock
+    repository: Repository,
+    instance: Instance,
+    draft: Manifest,
+    config: Config,
+    clock: StepClock,
+    confirm: Callable[[], None],
 ) -> Manifest:
     with clock("back up"):
         listing = repository.scan(instance.data_dir, lambda rel: not instance.is_archived(rel))
@@ -308,5 +318,5 @@ def back_up(
         draft = draft.model_copy(update={"backup_id": repository.new_backup_id()})
         codec = CodecSettings(config.compression.level, config.compression.threads)
         return repository.write_backup(
-            draft, instance.data_dir, listing, codec, config.jobs, advance, commit
+            draft, instance.data_dir, listing, codec, config.jobs, advance, commit, confirm=confirm
         )

@@ -108,7 +108,8 @@ class Harness:
         """Make the shard busy the way another runner would."""
         shard = self.config.shards[0]
         if self.cluster is None:
-            return shard_lock(self.config.work_dir, shard.keyspace, shard.shard)
+            store = open_repository(self.config).store
+            return shard_lock(self.config.work_dir, store, shard.keyspace, shard.shard, 60)
         cluster = self.cluster
 
         @contextmanager

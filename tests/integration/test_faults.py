@@ -120,7 +120,7 @@ def test_sigterm_during_a_cycle_cancels_cleanly(fleet):
 def test_a_second_run_on_a_busy_shard_is_refused(fleet):
     fleet.add_source()
     config = fleet.write_config()
-    with shard_lock(config.work_dir, "commerce", "0"):
+    with shard_lock(config.work_dir, fleet.repository.store, "commerce", "0", 60):
         result = run_cli("backup", "commerce/0", "-c", str(fleet.config_path))
     assert result.returncode == 3, result.stdout + result.stderr
     assert "already being backed up" in result.stdout + result.stderr

@@ -109,8 +109,9 @@ def test_incomplete_prefix_is_ignored_by_listing_and_removed_by_prune(tmp_path):
     data = make_data_dir(tmp_path)
     repo = Repository(LocalStore(tmp_path / "repo"))
     good = write(repo, data)
-    # A crash mid-upload: objects without a manifest, plus a half-written temp file.
-    crashed = new_backup_id()
+    # A crash mid-upload, older than the grace prune leaves to uploads: objects
+    # without a manifest, plus a half-written temp file.
+    crashed = new_backup_id(datetime.now(UTC) - timedelta(hours=7))
     partial = tmp_path / "repo" / "ks" / "0" / crashed / "data"
     partial.mkdir(parents=True)
     (partial / "000000.zst").write_bytes(b"partial")

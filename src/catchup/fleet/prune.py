@@ -1,15 +1,29 @@
-"""Retention over the whole repository, and removal of incomplete leftovers."""
+"""Retention over the whole repository, and removal of incomplete leftovers.
+
+Each shard is decided on under its shard lock (the flock and the repository
+lease that every writer takes), from a listing made after the lock was taken:
+a backup committed a moment earlier is seen, and no upload is running while
+its incomplete prefix is judged. A busy shard is skipped and reported; the
+others go on.
+"""
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from catchup.errors import ShardBusyError
+from catchup.fleet.lease import Held, LeaseLostError
 from catchup.fleet.lock import shard_lock
 from catchup.repository import Repository
+from catchup.repository.layout import backup_time
 from catchup.repository.retention import expired_backups
+
+log = logging.getLogger("catchup.prune")
+DEFAULT_GRACE = timedelta(hours=6)
+DEFAULT_LEASE_SECONDS = 120.0
 
 
 @dataclass
@@ -26,26 +40,71 @@ def prune(
     min_age: timedelta,
     dry_run: bool,
     now: datetime | None = None,
+    incomplete_grace: timedelta = DEFAULT_GRACE,
+    lease_seconds: float = DEFAULT_LEASE_SECONDS,
 ) -> PruneResult:
     """Remove expired backups and incomplete prefixes; never a shard's newest complete backup.
 
-    An incomplete prefix may be a backup being written right now, so a shard
-    whose lock is held is skipped.
+    An incomplete prefix goes only when it is older than `incomplete_grace` (its
+    id says when its upload began) and the shard lock is held, so no live writer
+    can be uploading into it. A first look without the lock finds the shards with
+    something to remove; `dry_run` stops there and says what would go now.
     """
-    now = now or datetime.now(UTC)
-    backups = repository.backups()
-    expired = expired_backups(backups, min_count, min_age, now)
-    targets = [(m.keyspace, m.shard, m.backup_id, "expired") for m in expired]
-    targets += [(ks, sh, bid, "incomplete") for ks, sh, bid in repository.incomplete()]
-    result = PruneResult(kept=len(backups) - len(expired))
-    for keyspace, shard, backup_id, reason in targets:
-        entry = {"shard": f"{keyspace}/{shard}", "id": backup_id, "reason": reason}
-        try:
-            with shard_lock(work_dir, keyspace, shard):
-                if not dry_run:
-                    repository.delete(keyspace, shard, backup_id)
-        except ShardBusyError:
-            result.skipped.append({**entry, "reason": "shard is being backed up"})
+    policy = Policy(min_count, min_age, incomplete_grace, now or datetime.now(UTC))
+    shards = {(m.keyspace, m.shard) for m in repository.backups()}
+    shards |= {(keyspace, shard) for keyspace, shard, _ in repository.incomplete()}
+    result = PruneResult()
+    for keyspace, shard in sorted(shards):
+        plan = PruneResult()
+        _prune_shard(repository, keyspace, shard, policy, plan, None)
+        if dry_run or not plan.removed:  # a shard with nothing to remove needs no lock
+            result.kept += plan.kept
+            result.removed += plan.removed
+            result.skipped += plan.skipped
             continue
-        result.removed.append(entry)
+        try:
+            with shard_lock(work_dir, repository.store, keyspace, shard, lease_seconds) as held:
+                _prune_shard(repository, keyspace, shard, policy, result, held)
+        except (ShardBusyError, LeaseLostError) as exc:
+            log.warning("prune skipped %s/%s: %s", keyspace, shard, exc)
+            result.skipped.append(
+                {"shard": f"{keyspace}/{shard}", "id": "*", "reason": f"shard is busy: {exc}"}
+            )
     return result
+
+
+@dataclass(frozen=True)
+class Policy:
+    min_count: int
+    min_age: timedelta
+    incomplete_grace: timedelta
+    now: datetime
+
+
+def _prune_shard(
+    repository: Repository,
+    keyspace: str,
+    shard: str,
+    policy: Policy,
+    result: PruneResult,
+    held: Held | None,
+) -> None:
+    """List the shard afresh, decide, and delete under `held` (None: a dry run)."""
+    name = f"{keyspace}/{shard}"
+    backups = repository.backups(keyspace, shard)
+    expired = expired_backups(backups, policy.min_count, policy.min_age, policy.now)
+    result.kept += len(backups) - len(expired)
+    targets = [(m.backup_id, "expired") for m in expired]
+    for _, _, backup_id in repository.incomplete(keyspace, shard):
+        if policy.now - backup_time(backup_id) >= policy.incomplete_grace:
+            targets.append((backup_id, "incomplete"))
+            continue
+        hours = policy.incomplete_grace.total_seconds() / 3600
+        why = f"incomplete, younger than retention.incomplete_grace_hours ({hours:g} h)"
+        result.skipped.append({"shard": name, "id": backup_id, "reason": why})
+    for backup_id, reason in targets:
+        if held is not None:
+            if reason == "incomplete":
+                held.confirm()  # still ours, so no writer can have started since the listing
+            repository.delete(keyspace, shard, backup_id)
+        result.removed.append({"shard": name, "id": backup_id, "reason": reason})

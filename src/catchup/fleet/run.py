@@ -117,8 +117,17 @@ def backup_shard(
 ) -> ShardResult:
     started = time.monotonic()
     try:
-        with shard_lock(config.work_dir, shard.keyspace, shard.shard):
-            manifest = run_cycle(config, shard, repository, options, reporter, cancel)
+        with shard_lock(
+            config.work_dir,
+            repository.store,
+            shard.keyspace,
+            shard.shard,
+            config.lock.lease_seconds,
+            cancel,
+        ) as held:
+            manifest = run_cycle(
+                config, shard, repository, options, reporter, held.cancel, confirm=held.confirm
+            )
         return ShardResult.success(manifest, time.monotonic() - started)
     except CatchupError as exc:
         reporter.step(shard.name, "failed")

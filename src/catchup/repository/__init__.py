@@ -225,15 +225,20 @@ class Repository:
                 raise IntegrityError(damaged.reason)
         raise NotFoundError(f"no complete backup with id {backup_id!r} in {self.url}")
 
-    def incomplete(self) -> list[tuple[str, str, str]]:
-        """(keyspace, shard, backup_id) of every prefix that has objects but no manifest."""
+    def incomplete(
+        self, keyspace: str | None = None, shard: str | None = None
+    ) -> list[tuple[str, str, str]]:
+        """(keyspace, shard, backup_id) of every prefix that holds objects or partial
+        writes (a crash's leftovers) but no manifest, optionally of one shard."""
+        prefix = shard_prefix(keyspace, shard) if keyspace and shard else ""
         seen: dict[tuple[str, str, str], bool] = {}
-        for obj in self.store.list(""):
-            parsed = parse_key(obj.key)
+        keys = [obj.key for obj in self.store.list(prefix)]
+        for key in [*keys, *self.store.partial_writes(prefix)]:
+            parsed = parse_key(key)
             if parsed:
                 ident = parsed[:3]
                 seen[ident] = seen.get(ident, False) or parsed[3] == MANIFEST
-        return [ident for ident, complete in seen.items() if not complete]
+        return sorted(ident for ident, complete in seen.items() if not complete)
 
     def _read_manifest(self, key: str) -> Manifest:
         prefix = key.removesuffix(MANIFEST)

@@ -19,6 +19,11 @@ def new_backup_id(now: datetime | None = None) -> str:
     return now.strftime("%Y%m%dT%H%M%S") + f"{now.microsecond // 1000:03d}Z-{secrets.token_hex(3)}"
 
 
+def backup_time(backup_id: str) -> datetime:
+    """When the backup's upload began, from its id."""
+    return datetime.strptime(backup_id[:18], "%Y%m%dT%H%M%S%f").replace(tzinfo=UTC)
+
+
 def shard_prefix(keyspace: str, shard: str) -> str:
     return f"{keyspace}/{shard}/"
 

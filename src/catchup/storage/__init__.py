@@ -1,7 +1,9 @@
 """Object stores behind one narrow interface.
 
 A store holds immutable objects under `/`-separated keys. Writes are atomic:
-an object is visible whole or not at all. That is all the repository needs.
+an object is visible whole or not at all. That is all the repository needs,
+except for one kind of object: a shard's lease, which is the one object that is
+rewritten, and only by compare-and-swap (`create`, `read_versioned`, `replace`).
 """
 
 from __future__ import annotations
@@ -52,6 +54,25 @@ class Store(Protocol):
 
     def delete_prefix(self, prefix: str) -> None:
         """Remove every object under `prefix`, and any partial write left there by a crash."""
+        ...
+
+    def partial_writes(self, prefix: str) -> Iterator[str]:
+        """Keys of the writes under `prefix` that a crash interrupted, which `list` hides."""
+        ...
+
+    # The compare-and-swap trio. A version is opaque: it names one write of an object,
+    # so that `replace` succeeds only if nobody wrote the object since it was read.
+
+    def create(self, key: str, data: bytes) -> str | None:
+        """Store `data` as `key` only if no object `key` exists: its version, or None."""
+        ...
+
+    def read_versioned(self, key: str) -> tuple[bytes, str] | None:
+        """The object and its version, or None if there is no object `key`."""
+        ...
+
+    def replace(self, key: str, data: bytes, version: str) -> str | None:
+        """Overwrite `key` only if it is still at `version`: the new version, or None."""
         ...
 
 

@@ -7,10 +7,15 @@ and reads credentials from the standard environment of each cloud
 web-identity credentials; `GOOGLE_APPLICATION_CREDENTIALS`; `AZURE_STORAGE_*`).
 An object becomes visible only when its upload completes: a writer that is
 abandoned on error is never completed.
+
+Compare-and-swap uses each service's preconditions: S3 and Azure
+`If-None-Match: *` and `If-Match: <etag>`, GCS generation matches. A version is
+the object's etag and, where the store has one, its generation.
 """
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -18,7 +23,7 @@ from datetime import timedelta
 from typing import Any, BinaryIO
 
 import obstore
-from obstore.exceptions import BaseError
+from obstore.exceptions import AlreadyExistsError, BaseError, PreconditionError
 from obstore.store import AzureStore, GCSStore, S3Store
 
 from catchup.config import StorageSettings
@@ -87,6 +92,33 @@ class CloudStore:
             with self._errors("delete", prefix):
                 obstore.delete(self.store, keys[start : start + DELETE_BATCH])
 
+    def partial_writes(self, prefix: str) -> Iterator[str]:
+        return iter(())  # an unfinished upload is never listed; lifecycle rules expire it
+
+    def create(self, key: str, data: bytes) -> str | None:
+        with self._errors("write", key):
+            try:
+                return _version(obstore.put(self.store, key, data, mode="create"))
+            except AlreadyExistsError:
+                return None
+
+    def read_versioned(self, key: str) -> tuple[bytes, str] | None:
+        with self._errors("read", key):
+            try:
+                result = obstore.get(self.store, key)
+                return bytes(result.bytes()), _version(result.meta)
+            except FileNotFoundError:
+                return None
+
+    def replace(self, key: str, data: bytes, version: str) -> str | None:
+        e_tag, generation = json.loads(version)
+        expected = {name: v for name, v in (("e_tag", e_tag), ("version", generation)) if v}
+        with self._errors("write", key):
+            try:
+                return _version(obstore.put(self.store, key, data, mode=expected))
+            except (PreconditionError, FileNotFoundError):
+                return None
+
     @contextmanager
     def _errors(self, action: str, key: str) -> Iterator[None]:
         """Every failure as one line naming the store and the object (after obstore's retries)."""
@@ -150,6 +182,10 @@ class _RangedReader:
         self.buffered = [bytes(part) for part in parts]
         self.offset = ends[-1]
         return True
+
+
+def _version(meta: Any) -> str:
+    return json.dumps([meta.get("e_tag"), meta.get("version")])
 
 
 def _build(scheme: str, bucket: str, prefix: str | None, settings: StorageSettings) -> Any:

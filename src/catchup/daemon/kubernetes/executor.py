@@ -3,9 +3,9 @@
 it ends, its result line collected from the pod's log, and the Job deleted.
 
 At most one Job per shard, decided by the cluster, not this process's memory:
-the executor first takes the shard's Lease (creating it, or taking it over from
-a Job that has ended, both refused by the API server if someone else got there
-first), then checks that no Job with the shard's label is still active.
+the executor first takes the shard's Lease (`KubernetesLeaser`, lease.py), then
+checks that no Job with the shard's label is still active. The pod's
+`catchup backup` takes the shard lock every writer takes.
 """
 
 from __future__ import annotations
@@ -14,7 +14,6 @@ import logging
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from datetime import UTC, datetime, timedelta
 
 from kubernetes import client, watch
 from kubernetes.client.exceptions import ApiException
@@ -23,19 +22,14 @@ from catchup.cancel import CancelToken
 from catchup.config import Config, KubernetesSettings, Shard
 from catchup.cycle import Reporter
 from catchup.daemon.executor import attempts_text
-from catchup.daemon.kubernetes.job import (
-    cycle_job,
-    job_name,
-    lease_name,
-    shard_lease,
-    shard_selector,
-)
+from catchup.daemon.kubernetes.job import cycle_job, job_name, job_outcome, shard_selector
+from catchup.daemon.kubernetes.lease import KubernetesLeaser
 from catchup.errors import Cancelled, CatchupError, ShardBusyError
+from catchup.fleet.lease import hold
 from catchup.fleet.run import ShardResult, shard_reason
 from catchup.repository import Repository
 
 log = logging.getLogger("catchup.kubernetes")
-LEASE_GRACE = timedelta(minutes=2)
 
 
 def cluster_client(settings: KubernetesSettings) -> client.ApiClient:
@@ -48,15 +42,6 @@ def cluster_client(settings: KubernetesSettings) -> client.ApiClient:
     return client.ApiClient()
 
 
-def job_outcome(job: client.V1Job) -> tuple[str, str] | None:
-    """("Complete" or "Failed", why) once the Job has ended, else None."""
-    for condition in (job.status and job.status.conditions) or []:
-        if condition.type in ("Complete", "Failed") and condition.status == "True":
-            why = ": ".join(p for p in (condition.reason, condition.message) if p)
-            return condition.type, why
-    return None
-
-
 class KubernetesExecutor:
     def __init__(
         self,
@@ -67,21 +52,22 @@ class KubernetesExecutor:
         self.config = config
         self.settings = config.kubernetes
         self.repository = repository
+        self.api = api
         self.batch = client.BatchV1Api(api)
         self.core = client.CoreV1Api(api)
-        self.coordination = client.CoordinationV1Api(api)
 
     def run_cycle(
         self, shard: Shard, run_id: str, bootstrap: bool, reporter: Reporter, cancel: CancelToken
     ) -> ShardResult:
         started = time.monotonic()
         name = job_name(shard, run_id)
+        leaser = KubernetesLeaser(self.config, self.api, holder=name)
         try:
-            with self.holding_lease(shard, name):
+            with hold([leaser], shard.keyspace, shard.shard, cancel) as held:
                 self.refuse_if_busy(shard)
                 with self.job_in_cluster(shard, run_id, bootstrap):
                     reporter.step(shard.name, "job created")
-                    outcome, why = self.wait_for_job(name, shard, reporter, cancel)
+                    outcome, why = self.wait_for_job(name, shard, reporter, held.cancel)
                     return self.collect_result(name, shard, outcome, why, started)
         except CatchupError as exc:
             return ShardResult.failure(shard.name, started, exc)
@@ -91,14 +77,6 @@ class KubernetesExecutor:
             )
 
     @contextmanager
-    def holding_lease(self, shard: Shard, holder: str) -> Iterator[None]:
-        self.take_lease(shard, holder)
-        try:
-            yield
-        finally:
-            self.release_lease(shard, holder)
-
-    @contextmanager
     def job_in_cluster(self, shard: Shard, run_id: str, bootstrap: bool) -> Iterator[None]:
         """The cycle's Job, deleted (with its pods) however the block ends."""
         self.create_job(shard, run_id, bootstrap)
@@ -106,55 +84,6 @@ class KubernetesExecutor:
             yield
         finally:
             self.delete_job(job_name(shard, run_id))
-
-    def take_lease(self, shard: Shard, holder: str) -> None:
-        """Hold the shard's Lease for Job `holder`, or raise ShardBusyError."""
-        namespace = self.settings.namespace
-        try:
-            self.coordination.create_namespaced_lease(namespace, shard_lease(shard, holder))
-            return
-        except ApiException as exc:
-            if exc.status != 409:
-                raise
-        current = self.coordination.read_namespaced_lease(lease_name(shard), namespace)
-        previous = current.spec.holder_identity
-        acquired = current.spec.acquire_time
-        # A young Lease may be one whose Job is still being created.
-        young = acquired is not None and datetime.now(UTC) - acquired < LEASE_GRACE
-        if previous and (young or self.job_active(previous)):
-            raise ShardBusyError(
-                f"shard {shard.name}: Job {previous} is still running in namespace {namespace}"
-                "; wait for it"
-            )
-        # Its Job ended without releasing it (a daemon died): take it over, unless
-        # another taker changed it since we read it (the API server compares versions).
-        current.spec = shard_lease(shard, holder).spec
-        try:
-            self.coordination.replace_namespaced_lease(lease_name(shard), namespace, current)
-        except ApiException as exc:
-            if exc.status == 409:
-                raise ShardBusyError(f"shard {shard.name}: another cycle just started") from None
-            raise
-
-    def release_lease(self, shard: Shard, holder: str) -> None:
-        namespace = self.settings.namespace
-        try:
-            current = self.coordination.read_namespaced_lease(lease_name(shard), namespace)
-            if current.spec.holder_identity == holder:
-                self.coordination.delete_namespaced_lease(lease_name(shard), namespace)
-        except ApiException as exc:
-            if exc.status != 404:
-                log.warning("lease of %s not released (%s); the next cycle takes it over",
-                            shard.name, exc.status)  # fmt: skip
-
-    def job_active(self, name: str) -> bool:
-        try:
-            job = self.batch.read_namespaced_job_status(name, self.settings.namespace)
-        except ApiException as exc:
-            if exc.status == 404:
-                return False
-            raise
-        return job_outcome(job) is None
 
     def refuse_if_busy(self, shard: Shard) -> None:
         jobs = self.batch.list_namespaced_job(

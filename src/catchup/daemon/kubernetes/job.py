@@ -70,6 +70,15 @@ def shard_lease(shard: Shard, holder: str) -> client.V1Lease:
     )
 
 
+def job_outcome(job: client.V1Job) -> tuple[str, str] | None:
+    """("Complete" or "Failed", why) once the Job has ended, else None."""
+    for condition in (job.status and job.status.conditions) or []:
+        if condition.type in ("Complete", "Failed") and condition.status == "True":
+            why = ": ".join(p for p in (condition.reason, condition.message) if p)
+            return condition.type, why
+    return None
+
+
 def shard_selector(shard: Shard) -> str:
     return f"app.kubernetes.io/name={APP},{LABEL_SHARD_KEY}={shard_key(shard)}"
 
