@@ -1,12 +1,16 @@
 """What every private database server process has in common: a short socket
-path, a launch with its output in a log, a stop by signal, a kill, its state."""
+path, a launch with its output in a log and a scrubbed environment, a stop by
+signal, a kill, its state."""
 
 from __future__ import annotations
 
+import os
 import secrets
+import stat
 import subprocess
 from pathlib import Path
 
+from catchup.engines.environment import child_environment
 from catchup.errors import InstanceError
 
 
@@ -16,6 +20,18 @@ def short_socket_path(preferred: Path, prefix: str, limit: int) -> Path:
     if len(str(preferred)) <= limit:
         return preferred
     return Path("/tmp") / f"{prefix}-{secrets.token_hex(6)}{preferred.suffix}"
+
+
+def private_directory(path: Path) -> Path:
+    """`path` as a directory only catchup's uid can enter (sockets live in one: a socket
+    file's own mode is not honoured everywhere, its directory's is). One that someone
+    else created first is refused."""
+    path.mkdir(mode=0o700, exist_ok=True)
+    info = path.lstat()
+    if not stat.S_ISDIR(info.st_mode) or info.st_uid != os.geteuid():
+        raise InstanceError(f"{path} exists and is not catchup's own directory; remove it")
+    path.chmod(0o700)
+    return path
 
 
 def log_tail(log: Path, markers: tuple[str, ...], lines: int = 3) -> str:
@@ -44,6 +60,7 @@ class ServerProcess:
                 stdout=output,
                 stderr=output,
                 start_new_session=True,
+                env=child_environment(),  # none of catchup's secrets in /proc/PID/environ
             )
 
     def stop_with(self, signal_number: int, timeout: float, clean_exits: tuple[int, ...]) -> None:

@@ -12,7 +12,7 @@ from catchup.config import Config, MariaDBSettings, Shard
 from catchup.engines import Finding, Progress, Source, Verdict
 from catchup.engines.mariadb import bootstrap, replication
 from catchup.engines.mariadb.gtid import Position, judge_coverage
-from catchup.engines.mariadb.instance import EphemeralInstance, provision
+from catchup.engines.mariadb.instance import EphemeralInstance, provision, random_server_id
 from catchup.engines.mariadb.server import ADMIN_USER, MariaDBServer
 from catchup.engines.mariadb.source import SourceSession, open_source
 from catchup.engines.relay import CountingRelay
@@ -54,6 +54,12 @@ class MariaDBSource:
 
     def estimated_data_bytes(self) -> int:
         return self.session.data_bytes()
+
+    def known_server_ids(self) -> set[int]:
+        """Server ids a replica of this source must not use: its own, every server's in
+        its binlog history, and its connected replicas' when the account may see them."""
+        history = {gtid.server for gtid in self.session.binlog_history()}
+        return {self.session.facts().server_id, *history, *self.session.replica_server_ids()}
 
     def committed(self, position: str) -> None:
         """Nothing to release: binlog retention is the source's own setting."""
@@ -148,16 +154,19 @@ class MariaDBInstance:
         self, source: Source, checkpoint: str, cancel: CancelToken, progress: Progress
     ) -> str:
         assert isinstance(source, MariaDBSource)
-        return str(
-            replication.catch_up(
-                self.server,
-                source.replication_endpoint(),
-                Position.parse(checkpoint),
-                self.stall_timeout,
-                cancel,
-                progress,
-            )
+        taken = source.known_server_ids()
+        if self.server.server_id in taken:
+            self.server.set_server_id(random_server_id(taken))
+        reached = replication.catch_up(
+            self.server,
+            source.replication_endpoint(),
+            Position.parse(checkpoint),
+            self.stall_timeout,
+            cancel,
+            progress,
         )
+        replication.enable_events(self.server, source.session.enabled_events())
+        return str(reached)
 
     def stop_for_archive(self) -> None:
         replication.forget_source(self.server)
