@@ -130,7 +130,7 @@ def test_relay_refuses_a_process_outside_catchups_tree() -> None:
     source = echo_source()
     with CountingRelay("127.0.0.1", source.getsockname()[1], None) as relay:
         assert peer_answer(relay, [], detach=True) != b"ping"
-        assert len(relay.refused) == 1 and "not catchup or a process it started" in (
-            relay.refused[0]
+        assert (
+            len(relay.refused) == 1 and "not catchup or a process it started" in (relay.refused[0])
         )
     source.close()

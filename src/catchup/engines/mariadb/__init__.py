@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import os
 import re
 from collections.abc import Iterator
 from pathlib import Path
@@ -39,6 +40,19 @@ class MariaDBSource:
 
     def server_version(self) -> str:
         return self.session.facts().version
+
+    def require_ready(self) -> None:
+        if not self.session.facts().log_bin:
+            raise SourceError(
+                f"shard {self.session.shard.name}: source {self.session.shard.endpoint} has "
+                "log_bin off, so it keeps no binlog to catch up from; set log_bin=ON (and a "
+                "server_id) on the source, restart it, and run again"
+            )
+
+    def identity(self) -> str:
+        """Every server of a replication topology has its own server_id, so a failover to a
+        replica, or a replacement server, changes it."""
+        return f"server_id {self.session.facts().server_id}"
 
     def checkpoint(self) -> str:
         self.session.rotate_binlog()
@@ -84,6 +98,17 @@ class MariaDBSource:
                 else f"missing {', '.join(missing)}; apply the GRANT from the README",
             ),
         ]
+        findings.append(
+            Finding(
+                "gtid strict mode",
+                facts.gtid_strict_mode,
+                "gtid_strict_mode on: a replica refuses a transaction out of GTID order"
+                if facts.gtid_strict_mode
+                else "gtid_strict_mode is off: a replica can take a direct write, and after "
+                "a failover to it a backup chain silently lacks or gains transactions; set "
+                "gtid_strict_mode=ON on the source and its replicas",
+            )
+        )
         if self.session.shard.role == "replica":
             findings.append(
                 Finding(
@@ -170,13 +195,20 @@ class MariaDBInstance:
 
     def stop_for_archive(self) -> None:
         replication.forget_source(self.server)
+        archive_size = self.settings.archive_redo_log_mb * MIB
         with self.server.connect() as conn, conn.cursor() as cursor:
-            # A small redo log makes a smaller archive; with a clean, fast
-            # shutdown the next restore starts without crash recovery.
-            cursor.execute(
-                "SET GLOBAL innodb_log_file_size = %s", (self.settings.archive_redo_log_mb * MIB,)
-            )
+            # With a clean, fast shutdown the next restore starts without crash recovery.
             cursor.execute("SET GLOBAL innodb_fast_shutdown = 1")
+            cursor.execute("SELECT @@innodb_log_file_size")
+            resize = cursor.fetchone()[0] != archive_size
+        if resize:
+            # A small redo log makes a smaller archive. InnoDB resizes it at startup in
+            # about 0.2 s; online (SET GLOBAL innodb_log_file_size) it waits 1-2 s for
+            # a checkpoint, which was most of a zero-delta cycle.
+            self.server.stop()
+            self.server.options.append(f"--innodb-log-file-size={archive_size}")  # last wins
+            self.server.start()
+        with self.server.connect() as conn, conn.cursor() as cursor:
             cursor.execute("DROP USER IF EXISTS %s@'localhost'", (ADMIN_USER,))
         self.server.stop()
 
@@ -244,7 +276,8 @@ class MariaDBEngine:
     def open_source(self, config: Config, shard: Shard) -> Iterator[MariaDBSource]:
         user, password = config.login(shard)
         with (
-            CountingRelay(shard.host, shard.port, shard.socket) as relay,
+            # mariadbd runs as catchup's own uid, like the dump and client tools.
+            CountingRelay(shard.host, shard.port, shard.socket, {os.geteuid()}) as relay,
             open_source(shard, user, password, relay) as session,
         ):
             yield MariaDBSource(session, relay, password)

@@ -190,8 +190,9 @@ def _raise_on_error(status: dict[str, object]) -> None:
     io_errno = int(status.get("Last_IO_Errno") or 0)
     if io_errno and io_errno not in TRANSIENT_IO_ERRORS:
         hint = (
-            "the source no longer has the binlogs after the backup's position, or the position "
-            "is foreign to it; bootstrap again with `catchup backup --bootstrap`"
+            "the source no longer has the binlogs after the backup's position (purged since "
+            "the precheck), or the position is foreign to it; run the backup again: its "
+            "precheck then bootstraps a new chain if the binlogs are gone"
             if io_errno == 1236
             else "check the catchup account's REPLICATION SLAVE grant and the source's logs"
         )

@@ -37,6 +37,7 @@ class SourceFacts:
     log_bin: bool
     binlog_format: str
     log_slave_updates: bool
+    gtid_strict_mode: bool
 
 
 class SourceSession:
@@ -81,11 +82,17 @@ class SourceSession:
             raise SourceError(describe_source_error(self.shard, exc)) from None
 
     def facts(self) -> SourceFacts:
-        version, server_id, log_bin, binlog_format, log_slave_updates = self.query(
-            "SELECT @@version, @@server_id, @@log_bin, @@binlog_format, @@log_slave_updates"
+        version, server_id, log_bin, binlog_format, log_slave_updates, strict = self.query(
+            "SELECT @@version, @@server_id, @@log_bin, @@binlog_format, @@log_slave_updates, "
+            "@@gtid_strict_mode"
         )[0]
         return SourceFacts(
-            version, int(server_id), bool(log_bin), binlog_format, bool(log_slave_updates)
+            version,
+            int(server_id),
+            bool(log_bin),
+            binlog_format,
+            bool(log_slave_updates),
+            bool(strict),
         )
 
     def checkpoint(self) -> Position:
