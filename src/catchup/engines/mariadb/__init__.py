@@ -190,7 +190,7 @@ class MariaDBInstance:
             cancel,
             progress,
         )
-        replication.enable_events(self.server, source.session.enabled_events())
+        replication.restore_event_status(self.server, source.session.event_statuses())
         return str(reached)
 
     def stop_for_archive(self) -> None:

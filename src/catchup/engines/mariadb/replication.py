@@ -78,17 +78,18 @@ def catch_up(
         return reached
 
 
-def enable_events(server: MariaDBServer, enabled_on_source: set[tuple[str, str]]) -> None:
+def restore_event_status(server: MariaDBServer, on_source: dict[tuple[str, str], str]) -> None:
     """A replica marks every event it replicates SLAVESIDE_DISABLED, so a restored backup
-    would run none created or altered after its bootstrap. Give the events the source has
-    ENABLED that status back (the ephemeral server's own scheduler stays off)."""
+    would run none created or altered after its bootstrap. Give such events the status the
+    source has for them (the ephemeral server's own scheduler stays off)."""
     with _replica_session(server) as conn, conn.cursor() as cursor:
         cursor.execute("SELECT db, name FROM mysql.event WHERE status = 'SLAVESIDE_DISABLED'")
         for db, name in cursor.fetchall():
-            if (db, name) in enabled_on_source:
+            status = on_source.get((db, name))
+            if status in ("ENABLED", "DISABLED"):
                 cursor.execute(
-                    "UPDATE mysql.event SET status = 'ENABLED' WHERE db = %s AND name = %s",
-                    (db, name),
+                    "UPDATE mysql.event SET status = %s WHERE db = %s AND name = %s",
+                    (status, db, name),
                 )
 
 

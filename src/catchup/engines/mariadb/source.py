@@ -130,13 +130,10 @@ class SourceSession:
                 return set()
             raise SourceError(describe_source_error(self.shard, exc)) from None
 
-    def enabled_events(self) -> set[tuple[str, str]]:
-        """(schema, name) of every event the source has ENABLED (the EVENT grant shows all)."""
-        rows = self.query(
-            "SELECT event_schema, event_name FROM information_schema.events "
-            "WHERE status = 'ENABLED'"
-        )
-        return {(schema, name) for schema, name in rows}
+    def event_statuses(self) -> dict[tuple[str, str], str]:
+        """The status of every event, by (schema, name); the EVENT grant shows them all."""
+        rows = self.query("SELECT event_schema, event_name, status FROM information_schema.events")
+        return {(schema, name): status for schema, name, status in rows}
 
     def user_databases(self) -> list[str]:
         return [name for (name,) in self.query("SHOW DATABASES") if name not in SYSTEM_DATABASES]
