@@ -33,6 +33,11 @@ class MariaDBSource:
         self.session = session
         self.relay = relay
         self.password = password
+        # Read with the checkpoint, so the catch-up asks the source for nothing but the
+        # binlog (a frozen source then shows as a stall): server ids a replica must not
+        # use, and the events' status at the checkpoint.
+        self.taken_server_ids: set[int] = set()
+        self.event_statuses: dict[tuple[str, str], str] = {}
 
     @property
     def bytes_sent(self) -> int:
@@ -56,7 +61,10 @@ class MariaDBSource:
 
     def checkpoint(self) -> str:
         self.session.rotate_binlog()
-        return str(self.session.checkpoint())
+        position = self.session.checkpoint()
+        self.event_statuses = self.session.event_statuses()
+        self.taken_server_ids = self.known_server_ids()
+        return str(position)
 
     def judge(self, backup_position: str) -> Verdict:
         return judge_coverage(
@@ -179,9 +187,8 @@ class MariaDBInstance:
         self, source: Source, checkpoint: str, cancel: CancelToken, progress: Progress
     ) -> str:
         assert isinstance(source, MariaDBSource)
-        taken = source.known_server_ids()
-        if self.server.server_id in taken:
-            self.server.set_server_id(random_server_id(taken))
+        if self.server.server_id in source.taken_server_ids:
+            self.server.set_server_id(random_server_id(source.taken_server_ids))
         reached = replication.catch_up(
             self.server,
             source.replication_endpoint(),
@@ -190,7 +197,7 @@ class MariaDBInstance:
             cancel,
             progress,
         )
-        replication.restore_event_status(self.server, source.session.event_statuses())
+        replication.restore_event_status(self.server, source.event_statuses)
         return str(reached)
 
     def stop_for_archive(self) -> None:
