@@ -89,8 +89,10 @@ def load_dump(
             _wait_both(dump, load, cancel, on_progress)
     finally:
         source_config.unlink(missing_ok=True)
-    loader_failed_first = "errno 32" in _tail(dump_log)  # EPIPE: the loader went away
-    if dump.returncode != 0 and not (load.returncode != 0 and loader_failed_first):
+    # A loader that fails first leaves the dump with a broken pipe (errno 32), which says
+    # nothing: then the loader's error is the one to show.
+    load_failed_first = load.returncode != 0 and "errno 32" in _tail(dump_log)
+    if dump.returncode != 0 and not load_failed_first:
         raise SourceError(f"mariadb-dump of the source failed: {_tail(dump_log)}")
     if load.returncode != 0:
         raise SourceError(f"loading the dump into the ephemeral instance failed: {_tail(load_log)}")
