@@ -345,6 +345,8 @@ class Config(Strict):
     parallel: Annotated[int, Field(ge=1, le=256)] = 2
     jobs: Annotated[int, Field(ge=1, le=64)] = 4
     stall_timeout_seconds: Annotated[float, Field(gt=0)] = 300.0
+    # A shard's source is another server than at its newest backup (a failover, say).
+    on_source_change: Literal["warn", "refuse"] = "warn"
     credentials: Credentials = Credentials()
     retention: Retention = Retention()
     lock: LockSettings = LockSettings()

@@ -106,7 +106,7 @@ def run_cycle(
     started_at = datetime.now(UTC)
     with engine.open_source(config, shard) as source:
         with clock("precheck"):
-            plan = precheck(repository, source, shard, options, reporter)
+            plan = precheck(repository, source, shard, options, reporter, config.on_source_change)
         with provisioned(engine, config, shard, clock, source.server_version()) as instance:
             if plan.parent is None:
                 bootstrap(instance, source, clock, cancel)
@@ -117,9 +117,7 @@ def run_cycle(
             position = catch_up(instance, source, checkpoint, clock, cancel)
             server_version = instance.server_version()
             stop(instance, clock)
-            draft = draft_manifest(
-                shard, plan, position, server_version, source.bytes_sent, started_at, clock
-            )
+            draft = draft_manifest(shard, plan, position, server_version, source, started_at, clock)
             manifest = back_up(repository, instance, draft, config, clock, confirm)
         release_source(source, manifest)
         return manifest
@@ -131,9 +129,11 @@ def precheck(
     shard: Shard,
     options: CycleOptions,
     reporter: Reporter,
+    on_source_change: str = "warn",
 ) -> Plan:
     """Decide between catching up the newest backup and bootstrapping a new chain."""
     repository.check_encryption()  # before the catch-up, not after it
+    source.require_ready()  # before an instance is provisioned for nothing
     catalog = repository.catalog(shard.keyspace, shard.shard)
     latest = catalog.latest(shard.keyspace, shard.shard, datetime.now(UTC))
     skipped = catalog.skipped(shard.keyspace, shard.shard, datetime.now(UTC))
@@ -157,6 +157,7 @@ def precheck(
             f"shard {shard.name}: newest backup {latest.backup_id} is a {latest.engine} backup "
             f"but the config says {shard.engine}; fix the config or use another keyspace"
         )
+    check_source_identity(latest, source, shard, on_source_change, reporter)
     verdict = source.judge(latest.position)
     if verdict.coverage is Coverage.COVERED:
         return Plan(latest, None)
@@ -179,6 +180,27 @@ def precheck(
         f"{latest.position} does not belong to this source ({verdict.reason}); was the source "
         "replaced or restored? Check it, then start a new chain with `catchup backup --bootstrap`"
     )
+
+
+def check_source_identity(
+    latest: Manifest, source: Source, shard: Shard, on_source_change: str, reporter: Reporter
+) -> None:
+    """Another server behind the shard's endpoint since the newest backup (a failover) may
+    lack a transaction the backup chain has, or have one it never replicated: catching up
+    from it would hide that. Say so loudly, or refuse, and say how to start a new chain."""
+    was, now = latest.source.identity, source.identity()
+    if was is None or was == now:
+        return  # a backup from before identities were recorded, or the same server
+    message = (
+        f"shard {shard.name}: the source is another server than at newest backup "
+        f"{latest.backup_id} (then {was} at {latest.source.endpoint}, now {now} at "
+        f"{shard.endpoint}); a failover can hide transactions that only one of them has. "
+        f"Check the new source, then start a new chain with `catchup backup --bootstrap "
+        f"{shard.name}`"
+    )
+    if on_source_change == "refuse":
+        raise DivergedError(f'{message} (on_source_change = "refuse")')
+    reporter.warn(shard.name, f"SOURCE CHANGED: {message}")
 
 
 @contextmanager
@@ -263,7 +285,7 @@ def draft_manifest(
     plan: Plan,
     position: str,
     server_version: str,
-    bytes_from_source: int,
+    source: Source,
     started_at: datetime,
     clock: StepClock,
 ) -> Manifest:
@@ -278,10 +300,10 @@ def draft_manifest(
         parent=plan.parent.backup_id if plan.parent else None,
         rebootstrap_reason=plan.rebootstrap_reason,
         position=position,
-        source=SourceInfo(endpoint=shard.endpoint, role=shard.role),
+        source=SourceInfo(endpoint=shard.endpoint, role=shard.role, identity=source.identity()),
         started_at=started_at,
         created_at=started_at,
-        bytes_from_source=bytes_from_source,
+        bytes_from_source=source.bytes_sent,
         data_bytes=0,
         stored_bytes=0,
         durations=dict(clock.durations),

@@ -53,6 +53,16 @@ class Source(Protocol):
 
     def server_version(self) -> str: ...
 
+    def require_ready(self) -> None:
+        """Raise a SourceError if the source cannot serve a cycle at all (no log to replicate
+        from, say): checked in the precheck, before any instance is provisioned."""
+        ...
+
+    def identity(self) -> str:
+        """Which server answers: it changes when another server (a promoted replica, a
+        replacement) takes the endpoint's place. Recorded in every manifest."""
+        ...
+
     def checkpoint(self) -> str:
         """The source's current position; this cycle's backup will stand exactly there."""
         ...

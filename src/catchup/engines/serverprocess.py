@@ -1,9 +1,12 @@
 """What every private database server process has in common: a short socket
-path, a launch with its output in a log, a stop by signal, a kill, its state."""
+path, a launch with its output in a log and a scrubbed environment, a stop by
+signal, a kill, its state."""
 
 from __future__ import annotations
 
+import os
 import secrets
+import stat
 import subprocess
 from pathlib import Path
 
@@ -17,6 +20,18 @@ def short_socket_path(preferred: Path, prefix: str, limit: int) -> Path:
     if len(str(preferred)) <= limit:
         return preferred
     return Path("/tmp") / f"{prefix}-{secrets.token_hex(6)}{preferred.suffix}"
+
+
+def private_directory(path: Path) -> Path:
+    """`path` as a directory only catchup's uid can enter (sockets live in one: a socket
+    file's own mode is not honoured everywhere, its directory's is). One that someone
+    else created first is refused."""
+    path.mkdir(mode=0o700, exist_ok=True)
+    info = path.lstat()
+    if not stat.S_ISDIR(info.st_mode) or info.st_uid != os.geteuid():
+        raise InstanceError(f"{path} exists and is not catchup's own directory; remove it")
+    path.chmod(0o700)
+    return path
 
 
 def log_tail(log: Path, markers: tuple[str, ...], lines: int = 3) -> str:

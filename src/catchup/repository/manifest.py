@@ -61,6 +61,8 @@ class FileEntry(Model):
 class SourceInfo(Model):
     endpoint: str
     role: Literal["primary", "replica"]
+    # Source.identity() when the backup was taken; None in manifests written before it was.
+    identity: str | None = None
 
 
 class Manifest(Model):

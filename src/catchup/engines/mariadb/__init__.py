@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import os
 import re
 from collections.abc import Iterator
 from pathlib import Path
@@ -12,7 +13,7 @@ from catchup.config import Config, MariaDBSettings, Shard
 from catchup.engines import Finding, Progress, Source, Verdict
 from catchup.engines.mariadb import bootstrap, replication
 from catchup.engines.mariadb.gtid import Position, judge_coverage
-from catchup.engines.mariadb.instance import EphemeralInstance, provision
+from catchup.engines.mariadb.instance import EphemeralInstance, provision, random_server_id
 from catchup.engines.mariadb.server import ADMIN_USER, MariaDBServer
 from catchup.engines.mariadb.source import SourceSession, open_source
 from catchup.engines.relay import CountingRelay
@@ -32,6 +33,11 @@ class MariaDBSource:
         self.session = session
         self.relay = relay
         self.password = password
+        # Read with the checkpoint, so the catch-up asks the source for nothing but the
+        # binlog (a frozen source then shows as a stall): server ids a replica must not
+        # use, and the events' status at the checkpoint.
+        self.taken_server_ids: set[int] = set()
+        self.event_statuses: dict[tuple[str, str], str] = {}
 
     @property
     def bytes_sent(self) -> int:
@@ -40,9 +46,25 @@ class MariaDBSource:
     def server_version(self) -> str:
         return self.session.facts().version
 
+    def require_ready(self) -> None:
+        if not self.session.facts().log_bin:
+            raise SourceError(
+                f"shard {self.session.shard.name}: source {self.session.shard.endpoint} has "
+                "log_bin off, so it keeps no binlog to catch up from; set log_bin=ON (and a "
+                "server_id) on the source, restart it, and run again"
+            )
+
+    def identity(self) -> str:
+        """Every server of a replication topology has its own server_id, so a failover to a
+        replica, or a replacement server, changes it."""
+        return f"server_id {self.session.facts().server_id}"
+
     def checkpoint(self) -> str:
         self.session.rotate_binlog()
-        return str(self.session.checkpoint())
+        position = self.session.checkpoint()
+        self.event_statuses = self.session.event_statuses()
+        self.taken_server_ids = self.known_server_ids()
+        return str(position)
 
     def judge(self, backup_position: str) -> Verdict:
         return judge_coverage(
@@ -54,6 +76,12 @@ class MariaDBSource:
 
     def estimated_data_bytes(self) -> int:
         return self.session.data_bytes()
+
+    def known_server_ids(self) -> set[int]:
+        """Server ids a replica of this source must not use: its own, every server's in
+        its binlog history, and its connected replicas' when the account may see them."""
+        history = {gtid.server for gtid in self.session.binlog_history()}
+        return {self.session.facts().server_id, *history, *self.session.replica_server_ids()}
 
     def committed(self, position: str) -> None:
         """Nothing to release: binlog retention is the source's own setting."""
@@ -78,6 +106,17 @@ class MariaDBSource:
                 else f"missing {', '.join(missing)}; apply the GRANT from the README",
             ),
         ]
+        findings.append(
+            Finding(
+                "gtid strict mode",
+                facts.gtid_strict_mode,
+                "gtid_strict_mode on: a replica refuses a transaction out of GTID order"
+                if facts.gtid_strict_mode
+                else "gtid_strict_mode is off: a replica can take a direct write, and after "
+                "a failover to it a backup chain silently lacks or gains transactions; set "
+                "gtid_strict_mode=ON on the source and its replicas",
+            )
+        )
         if self.session.shard.role == "replica":
             findings.append(
                 Finding(
@@ -148,26 +187,35 @@ class MariaDBInstance:
         self, source: Source, checkpoint: str, cancel: CancelToken, progress: Progress
     ) -> str:
         assert isinstance(source, MariaDBSource)
-        return str(
-            replication.catch_up(
-                self.server,
-                source.replication_endpoint(),
-                Position.parse(checkpoint),
-                self.stall_timeout,
-                cancel,
-                progress,
-            )
+        if self.server.server_id in source.taken_server_ids:
+            self.server.set_server_id(random_server_id(source.taken_server_ids))
+        reached = replication.catch_up(
+            self.server,
+            source.replication_endpoint(),
+            Position.parse(checkpoint),
+            self.stall_timeout,
+            cancel,
+            progress,
         )
+        replication.restore_event_status(self.server, source.event_statuses)
+        return str(reached)
 
     def stop_for_archive(self) -> None:
         replication.forget_source(self.server)
+        archive_size = self.settings.archive_redo_log_mb * MIB
         with self.server.connect() as conn, conn.cursor() as cursor:
-            # A small redo log makes a smaller archive; with a clean, fast
-            # shutdown the next restore starts without crash recovery.
-            cursor.execute(
-                "SET GLOBAL innodb_log_file_size = %s", (self.settings.archive_redo_log_mb * MIB,)
-            )
+            # With a clean, fast shutdown the next restore starts without crash recovery.
             cursor.execute("SET GLOBAL innodb_fast_shutdown = 1")
+            cursor.execute("SELECT @@innodb_log_file_size")
+            resize = cursor.fetchone()[0] != archive_size
+        if resize:
+            # A small redo log makes a smaller archive. InnoDB resizes it at startup in
+            # about 0.2 s; online (SET GLOBAL innodb_log_file_size) it waits 1-2 s for
+            # a checkpoint, which was most of a zero-delta cycle.
+            self.server.stop()
+            self.server.options.append(f"--innodb-log-file-size={archive_size}")  # last wins
+            self.server.start()
+        with self.server.connect() as conn, conn.cursor() as cursor:
             cursor.execute("DROP USER IF EXISTS %s@'localhost'", (ADMIN_USER,))
         self.server.stop()
 
@@ -235,7 +283,8 @@ class MariaDBEngine:
     def open_source(self, config: Config, shard: Shard) -> Iterator[MariaDBSource]:
         user, password = config.login(shard)
         with (
-            CountingRelay(shard.host, shard.port, shard.socket) as relay,
+            # mariadbd runs as catchup's own uid, like the dump and client tools.
+            CountingRelay(shard.host, shard.port, shard.socket, {os.geteuid()}) as relay,
             open_source(shard, user, password, relay) as session,
         ):
             yield MariaDBSource(session, relay, password)

@@ -16,8 +16,9 @@ from collections.abc import Callable
 from pathlib import Path
 
 from catchup.cancel import CancelToken
+from catchup.engines.environment import child_environment
 from catchup.engines.mariadb.binaries import find_binary
-from catchup.engines.mariadb.server import ADMIN_USER, MariaDBServer
+from catchup.engines.mariadb.server import ADMIN_USER, MariaDBServer, option_file
 from catchup.errors import SourceError
 from catchup.files import write_private
 
@@ -60,7 +61,9 @@ def load_dump(
     source_config = root / "source.cnf"
     write_private(
         source_config,
-        f"[client]\nuser={user}\npassword={password or ''}\nhost=127.0.0.1\nport={relay_port}\n",
+        option_file(
+            "client", user=user, password=password or "", host="127.0.0.1", port=str(relay_port)
+        ),
     )
     selection = ["--databases", *databases] if databases else ["--no-data", "--databases", "mysql"]
     dump_cmd = [
@@ -78,14 +81,18 @@ def load_dump(
     dump_log, load_log = root / "dump.err", root / "load.err"
     try:
         with open(dump_log, "wb") as dump_err, open(load_log, "wb") as load_err:
-            dump = subprocess.Popen(dump_cmd, stdout=subprocess.PIPE, stderr=dump_err)
-            load = subprocess.Popen(load_cmd, stdin=dump.stdout, stderr=load_err)
+            env = child_environment()
+            dump = subprocess.Popen(dump_cmd, stdout=subprocess.PIPE, stderr=dump_err, env=env)
+            load = subprocess.Popen(load_cmd, stdin=dump.stdout, stderr=load_err, env=env)
             assert dump.stdout is not None
             dump.stdout.close()  # the loader owns the pipe now
             _wait_both(dump, load, cancel, on_progress)
     finally:
         source_config.unlink(missing_ok=True)
-    if dump.returncode != 0:
+    # A loader that fails first leaves the dump with a broken pipe (errno 32), which says
+    # nothing: then the loader's error is the one to show.
+    load_failed_first = load.returncode != 0 and "errno 32" in _tail(dump_log)
+    if dump.returncode != 0 and not load_failed_first:
         raise SourceError(f"mariadb-dump of the source failed: {_tail(dump_log)}")
     if load.returncode != 0:
         raise SourceError(f"loading the dump into the ephemeral instance failed: {_tail(load_log)}")

@@ -6,21 +6,25 @@ cancellation, and (through the reaper) even after catchup itself was killed.
 from __future__ import annotations
 
 import contextlib
-import fcntl
-import os
+import secrets
 import shutil
-from collections.abc import Iterator
-from dataclasses import dataclass
+from collections.abc import Collection, Iterator
 from pathlib import Path
 
 from catchup.config import MariaDBSettings
 from catchup.engines.mariadb.server import MariaDBServer, ServerFiles
 from catchup.engines.workdir import instance_dir, record_server
+from catchup.errors import InstanceError
 
-# Replica server ids must differ from every server the source talks to; sources
-# normally use small ids, so ephemeral ones come from the top of the range.
-SERVER_ID_BASE = 4_000_000_000
-SERVER_ID_SLOTS = 10_000
+# A replica's server id must differ from the source's, from every server in the
+# source's binlog history (a replica silently skips events that carry its own id)
+# and from every other replica of the source (the source kills the older dump
+# thread of two with one id). Instances on other hosts and pods cannot be asked,
+# so ids are drawn at random from the top half of the range, far from the small
+# ids sources use, and checked against what the source knows before each catch-up.
+SERVER_ID_RANGE = (2**31, 2**32 - 1)
+DRAWS = 100
+RANDOM = secrets.SystemRandom()
 
 FAST_REPLICA_OPTIONS = [
     "--skip-slave-start",
@@ -33,32 +37,19 @@ FAST_REPLICA_OPTIONS = [
     "--sync-relay-log=0",
     "--sync-relay-log-info=0",
     "--innodb-fast-shutdown=1",
-    "--event-scheduler=DISABLED",
+    # OFF, not DISABLED: events do not run here, but their DDL (in the dump, in the
+    # binlog) is accepted; DISABLED refuses it with error 1577.
+    "--event-scheduler=OFF",
 ]
 
 
-@dataclass
-class ServerIdLease:
-    server_id: int
-    handle: int
-
-    def release(self) -> None:
-        os.close(self.handle)
-
-
-def lease_server_id(work_dir: Path) -> ServerIdLease:
-    """A server id no other instance under this work dir holds (flock, so a crash frees it)."""
-    leases = work_dir / "server-ids"
-    leases.mkdir(parents=True, exist_ok=True)
-    for slot in range(SERVER_ID_SLOTS):
-        handle = os.open(leases / f"{slot}.lock", os.O_RDWR | os.O_CREAT, 0o600)
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            os.close(handle)
-            continue
-        return ServerIdLease(SERVER_ID_BASE + slot, handle)
-    raise RuntimeError(f"all {SERVER_ID_SLOTS} server ids under {leases} are in use")
+def random_server_id(taken: Collection[int] = ()) -> int:
+    """A random replica server id that is not in `taken`."""
+    for _ in range(DRAWS):
+        candidate = RANDOM.randint(*SERVER_ID_RANGE)
+        if candidate not in taken:
+            return candidate
+    raise InstanceError(f"no free server id in {DRAWS} random draws; {len(taken)} are taken")
 
 
 class EphemeralInstance:
@@ -89,17 +80,15 @@ class EphemeralInstance:
         self.server.kill()
         shutil.rmtree(self.files.root, ignore_errors=True)
         if not self.files.socket.is_relative_to(self.files.root):
-            self.files.socket.unlink(missing_ok=True)
+            shutil.rmtree(self.files.socket.parent, ignore_errors=True)
 
 
 @contextlib.contextmanager
 def provision(work_dir: Path, label: str, settings: MariaDBSettings) -> Iterator[EphemeralInstance]:
     with instance_dir(work_dir, label) as root:
-        lease = lease_server_id(work_dir)
-        instance = EphemeralInstance(root, lease.server_id, settings)
+        instance = EphemeralInstance(root, random_server_id(), settings)
         record_server(root, instance.files.pid_file, instance.data_dir)
         try:
             yield instance
         finally:
             instance.destroy()
-            lease.release()

@@ -78,6 +78,21 @@ def catch_up(
         return reached
 
 
+def restore_event_status(server: MariaDBServer, on_source: dict[tuple[str, str], str]) -> None:
+    """A replica marks every event it replicates SLAVESIDE_DISABLED, so a restored backup
+    would run none created or altered after its bootstrap. Give such events the status the
+    source has for them (the ephemeral server's own scheduler stays off)."""
+    with _replica_session(server) as conn, conn.cursor() as cursor:
+        cursor.execute("SELECT db, name FROM mysql.event WHERE status = 'SLAVESIDE_DISABLED'")
+        for db, name in cursor.fetchall():
+            status = on_source.get((db, name))
+            if status in ("ENABLED", "DISABLED"):
+                cursor.execute(
+                    "UPDATE mysql.event SET status = %s WHERE db = %s AND name = %s",
+                    (status, db, name),
+                )
+
+
 def forget_source(server: MariaDBServer) -> None:
     """RESET SLAVE ALL: no source address or password is left in the data dir."""
     with _replica_session(server) as conn:
@@ -176,8 +191,9 @@ def _raise_on_error(status: dict[str, object]) -> None:
     io_errno = int(status.get("Last_IO_Errno") or 0)
     if io_errno and io_errno not in TRANSIENT_IO_ERRORS:
         hint = (
-            "the source no longer has the binlogs after the backup's position, or the position "
-            "is foreign to it; bootstrap again with `catchup backup --bootstrap`"
+            "the source no longer has the binlogs after the backup's position (purged since "
+            "the precheck), or the position is foreign to it; run the backup again: its "
+            "precheck then bootstraps a new chain if the binlogs are gone"
             if io_errno == 1236
             else "check the catchup account's REPLICATION SLAVE grant and the source's logs"
         )

@@ -23,25 +23,38 @@ import pymysql
 import pymysql.cursors
 
 from catchup.cancel import NEVER, CancelToken
+from catchup.engines.environment import child_environment
 from catchup.engines.mariadb.binaries import find_binary
-from catchup.engines.serverprocess import ServerProcess, log_tail, short_socket_path
+from catchup.engines.serverprocess import (
+    ServerProcess,
+    log_tail,
+    private_directory,
+    short_socket_path,
+)
 from catchup.engines.workdir import kill_server
 from catchup.errors import InstanceError
 from catchup.files import write_private
 
 ADMIN_USER = "catchup_admin"
 SOCKET_PATH_LIMIT = 100  # sun_path is 108 bytes on Linux
+SOCKET_NAME = "mariadbd.sock"
 
 
 @dataclass
 class ServerFiles:
-    """Everything a server owns lives under `root`."""
+    """Everything a server owns lives under `root`, but for a deep root its socket
+    directory, which is then a private one under /tmp."""
 
     root: Path
     socket: Path = field(init=False)
 
     def __post_init__(self) -> None:
-        self.socket = short_socket_path(self.root / "mariadbd.sock", "catchup", SOCKET_PATH_LIMIT)
+        # In a mode-0700 directory: mariadbd makes its socket world-writable, and any
+        # local user who reached it could try the accounts a backup carries.
+        directory = short_socket_path(
+            self.root / "run", "catchup", SOCKET_PATH_LIMIT - len(SOCKET_NAME) - 1
+        )
+        self.socket = directory / SOCKET_NAME
 
     @property
     def data_dir(self) -> Path:
@@ -107,17 +120,24 @@ class MariaDBServer(ServerProcess):
             "--skip-test-db",
             *self._run_as_user(),
         ]
-        result = subprocess.run(command, capture_output=True, text=True, check=False)
+        result = subprocess.run(
+            command, capture_output=True, text=True, check=False, env=child_environment()
+        )
         if result.returncode != 0:
             raise InstanceError(f"mariadb-install-db failed: {_first_error(result.stderr)}")
 
     def start(self, timeout: float = 120, cancel: CancelToken = NEVER) -> None:
         self.files.tmp_dir.mkdir(exist_ok=True)
+        private_directory(self.files.socket.parent)
         write_private(self.files.init_file, self._init_sql())
         write_private(
             self.files.client_config,
-            f"[client]\nuser={self.admin_user}\npassword={self.admin_password}\n"
-            f"socket={self.files.socket}\n",
+            option_file(
+                "client",
+                user=self.admin_user,
+                password=self.admin_password,
+                socket=str(self.files.socket),
+            ),
         )
         command = [find_binary("mariadbd", self.binaries), "--no-defaults", *self._arguments()]
         if self.die_with_parent and shutil.which("setpriv"):
@@ -132,6 +152,12 @@ class MariaDBServer(ServerProcess):
     def stop(self, timeout: float = 300) -> None:
         """Clean shutdown (SIGTERM is mariadbd's normal shutdown); wait for the exit."""
         self.stop_with(signal.SIGTERM, timeout, clean_exits=(0, -signal.SIGTERM))
+
+    def set_server_id(self, server_id: int) -> None:
+        """Change the running server's id (before it connects to a source)."""
+        with self.connect() as conn, conn.cursor() as cursor:
+            cursor.execute("SET GLOBAL server_id = %s", (server_id,))
+        self.server_id = server_id
 
     # --- access ----------------------------------------------------------------
 
@@ -209,6 +235,23 @@ class MariaDBServer(ServerProcess):
     def _run_as_user() -> list[str]:
         # mariadbd refuses to run as root unless told to; elsewhere it runs as the caller.
         return [f"--user={getpass.getuser()}"] if os.geteuid() == 0 else []
+
+
+# What MariaDB's option-file reader unescapes inside a quoted value (mysys/my_default.c).
+OPTION_ESCAPES = {"\\": "\\\\", '"': '\\"', "\n": "\\n", "\r": "\\r", "\t": "\\t", "\b": "\\b"}
+
+
+def option_value(value: str) -> str:
+    """`value` as the option-file reader gives it back exactly: double-quoted, so `#` is not
+    a comment and spaces at either end stay, with backslash and quote escaped."""
+    return '"' + "".join(OPTION_ESCAPES.get(char, char) for char in value) + '"'
+
+
+def option_file(section: str, **values: str) -> str:
+    """A MariaDB option file of one section; every value is quoted (passwords may hold
+    anything)."""
+    lines = [f"[{section}]", *(f"{key}={option_value(value)}" for key, value in values.items())]
+    return "\n".join(lines) + "\n"
 
 
 def _first_error(text: str) -> str:

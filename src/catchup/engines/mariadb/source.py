@@ -37,6 +37,7 @@ class SourceFacts:
     log_bin: bool
     binlog_format: str
     log_slave_updates: bool
+    gtid_strict_mode: bool
 
 
 class SourceSession:
@@ -61,10 +62,12 @@ class SourceSession:
                 read_timeout=600,
                 charset="utf8mb4",
             )
-        except pymysql.err.OperationalError:
-            if self.relay.last_error:
-                exc = pymysql.err.OperationalError(2003, self.relay.last_error)
-            raise SourceError(describe_source_error(self.shard, exc)) from None
+        except pymysql.err.MySQLError as exc:
+            # The relay knows why the source could not be reached; the client only saw a
+            # dropped connection.
+            error = pymysql.err.OperationalError(2003, self.relay.last_error)
+            reason = error if self.relay.last_error else exc
+            raise SourceError(describe_source_error(self.shard, reason)) from None
 
     def close(self) -> None:
         with contextlib.suppress(Exception):
@@ -79,11 +82,17 @@ class SourceSession:
             raise SourceError(describe_source_error(self.shard, exc)) from None
 
     def facts(self) -> SourceFacts:
-        version, server_id, log_bin, binlog_format, log_slave_updates = self.query(
-            "SELECT @@version, @@server_id, @@log_bin, @@binlog_format, @@log_slave_updates"
+        version, server_id, log_bin, binlog_format, log_slave_updates, strict = self.query(
+            "SELECT @@version, @@server_id, @@log_bin, @@binlog_format, @@log_slave_updates, "
+            "@@gtid_strict_mode"
         )[0]
         return SourceFacts(
-            version, int(server_id), bool(log_bin), binlog_format, bool(log_slave_updates)
+            version,
+            int(server_id),
+            bool(log_bin),
+            binlog_format,
+            bool(log_slave_updates),
+            bool(strict),
         )
 
     def checkpoint(self) -> Position:
@@ -107,6 +116,24 @@ class SourceSession:
         if not logs:
             raise SourceError(f"shard {self.shard.name}: source has no binary logs; enable log_bin")
         return Position.parse(self.query("SELECT BINLOG_GTID_POS(%s, 4)", (logs[0][0],))[0][0])
+
+    def replica_server_ids(self) -> set[int]:
+        """Server ids of the replicas connected now, if the account may ask: SHOW SLAVE
+        HOSTS needs REPLICATION MASTER ADMIN, which the README's GRANT leaves out (the
+        process list shows dump threads, but not their server ids)."""
+        try:
+            with self.conn.cursor() as cursor:
+                cursor.execute("SHOW SLAVE HOSTS")
+                return {int(row[0]) for row in cursor.fetchall()}
+        except pymysql.err.MySQLError as exc:
+            if exc.args and exc.args[0] in (1227, 1142):
+                return set()
+            raise SourceError(describe_source_error(self.shard, exc)) from None
+
+    def event_statuses(self) -> dict[tuple[str, str], str]:
+        """The status of every event, by (schema, name); the EVENT grant shows them all."""
+        rows = self.query("SELECT event_schema, event_name, status FROM information_schema.events")
+        return {(schema, name): status for schema, name, status in rows}
 
     def user_databases(self) -> list[str]:
         return [name for (name,) in self.query("SHOW DATABASES") if name not in SYSTEM_DATABASES]

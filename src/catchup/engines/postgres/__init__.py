@@ -73,6 +73,16 @@ class PostgresSource:
     def server_version(self) -> str:
         return self.session.facts().version
 
+    def require_ready(self) -> None:
+        if self.session.facts().wal_level == "minimal":
+            raise SourceError(
+                f"shard {self.session.shard.name}: source {self.session.shard.endpoint} has "
+                "wal_level = minimal, which cannot be replicated; set it to replica and restart"
+            )
+
+    def identity(self) -> str:
+        return self.session.identity()
+
     def checkpoint(self) -> str:
         timeline = self.session.facts().timeline
         return make_position(self.session.checkpoint(), timeline, self.session.slot)

@@ -115,6 +115,12 @@ class PostgresSession:
         timeline = self.query("SELECT timeline_id FROM pg_control_checkpoint()")[0][0]
         return Facts(version.split(" on ")[0], number // 10000, timeline, in_recovery, wal_level)
 
+    def identity(self) -> str:
+        """A promoted standby keeps the cluster's system identifier and starts a new
+        timeline; another cluster has another identifier."""
+        (system_identifier,) = self.query("SELECT system_identifier FROM pg_control_system()")[0]
+        return f"system_identifier {system_identifier} timeline {self.facts().timeline}"
+
     def checkpoint(self) -> int:
         """CHECKPOINT, then the position T. On a primary a record after T is emitted, so
         a standby replaying to T can stop even on an idle source; a standby source
