@@ -5,6 +5,9 @@ that look like damage, and restore targets that cannot be written."""
 from __future__ import annotations
 
 import json
+import os
+import time
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -14,7 +17,7 @@ from catchup.repository import Repository
 from catchup.repository.layout import new_backup_id
 from catchup.storage.local import LocalStore
 from tests.conftest import run_cli
-from tests.unit.test_manifest_trust import backup, cli_config
+from tests.unit.test_manifest_trust import backup, cli_config, plant
 from tests.unit.test_repository import make_data_dir
 
 
@@ -83,3 +86,38 @@ def plain_config(tmp_path: Path, extra: str = "") -> Path:
     text = path.read_text()
     path.write_text(text[: text.index("[encryption]")] + extra)
     return path
+
+
+# --- item 3: markup in store keys and manifest fields is printed, not interpreted ---------
+
+
+def test_markup_in_store_keys_and_manifest_fields_is_quoted_everywhere(tmp_path):
+    """Extends test_manifest_trust's markup test to the tables of list, show, check, prune."""
+    repo_dir = tmp_path / "repo"
+    planted = plant(repo_dir, new_backup_id(), position="[/x]").parent.name
+    # keyspace "k[" and shard "x]s" print as "k[/x]s": a damaged manifest and an old
+    # incomplete prefix there.
+    damaged_id = new_backup_id(datetime.now(UTC) - timedelta(minutes=1))
+    (repo_dir / "k[" / "x]s" / damaged_id).mkdir(parents=True)
+    (repo_dir / "k[" / "x]s" / damaged_id / "manifest.json").write_text("[]")
+    leftover = repo_dir / "k[" / "x]s" / "20200101T000000000Z-abcdef" / "data"
+    leftover.mkdir(parents=True)
+    (leftover / "000000.zst").write_bytes(b"x")
+    old = time.time() - 30 * 86400
+    os.utime(leftover / "000000.zst", (old, old))
+    config = str(plain_config(tmp_path))
+
+    crashed = []  # every command is tried, so that each one is proven
+    for command in (["list"], ["show", planted], ["check"], ["prune", "--dry-run"]):
+        done = run_cli(*command, "-c", config)
+        if "Traceback" in done.stderr or done.returncode not in (0, 1):
+            crashed.append((command[0], done.stderr.strip().splitlines()[-1:]))
+            continue
+        if command[0] in ("list", "check"):
+            assert "k[/x]s" in done.stdout, (command, done.stdout)
+        if command[0] in ("list", "show"):
+            assert "[/x]" in done.stdout.replace("k[/x]s", ""), (command, done.stdout)
+        if command[0] == "prune":
+            line = "would remove k[/x]s 20200101T000000000Z-abcdef (incomplete)"
+            assert line in done.stdout, done.stdout
+    assert crashed == []
