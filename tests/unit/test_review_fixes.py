@@ -13,12 +13,14 @@ from pathlib import Path
 import pytest
 
 from catchup.codec.keys import Keyring, generate_key_file
-from catchup.repository import Repository
+from catchup.fleet.prune import prune
+from catchup.repository import Manifest, Repository
 from catchup.repository.layout import new_backup_id
+from catchup.repository.retention import expired_backups
 from catchup.storage.local import LocalStore
 from tests.conftest import run_cli
-from tests.unit.test_manifest_trust import backup, cli_config, plant
-from tests.unit.test_repository import make_data_dir
+from tests.unit.test_manifest_trust import FUTURE_ID, backup, cli_config, plant
+from tests.unit.test_repository import draft, make_data_dir
 
 
 @pytest.fixture
@@ -121,3 +123,46 @@ def test_markup_in_store_keys_and_manifest_fields_is_quoted_everywhere(tmp_path)
             line = "would remove k[/x]s 20200101T000000000Z-abcdef (incomplete)"
             assert line in done.stdout, done.stdout
     assert crashed == []
+
+
+# --- item 4: a backup that only looks early (a slow pruning host) is never pruned -----------
+
+
+@pytest.mark.parametrize("min_age", [timedelta(0), timedelta(days=7)])
+def test_prune_on_a_host_with_a_slow_clock_keeps_the_just_committed_backup(tmp_path, min_age):
+    repo_dir = tmp_path / "repo"
+    repo = Repository(LocalStore(repo_dir))
+    data = make_data_dir(tmp_path)
+    older = backup(repo, data, created=datetime.now(UTC) - timedelta(days=30))
+    just_committed = backup(repo, data)
+    hours_late = datetime.now(UTC) - timedelta(hours=3)  # the pruning host's clock
+    result = prune(repo, tmp_path / "work", 1, min_age, dry_run=False, now=hours_late)
+    assert just_committed.backup_id not in {e["id"] for e in result.removed}
+    assert repo.latest("ks", "s1").backup_id == just_committed.backup_id
+    # It still shields nothing: the older one is the newest present-dated, so it is kept.
+    assert {m.backup_id for m in repo.backups()} == {older.backup_id, just_committed.backup_id}
+    # A forgery far in the future still expires, beside present-dated ones.
+    plant(repo_dir, FUTURE_ID)
+    result = prune(repo, tmp_path / "work", 1, min_age, dry_run=False)
+    assert FUTURE_ID in {e["id"] for e in result.removed}
+
+
+def test_a_future_dated_backup_expires_only_beyond_a_day_or_min_age():
+    now = datetime.now(UTC)
+    present = draft(
+        new_backup_id(now - timedelta(days=40)), shard="s1", created=now - timedelta(days=40)
+    )
+
+    def ahead(delta: timedelta) -> Manifest:
+        return draft(new_backup_id(now + delta), shard="s1", created=now + delta)
+
+    backups = [
+        present,
+        ahead(timedelta(hours=23)),
+        ahead(timedelta(days=2)),
+        ahead(timedelta(days=20)),
+    ]
+    expired = {m.backup_id for m in expired_backups(backups, 1, timedelta(days=7), now)}
+    assert expired == {backups[3].backup_id}
+    expired = {m.backup_id for m in expired_backups(backups, 1, timedelta(0), now)}
+    assert expired == {backups[2].backup_id, backups[3].backup_id}
