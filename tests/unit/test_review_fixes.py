@@ -13,6 +13,8 @@ from pathlib import Path
 import pytest
 
 from catchup.codec.keys import Keyring, generate_key_file
+from catchup.config import load_config, parse_config
+from catchup.errors import ConfigError
 from catchup.fleet.prune import prune
 from catchup.repository import Manifest, Repository
 from catchup.repository.layout import new_backup_id
@@ -166,3 +168,65 @@ def test_a_future_dated_backup_expires_only_beyond_a_day_or_min_age():
     assert expired == {backups[3].backup_id}
     expired = {m.backup_id for m in expired_backups(backups, 1, timedelta(0), now)}
     assert expired == {backups[2].backup_id, backups[3].backup_id}
+
+
+# --- item 5: plain manifests are read only when dated before encryption was turned on -------
+
+
+def test_only_plain_backups_dated_before_the_cutoff_are_read(tmp_path, key_file):
+    repo_dir = tmp_path / "repo"
+    keyring = Keyring.from_files([key_file])
+    three_days_ago = datetime.now(UTC) - timedelta(days=3)
+    before = plant(repo_dir, new_backup_id(three_days_ago), created_at=three_days_ago.isoformat())
+    cutoff = datetime.now(UTC) - timedelta(days=1)  # encryption turned on a day ago
+    real = backup(Repository(LocalStore(repo_dir), keyring), make_data_dir(tmp_path))
+    current = plant(repo_dir, new_backup_id(), shard="s1")  # planted by a bucket writer
+    # An old id with a current created_at: still refused.
+    forged_id = new_backup_id(datetime.now(UTC) - timedelta(days=2))
+    forged = plant(repo_dir, forged_id, created_at=datetime.now(UTC).isoformat())
+    repo = Repository(LocalStore(repo_dir), keyring, read_unencrypted_before=cutoff)
+    catalog = repo.catalog()
+    assert {m.backup_id for m in catalog.backups} == {before.parent.name, real.backup_id}
+    reasons = {d.backup_id: d.reason for d in catalog.damaged}
+    assert set(reasons) == {current.parent.name, forged.parent.name}
+    assert "encryption.read_unencrypted_before" in reasons[current.parent.name]
+    assert "after encryption.read_unencrypted_before" in reasons[forged.parent.name]
+    assert repo.latest("ks", "s1").backup_id == real.backup_id
+
+
+def encryption_config(tmp_path: Path, encryption: dict) -> dict:
+    return {
+        "repository": str(tmp_path / "repo"),
+        "work_dir": str(tmp_path / "work"),
+        "shards": [{"keyspace": "ks", "shard": "s1", "source": "db:3306"}],
+        "encryption": encryption,
+    }
+
+
+@pytest.mark.parametrize(
+    ("encryption", "expected"),
+    [
+        ({"read_unencrypted_backups": True}, "read_unencrypted_backups was replaced"),
+        ({"read_unencrypted_before": "2999-01-01T00:00:00Z"}, "is in the future"),
+        ({"read_unencrypted_before": "2026-01-01T00:00:00"}, "add a zone"),
+        ({"kms_previous_keys": ["alias/old"]}, "kms_previous_keys is set but neither kms_key"),
+    ],
+)
+def test_encryption_setting_mistakes_are_one_line_config_errors(tmp_path, encryption, expected):
+    with pytest.raises(ConfigError) as raised:
+        parse_config(encryption_config(tmp_path, encryption), "catchup.toml")
+    message = str(raised.value)
+    assert expected in message and "\n" not in message, message
+    assert message.startswith("catchup.toml: encryption"), message
+
+
+def test_a_cutoff_in_toml_and_previous_keys_with_a_current_key_are_accepted(tmp_path):
+    path = tmp_path / "catchup.toml"
+    path.write_text(
+        f'repository = "{tmp_path / "repo"}"\nwork_dir = "{tmp_path / "work"}"\n'
+        '[[shards]]\nkeyspace = "ks"\nshard = "s1"\nsource = "db:3306"\n'
+        '[encryption]\nkms_key = "alias/new"\nkms_previous_keys = ["alias/old"]\n'
+        "read_unencrypted_before = 2026-11-01T00:00:00Z\n"
+    )
+    config = load_config(path)
+    assert config.encryption.read_unencrypted_before == datetime(2026, 11, 1, tzinfo=UTC)

@@ -39,7 +39,12 @@ from catchup.repository.layout import (
     shard_prefix,
 )
 from catchup.repository.manifest import Manifest
-from catchup.repository.retention import FUTURE_TOLERANCE, dated, future_dated
+from catchup.repository.retention import (
+    FUTURE_TOLERANCE,
+    backup_id_time,
+    dated,
+    future_dated,
+)
 from catchup.repository.transfer import (
     DIR_MODE,
     DataDirError,
@@ -115,12 +120,16 @@ class Catalog:
 
 class Repository:
     def __init__(
-        self, store: Store, keyring: Keyring | None = None, read_unencrypted: bool = False
+        self,
+        store: Store,
+        keyring: Keyring | None = None,
+        read_unencrypted_before: datetime | None = None,
     ) -> None:
         self.store = store
         self.keyring = keyring or Keyring()
-        # With keys configured, a plain manifest is refused unless this allows it (migration).
-        self.read_unencrypted = read_unencrypted
+        # With keys configured, a plain manifest is refused unless its backup is dated
+        # before this (the time encryption was turned on: a migration).
+        self.read_unencrypted_before = read_unencrypted_before
         self._data_keys: dict[
             str, bytes | None
         ] = {}  # per backup prefix, once its manifest is read
@@ -237,19 +246,36 @@ class Repository:
 
     def _read_manifest(self, key: str) -> Manifest:
         prefix = key.removesuffix(MANIFEST)
-        read_plain = self.read_unencrypted or not self.keyring.configured
+        parsed = parse_key(key)
+        read_plain = not self.keyring.configured or self._dated_before_encryption(
+            backup_id_time(parsed[2]) if parsed else None
+        )
         manifest, data_key = decode_manifest(
             self.store.get(key), self.keyring, prefix.rstrip("/"), key, read_plain
         )
         # A sealed manifest is bound to its prefix by its seal; a plain one only by this.
         where = (manifest.keyspace, manifest.shard, manifest.backup_id)
-        if (parsed := parse_key(key)) is None or where != parsed[:3]:
+        if parsed is None or where != parsed[:3]:
             raise IntegrityError(
                 f"manifest {key} describes backup {'/'.join(where)}, not the one it is stored "
                 "as: it was copied from elsewhere or altered; refused"
             )
+        if (
+            data_key is None
+            and self.keyring.configured
+            and not self._dated_before_encryption(manifest.created_at)
+        ):
+            raise IntegrityError(
+                f"manifest {key} is not encrypted and was created at {manifest.created_at}, "
+                "after encryption.read_unencrypted_before: anyone with write access to the "
+                "store could have written it; refused"
+            )
         self._data_keys[prefix] = data_key
         return manifest
+
+    def _dated_before_encryption(self, when: datetime | None) -> bool:
+        cutoff = self.read_unencrypted_before
+        return cutoff is not None and when is not None and when < cutoff
 
     def _encryptor(self, manifest: Manifest) -> Encryptor | None:
         prefix = backup_prefix(manifest.keyspace, manifest.shard, manifest.backup_id)
@@ -410,5 +436,5 @@ def open_repository(config: Config) -> Repository:
     return Repository(
         open_store(config.repository, config.storage),
         keyring,
-        read_unencrypted=config.encryption.read_unencrypted_backups,
+        read_unencrypted_before=config.encryption.read_unencrypted_before,
     )

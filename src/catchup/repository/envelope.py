@@ -113,7 +113,7 @@ def decode_manifest(
                 f"manifest {name} is not encrypted although encryption is configured, so "
                 "anyone with write access to the store could have written it; refused. If it "
                 "is a backup made before encryption was turned on, set "
-                "encryption.read_unencrypted_backups = true while you still need it"
+                "encryption.read_unencrypted_before to the time encryption was turned on"
             )
         # The checksum covers the fields as stored, before any upgrade of an older format.
         if hashlib.sha256(_canonical(document["manifest"])).hexdigest() != document["sha256"]:
