@@ -13,15 +13,17 @@ from pathlib import Path
 import pytest
 
 from catchup.codec.keys import Keyring, generate_key_file
-from catchup.config import load_config, parse_config
-from catchup.errors import ConfigError
+from catchup.config import Shard, load_config, parse_config
+from catchup.cycle import CycleOptions, Plan, precheck
+from catchup.engines import Coverage, Verdict
+from catchup.errors import ConfigError, KeyUnavailableError
 from catchup.fleet.prune import prune
 from catchup.repository import Manifest, Repository
 from catchup.repository.layout import new_backup_id
 from catchup.repository.retention import expired_backups
 from catchup.storage.local import LocalStore
 from tests.conftest import run_cli
-from tests.unit.test_manifest_trust import FUTURE_ID, backup, cli_config, plant
+from tests.unit.test_manifest_trust import FUTURE_ID, backup, cli_config, flip, plant
 from tests.unit.test_repository import draft, make_data_dir
 
 
@@ -230,3 +232,89 @@ def test_a_cutoff_in_toml_and_previous_keys_with_a_current_key_are_accepted(tmp_
     )
     config = load_config(path)
     assert config.encryption.read_unencrypted_before == datetime(2026, 11, 1, tzinfo=UTC)
+
+
+# --- item 6: a key problem fails the cycle instead of bootstrapping ------------------------
+
+
+class CoveredSource:
+    """Pure logic: precheck only asks whether the newest backup can be caught up."""
+
+    def judge(self, position: str) -> Verdict:
+        return Verdict(Coverage.COVERED, "the source holds the log")
+
+
+class Warnings:
+    def __init__(self) -> None:
+        self.messages: list[str] = []
+
+    def step(self, shard: str, step: str) -> None: ...
+
+    def progress(self, shard: str, done: int, total: int) -> None: ...
+
+    def warn(self, shard: str, message: str) -> None:
+        self.messages.append(message)
+
+
+SHARD = Shard(keyspace="ks", shard="s1", source="db:3306")
+
+
+def plan(repo: Repository, **options: bool) -> Plan:
+    return precheck(repo, CoveredSource(), SHARD, CycleOptions(**options), Warnings())
+
+
+def test_a_key_removed_from_the_config_fails_the_cycle_naming_the_key(tmp_path, key_file):
+    repo_dir = tmp_path / "repo"
+    data = make_data_dir(tmp_path)
+    old_key = Keyring.from_files([key_file])
+    older = backup(Repository(LocalStore(repo_dir), old_key), data, shard="s1")
+    generate_key_file(tmp_path / "new.json")
+    new_key = Keyring.from_files([tmp_path / "new.json"])
+    newest = backup(Repository(LocalStore(repo_dir), new_key), data, shard="s1")
+    assert plan(Repository(LocalStore(repo_dir), new_key)).parent.backup_id == newest.backup_id
+    # The new key file "removed early": the newest backup needs it; no bootstrap, no
+    # catching up the older one either.
+    with pytest.raises(KeyUnavailableError) as raised:
+        plan(Repository(LocalStore(repo_dir), old_key))
+    message = str(raised.value)
+    assert f"newest backup {newest.backup_id} cannot be opened" in message, message
+    assert new_key.active.key_id in message and "\n" not in message
+    # With no key configured any more, every backup is locked out: still no bootstrap.
+    with pytest.raises(KeyUnavailableError, match=newest.backup_id):
+        plan(Repository(LocalStore(repo_dir), Keyring.from_files([tmp_path / "new.json"][:0])))
+    # --bootstrap is the operator's way out when a key is gone for good.
+    assert plan(Repository(LocalStore(repo_dir), old_key), force_bootstrap=True).parent is None
+    # A key missing only for backups older than the one used blocks nothing.
+    assert plan(Repository(LocalStore(repo_dir), new_key)).parent.backup_id == newest.backup_id
+    assert older.backup_id < newest.backup_id
+
+
+def test_real_damage_still_builds_on_the_newest_intact_backup(tmp_path, key_file):
+    repo_dir = tmp_path / "repo"
+    keyring = Keyring.from_files([key_file])
+    repo = Repository(LocalStore(repo_dir), keyring)
+    data = make_data_dir(tmp_path)
+    older, newer = backup(repo, data, shard="s1"), backup(repo, data, shard="s1")
+    flip(repo_dir / "ks" / "s1" / newer.backup_id / "manifest.json")
+    assert plan(Repository(LocalStore(repo_dir), keyring)).parent.backup_id == older.backup_id
+
+
+class DecryptRevoked:
+    """A key whose wrap works but whose unwrap is refused (kms:Decrypt taken away)."""
+
+    key_id = "kms:arn:aws:kms:eu-west-1:111122223333:key/revoked"
+
+    def wrap(self, data_key: bytes, context: bytes) -> tuple[str, bytes]:
+        return self.key_id, b"wrapped"
+
+    def unwrap(self, wrapped: bytes, context: bytes) -> bytes:
+        raise KeyUnavailableError(
+            f"KMS at eu-west-1: the wrapped data key does not open with KMS key {self.key_id} "
+            "(AccessDeniedException)"
+        )
+
+
+def test_check_encryption_unwraps_too(tmp_path):
+    repo = Repository(LocalStore(tmp_path / "repo"), Keyring((DecryptRevoked(),)))
+    with pytest.raises(KeyUnavailableError, match="AccessDeniedException"):
+        repo.check_encryption()

@@ -29,7 +29,7 @@ from catchup.codec import CodecSettings
 from catchup.codec.encryption import Encryptor, new_data_key
 from catchup.codec.keys import Keyring
 from catchup.config import Config
-from catchup.errors import IntegrityError, NotFoundError
+from catchup.errors import IntegrityError, KeyUnavailableError, NotFoundError
 from catchup.repository.envelope import BackupKeys, decode_manifest, encode_manifest
 from catchup.repository.layout import (
     MANIFEST,
@@ -68,6 +68,7 @@ class DamagedBackup:
     shard: str
     backup_id: str
     reason: str
+    key_unavailable: bool = False  # its key is not configured or refused: not damage
 
     @property
     def shard_name(self) -> str:
@@ -97,6 +98,19 @@ class Catalog:
             ):
                 return manifest
         return None
+
+    def key_unavailable(
+        self, keyspace: str, shard: str, newer_than: str | None
+    ) -> list[DamagedBackup]:
+        """The shard's backups newer than `newer_than` (all, if None) that could not be
+        opened only because their key is not configured or is refused, newest first."""
+        return [
+            d
+            for d in reversed(self.damaged)
+            if (d.keyspace, d.shard) == (keyspace, shard)
+            and d.key_unavailable
+            and (newer_than is None or d.backup_id > newer_than)
+        ]
 
     def skipped(self, keyspace: str, shard: str, now: datetime) -> list[str]:
         """What `latest` passes over for the shard, and why, newest first."""
@@ -143,9 +157,25 @@ class Repository:
     # --- catalog -------------------------------------------------------------
 
     def check_encryption(self) -> None:
-        """Raise now if the active key cannot wrap a data key (a KMS that refuses, say)."""
-        if self.keyring.active:
-            self.keyring.active.wrap(bytes(32), b"catchup key check")
+        """Raise now if the active key cannot wrap a data key and unwrap it again (a KMS
+        that refuses either, say): a backup that could not be read back is worthless."""
+        active = self.keyring.active
+        if not active:
+            return
+        context = b"catchup key check"
+        key_id, wrapped = active.wrap(bytes(32), context)
+        try:
+            unwrapped = self.keyring.get(key_id, "the key check").unwrap(wrapped, context)
+        except KeyUnavailableError:
+            raise
+        except IntegrityError as exc:
+            raise KeyUnavailableError(
+                f"encryption key {active.key_id} cannot unwrap a data key it wrapped: {exc}"
+            ) from None
+        if unwrapped != bytes(32):
+            raise KeyUnavailableError(
+                f"encryption key {active.key_id} unwrapped a test data key wrongly; check it"
+            )
 
     def catalog(self, keyspace: str | None = None, shard: str | None = None) -> Catalog:
         """Every complete backup, optionally of one shard: intact ones and damaged ones.
@@ -166,7 +196,8 @@ class Repository:
             except ObjectNotFound:
                 continue  # removed since the listing (prune)
             except IntegrityError as exc:
-                damaged.append(DamagedBackup(*parsed[:3], str(exc)))
+                unavailable = isinstance(exc, KeyUnavailableError)
+                damaged.append(DamagedBackup(*parsed[:3], str(exc), unavailable))
         identity = lambda b: (b.keyspace, b.shard, b.backup_id)  # noqa: E731
         catalog = Catalog(sorted(manifests, key=identity), sorted(damaged, key=identity))
         self._remember_damaged(catalog.damaged, f"{keyspace}/{shard}" if prefix else None)

@@ -21,7 +21,7 @@ from pydantic import ValidationError
 
 from catchup.codec.encryption import ALGORITHM, DecryptionError, seal, unseal
 from catchup.codec.keys import Key, Keyring
-from catchup.errors import IntegrityError
+from catchup.errors import IntegrityError, KeyUnavailableError
 from catchup.repository.manifest import FORMAT_VERSION, Manifest
 
 FORMAT = "catchup-manifest"
@@ -121,6 +121,8 @@ def decode_manifest(
                 f"manifest {name} does not match its checksum: it was altered or damaged"
             )
         return _read_fields(document["manifest"], name), None
+    except KeyUnavailableError:
+        raise  # a configuration problem, told apart from damage by the cycle
     except DecryptionError as exc:
         raise IntegrityError(f"manifest {name}: {exc}") from None
     except ValidationError as exc:
