@@ -6,6 +6,10 @@ from __future__ import annotations
 
 import json
 import os
+import resource
+import signal
+import subprocess
+import sys
 import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -318,3 +322,41 @@ def test_check_encryption_unwraps_too(tmp_path):
     repo = Repository(LocalStore(tmp_path / "repo"), Keyring((DecryptRevoked(),)))
     with pytest.raises(KeyUnavailableError, match="AccessDeniedException"):
         repo.check_encryption()
+
+
+# --- item 9: a target that cannot be created or written is one line -------------------------
+
+
+def restore_cli(config: Path, target: Path | str, limit_file_size: int | None = None):
+    def limit() -> None:  # in the child: a write past the limit fails (EFBIG), like ENOSPC
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (limit_file_size, limit_file_size))
+
+    return subprocess.run(
+        [sys.executable, "-m", "catchup", "restore", "ks/s1", "-t", str(target), "-c", str(config)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        preexec_fn=limit if limit_file_size else None,
+    )
+
+
+def test_restore_into_an_unwritable_target_is_one_line_naming_it(tmp_path):
+    repo = Repository(LocalStore(tmp_path / "repo"))
+    backup(repo, make_data_dir(tmp_path), shard="s1")
+    config = plain_config(tmp_path)
+    (tmp_path / "a-file").write_bytes(b"")
+    targets = {
+        "/proc/catchup-nowhere/target": None,
+        str(tmp_path / ("x" * 300)): "File name too long",
+        str(tmp_path / "a-file" / "target"): "a-file')",  # a file where a dir must be
+        str(tmp_path / "full"): "File too large",
+    }
+    for target, reason in targets.items():
+        done = restore_cli(config, target, 1_000_000 if target.endswith("full") else None)
+        assert done.returncode == 1, (target, done.stdout, done.stderr)
+        assert "Traceback" not in done.stderr, done.stderr
+        [line] = done.stderr.strip().splitlines()
+        assert f"cannot restore into '{target}'" in line, line
+        assert reason is None or reason in line, line
+    assert not (tmp_path / "full").exists()  # what was written is removed again

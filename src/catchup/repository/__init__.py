@@ -50,6 +50,7 @@ from catchup.repository.transfer import (
     DataDirError,
     DataDirListing,
     Progress,
+    RestoreTargetError,
     download_files,
     scan_data_dir,
     upload_files,
@@ -410,8 +411,24 @@ class Repository:
         Every path is inside `target` (the manifest's validation refuses any other), is
         reached without following a symlink, and is created exclusively: directories
         0700, files 0600 until their hash is checked, then their recorded permission bits.
-        On any failure, everything written into `target` is removed again.
+        On any failure, everything written into `target` is removed again. A target that
+        cannot be created or written (no such parent, no space, a name too long) is one
+        line naming it and the reason.
         """
+        try:
+            self._restore(manifest, target, jobs, progress)
+        except OSError as exc:
+            where = (
+                f" ('{exc.filename}')" if exc.filename and str(exc.filename) != str(target) else ""
+            )
+            raise RestoreTargetError(
+                f"cannot restore into '{target}': {exc.strerror or exc}{where}; choose a "
+                "target directory you may create and write, on a file system with room"
+            ) from None
+
+    def _restore(
+        self, manifest: Manifest, target: Path, jobs: int, progress: Progress | None
+    ) -> None:
         if target.exists() and not target.is_dir():
             raise NotFoundError(f"target '{target}' is not a directory; give an empty or new dir")
         if target.exists() and any(target.iterdir()):

@@ -41,6 +41,10 @@ class DataDirError(CatchupError):
     """The stopped data dir cannot be archived faithfully as it is."""
 
 
+class RestoreTargetError(CatchupError):
+    """A restore's target cannot be created or written."""
+
+
 @dataclass(frozen=True)
 class DataDirListing:
     directories: list[str]
