@@ -150,7 +150,10 @@ def precheck(
             "configuration, or start a new chain with `catchup backup --bootstrap` if that "
             "key is gone for good"
         )
-    skipped = catalog.skipped(shard.keyspace, shard.shard, datetime.now(UTC))
+    # Only what was passed over: a damaged backup older than the one used changes nothing.
+    skipped = catalog.skipped(
+        shard.keyspace, shard.shard, datetime.now(UTC), latest.backup_id if latest else None
+    )
     if skipped:
         then = (
             f"building on the newest intact backup {latest.backup_id}"

@@ -360,3 +360,22 @@ def test_restore_into_an_unwritable_target_is_one_line_naming_it(tmp_path):
         assert f"cannot restore into '{target}'" in line, line
         assert reason is None or reason in line, line
     assert not (tmp_path / "full").exists()  # what was written is removed again
+
+
+# --- item 12: warn only about what the cycle passed over -----------------------------------
+
+
+def test_precheck_warns_only_about_skipped_backups_newer_than_the_one_used(tmp_path):
+    repo_dir = tmp_path / "repo"
+    repo = Repository(LocalStore(repo_dir))
+    data = make_data_dir(tmp_path)
+    old, used, newest = (backup(repo, data, shard="s1") for _ in range(3))
+    flip(repo_dir / "ks" / "s1" / old.backup_id / "manifest.json")
+    reporter = Warnings()
+    chosen = precheck(repo, CoveredSource(), SHARD, CycleOptions(), reporter)
+    assert chosen.parent.backup_id == newest.backup_id and reporter.messages == []
+    flip(repo_dir / "ks" / "s1" / newest.backup_id / "manifest.json")
+    chosen = precheck(repo, CoveredSource(), SHARD, CycleOptions(), reporter)
+    assert chosen.parent.backup_id == used.backup_id
+    [warning] = reporter.messages
+    assert f"damaged backup {newest.backup_id}" in warning and old.backup_id not in warning

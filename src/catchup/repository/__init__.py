@@ -113,8 +113,11 @@ class Catalog:
             and (newer_than is None or d.backup_id > newer_than)
         ]
 
-    def skipped(self, keyspace: str, shard: str, now: datetime) -> list[str]:
-        """What `latest` passes over for the shard, and why, newest first."""
+    def skipped(
+        self, keyspace: str, shard: str, now: datetime, newer_than: str | None = None
+    ) -> list[str]:
+        """What `latest` passes over for the shard, and why, newest first; only what is
+        newer than backup `newer_than`, if given."""
         found = [
             (d.backup_id, f"damaged backup {d.backup_id} ({d.reason})")
             for d in self.damaged
@@ -130,7 +133,11 @@ class Catalog:
             for m in self.backups
             if (m.keyspace, m.shard) == (keyspace, shard) and future_dated(m, now)
         ]
-        return [text for _, text in sorted(found, reverse=True)]
+        return [
+            text
+            for backup_id, text in sorted(found, reverse=True)
+            if newer_than is None or backup_id > newer_than
+        ]
 
 
 class Repository:
