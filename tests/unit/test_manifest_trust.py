@@ -171,7 +171,8 @@ def test_restore_masks_modes_and_keeps_plaintext_private_until_verified(tmp_path
     repo.restore(planted, target, jobs=1, progress=look)
     assert ("shop", 0o700) in seen and ("tool", 0o600) in seen, seen
     assert all(mode in (0o600, 0o700) for _, mode in seen), seen
-    assert stat.S_IMODE((target / "shop" / "tool").stat().st_mode) == 0o755  # no setuid
+    # no setuid, and (review item 10) no group or other bits either
+    assert stat.S_IMODE((target / "shop" / "tool").stat().st_mode) == 0o700
     assert (target / "shop" / "tool").read_bytes() == PAYLOAD
 
 

@@ -8,6 +8,7 @@ import json
 import os
 import resource
 import signal
+import stat
 import subprocess
 import sys
 import time
@@ -379,3 +380,21 @@ def test_precheck_warns_only_about_skipped_backups_newer_than_the_one_used(tmp_p
     assert chosen.parent.backup_id == used.backup_id
     [warning] = reporter.messages
     assert f"damaged backup {newest.backup_id}" in warning and old.backup_id not in warning
+
+
+# --- item 10: restored files keep only their owner's permission bits -----------------------
+
+
+def test_restored_files_get_no_group_or_other_bits(tmp_path):
+    repo = Repository(LocalStore(tmp_path / "repo"))
+    data = make_data_dir(tmp_path)
+    (data / "ibdata1").chmod(0o666)
+    (data / "shop" / "orders.ibd").chmod(0o640)
+    manifest = backup(repo, data, shard="s1")
+    repo.restore(manifest, tmp_path / "target", jobs=2)
+    modes = {
+        str(p.relative_to(tmp_path / "target")): stat.S_IMODE(p.stat().st_mode)
+        for p in (tmp_path / "target").rglob("*")
+    }
+    assert modes["ibdata1"] == 0o600 and modes["shop/orders.ibd"] == 0o600, modes
+    assert all(mode & 0o077 == 0 for mode in modes.values()), modes
