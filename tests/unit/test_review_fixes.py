@@ -6,7 +6,9 @@ from __future__ import annotations
 
 import json
 import os
+import pty
 import resource
+import select
 import signal
 import stat
 import subprocess
@@ -16,6 +18,8 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec
 
 from catchup.codec.keys import Keyring, generate_key_file
 from catchup.config import Shard, load_config, parse_config
@@ -27,7 +31,7 @@ from catchup.repository import Manifest, Repository
 from catchup.repository.layout import new_backup_id
 from catchup.repository.retention import expired_backups
 from catchup.storage.local import LocalStore
-from tests.conftest import run_cli
+from tests.conftest import REPO, run_cli
 from tests.unit.test_manifest_trust import FUTURE_ID, backup, cli_config, flip, plant
 from tests.unit.test_repository import draft, make_data_dir
 
@@ -398,3 +402,60 @@ def test_restored_files_get_no_group_or_other_bits(tmp_path):
     }
     assert modes["ibdata1"] == 0o600 and modes["shop/orders.ibd"] == 0o600, modes
     assert all(mode & 0o077 == 0 for mode in modes.values()), modes
+
+
+# --- item 14: an encrypted TLS key is one line, not a pass phrase prompt -------------------
+
+
+def test_an_encrypted_tls_key_fails_in_one_line_even_on_a_terminal(tmp_path):
+    from tests.unit.test_serve import ENV, certificate, pem
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    (tmp_path / "cert.pem").write_bytes(pem(certificate("catchup", key, None, key, ca=True)))
+    key_file = tmp_path / "key.pem"
+    key_file.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.BestAvailableEncryption(b"pass phrase"),
+        )
+    )
+    key_file.chmod(0o600)
+    config = plain_config(
+        tmp_path,
+        f'[daemon]\ntls_cert = "{tmp_path / "cert.pem"}"\ntls_key = "{key_file}"\n',
+    )
+    # On a terminal (the child's controlling tty), OpenSSL would prompt and wait.
+    pid, terminal = pty.fork()
+    if pid == 0:  # the child
+        os.chdir(REPO)
+        os.environ.update(ENV)
+        os.execv(sys.executable, [sys.executable, "-m", "catchup", "serve", "-c", str(config),
+                                  "--listen", "127.0.0.1:0"])  # fmt: skip
+    output, finished, status = b"", 0, 0
+    deadline = time.monotonic() + 60
+    try:
+        while time.monotonic() < deadline:
+            ready, _, _ = select.select([terminal], [], [], 0.5)
+            if ready:
+                try:
+                    chunk = os.read(terminal, 4096)
+                except OSError:  # EIO: the child closed the terminal
+                    break
+                if not chunk:
+                    break
+                output += chunk
+            if b"pass phrase:" in output.lower():
+                break
+        finished, status = os.waitpid(pid, os.WNOHANG)
+        if not finished:
+            time.sleep(2)
+            finished, status = os.waitpid(pid, os.WNOHANG)
+    finally:
+        if not finished:
+            os.kill(pid, signal.SIGKILL)
+            os.waitpid(pid, 0)
+        os.close(terminal)
+    text = output.decode(errors="replace")
+    assert finished and os.waitstatus_to_exitcode(status) == 2, text
+    assert "the key is encrypted with a pass phrase" in text and "Traceback" not in text, text
