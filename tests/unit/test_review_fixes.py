@@ -247,7 +247,12 @@ def test_a_cutoff_in_toml_and_previous_keys_with_a_current_key_are_accepted(tmp_
 
 
 class CoveredSource:
-    """Pure logic: precheck only asks whether the newest backup can be caught up."""
+    """Pure logic: a ready source, always the same server, that still holds the log."""
+
+    def require_ready(self) -> None: ...
+
+    def identity(self) -> str:
+        return "server 1"
 
     def judge(self, position: str) -> Verdict:
         return Verdict(Coverage.COVERED, "the source holds the log")
