@@ -135,6 +135,12 @@ def main_options(
 # --- presentation helpers --------------------------------------------------------
 
 
+def quoted(value: object) -> str:
+    """A value for rich output, markup-escaped: store keys, manifest fields and server
+    answers may hold anything, and anyone who can write to the bucket writes them."""
+    return escape(str(value))
+
+
 def new_table(title: str, columns: list[str], right: tuple[str, ...] = ()) -> Table:
     table = Table(title=title, title_justify="left")
     for column in columns:
@@ -292,11 +298,11 @@ def print_backup_summary(results: list[ShardResult]) -> None:
     )
     for r in results:
         table.add_row(
-            r.shard,
+            quoted(r.shard),
             "[green]ok[/green]" if r.ok else ("[yellow]busy[/yellow]" if r.busy else "[red]FAILED"),
-            r.kind or "",
-            r.backup_id or "",
-            r.position or "",
+            quoted(r.kind or ""),
+            quoted(r.backup_id or ""),
+            quoted(r.position or ""),
             human_bytes(r.bytes_from_source) if r.ok else "",
             human_bytes(r.data_bytes) if r.ok else "",
             human_bytes(r.stored_bytes) if r.ok else "",
@@ -305,7 +311,10 @@ def print_backup_summary(results: list[ShardResult]) -> None:
     out.print(table)
     for r in results:
         if r.rebootstrap_reason:
-            out.print(f"[yellow]re-bootstrapped[/yellow] {r.shard}: {r.rebootstrap_reason}")
+            out.print(
+                f"[yellow]re-bootstrapped[/yellow] {quoted(r.shard)}: "
+                f"{quoted(r.rebootstrap_reason)}"
+            )
         if r.error:  # it starts with the shard; markup-escaped, as errors quote anything
             out.print(escape(r.error), style="red")
     failed = sum(not r.ok for r in results)
@@ -341,19 +350,19 @@ def list_backups(
         print_json([{**entry.summary(), "state": state} for _, _, entry, state in rows])
         return
     table = new_table(
-        f"Backups in {repository.url}",
+        f"Backups in {quoted(repository.url)}",
         ["shard", "id", "kind", "parent", "position", "from source", "data", "stored", "created"],
     )
     for name, backup_id, m, state in rows:
         if isinstance(m, DamagedBackup):
-            table.add_row(name, backup_id, "[red]DAMAGED", *["-"] * 6)
+            table.add_row(quoted(name), quoted(backup_id), "[red]DAMAGED", *["-"] * 6)
             continue
         table.add_row(
-            name,
-            backup_id,
-            m.kind if state == "ok" else f"{m.kind} [yellow](future-dated)",
-            m.parent or "-",
-            m.position,
+            quoted(name),
+            quoted(backup_id),
+            quoted(m.kind) if state == "ok" else f"{quoted(m.kind)} [yellow](future-dated)",
+            quoted(m.parent or "-"),
+            quoted(m.position),
             human_bytes(m.bytes_from_source),
             human_bytes(m.data_bytes),
             human_bytes(m.stored_bytes),
@@ -362,7 +371,8 @@ def list_backups(
     out.print(table)
     for damaged in catalog.damaged:
         out.print(
-            f"[red]damaged[/red] {damaged.shard_name} {damaged.backup_id}: {escape(damaged.reason)}"
+            f"[red]damaged[/red] {quoted(damaged.shard_name)} {quoted(damaged.backup_id)}: "
+            f"{quoted(damaged.reason)}"
         )
 
 
@@ -379,22 +389,26 @@ def show(
         print_json(manifest.model_dump(mode="json"))
         return
     summary = manifest.summary()
+
+    def field(label: str, value: object) -> None:
+        out.print(f"{label:>18}: {quoted(value)}")
+
     for key in ("id", "shard", "engine", "kind", "parent", "position", "created_at"):
-        out.print(f"{key:>18}: {summary[key]}")
-    out.print(f"{'server':>18}: {manifest.server_version}")
-    out.print(f"{'source':>18}: {manifest.source.endpoint} ({manifest.source.role})")
-    out.print(f"{'from source':>18}: {human_bytes(manifest.bytes_from_source)}")
-    out.print(
-        f"{'data / stored':>18}: {human_bytes(manifest.data_bytes)} / "
-        f"{human_bytes(manifest.stored_bytes)} in {len(manifest.files)} files"
+        field(key, summary[key])
+    field("server", manifest.server_version)
+    field("source", f"{manifest.source.endpoint} ({manifest.source.role})")
+    field("from source", human_bytes(manifest.bytes_from_source))
+    field(
+        "data / stored",
+        f"{human_bytes(manifest.data_bytes)} / {human_bytes(manifest.stored_bytes)} in "
+        f"{len(manifest.files)} files",
     )
-    out.print(f"{'compression':>18}: {manifest.compression}")
+    field("compression", manifest.compression)
     encryption = manifest.encryption or {"none": "not encrypted"}
-    out.print(f"{'encryption':>18}: {', '.join(f'{k} {v}' for k, v in encryption.items())}")
-    steps = ", ".join(f"{k} {v:.2f}s" for k, v in manifest.durations.items())
-    out.print(f"{'steps':>18}: {steps}")
+    field("encryption", ", ".join(f"{k} {v}" for k, v in encryption.items()))
+    field("steps", ", ".join(f"{k} {v:.2f}s" for k, v in manifest.durations.items()))
     if manifest.rebootstrap_reason:
-        out.print(f"{'re-bootstrapped':>18}: {manifest.rebootstrap_reason}")
+        field("re-bootstrapped", manifest.rebootstrap_reason)
 
 
 # --- restore / verify ----------------------------------------------------------------
@@ -430,9 +444,11 @@ def restore(
         print_json({"restored": manifest.summary(), "target_dir": str(target_dir.absolute())})
         return
     out.print(
-        f"Restored {manifest.shard_name} backup {manifest.backup_id} ({manifest.kind}, "
-        f"{human_bytes(manifest.data_bytes)}, every file's hash checked) into {target_dir}.\n"
-        f"Position: {manifest.position}\n{hint}"
+        quoted(
+            f"Restored {manifest.shard_name} backup {manifest.backup_id} ({manifest.kind}, "
+            f"{human_bytes(manifest.data_bytes)}, every file's hash checked) into "
+            f"{target_dir}.\nPosition: {manifest.position}\n{hint}"
+        )
     )
 
 
@@ -461,15 +477,17 @@ def verify(
     if json_output:
         print_json(report.to_json())
     else:
-        print_findings(f"Verify {shard} {manifest.backup_id}", report.findings)
+        print_findings(f"Verify {quoted(shard)} {quoted(manifest.backup_id)}", report.findings)
         out.print("[green]verified[/green]" if report.ok else "[red]verification FAILED[/red]")
     raise typer.Exit(ExitCode.OK if report.ok else ExitCode.FAILED)
 
 
 def print_findings(title: str, findings: list[Finding]) -> None:
-    table = new_table(title, ["check", "ok", "detail"])
+    table = new_table(title, ["check", "ok", "detail"])  # a title is markup: callers quote
     for f in findings:
-        table.add_row(f.check, "[green]yes[/green]" if f.ok else "[red]NO[/red]", f.detail)
+        table.add_row(
+            quoted(f.check), "[green]yes[/green]" if f.ok else "[red]NO[/red]", quoted(f.detail)
+        )
     out.print(table)
 
 
@@ -528,9 +546,9 @@ def prune_command(
         return
     verb = "would remove" if dry_run else "removed"
     for entry in result.removed:
-        out.print(f"{verb} {entry['shard']} {entry['id']} ({entry['reason']})")
+        out.print(quoted(f"{verb} {entry['shard']} {entry['id']} ({entry['reason']})"))
     for entry in result.skipped:
-        out.print(f"skipped {entry['shard']} {entry['id']} ({entry['reason']})")
+        out.print(quoted(f"skipped {entry['shard']} {entry['id']} ({entry['reason']})"))
     out.print(f"{len(result.removed)} {verb}, {result.kept} complete backups kept")
 
 
@@ -553,7 +571,7 @@ def check(
         print_json({name: [f.__dict__ for f in fs] for name, fs in report.items()})
     else:
         for name, findings in report.items():
-            print_findings(name, findings)
+            print_findings(quoted(name), findings)
     raise typer.Exit(ExitCode.OK if healthy else ExitCode.FAILED)
 
 

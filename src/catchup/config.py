@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import re
 import tomllib
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -16,6 +17,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from croniter import croniter
 from pydantic import (
     AfterValidator,
+    AwareDatetime,
     BaseModel,
     ConfigDict,
     Field,
@@ -173,8 +175,40 @@ class EncryptionSettings(Strict):
     kms_region: str | None = None
     kms_endpoint: HttpUrl | None = None  # e.g. a VPC endpoint; default: the region's own
     # With keys configured, a manifest that is not encrypted is refused (anyone who may
-    # write to the store could have planted it); true reads them, to migrate old backups.
-    read_unencrypted_backups: bool = False
+    # write to the store could have planted it), unless its backup is dated before this:
+    # the time encryption was turned on, so that older plain backups stay readable.
+    read_unencrypted_before: AwareDatetime | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _replaced_settings(cls, data: Any) -> Any:
+        if isinstance(data, dict) and "read_unencrypted_backups" in data:
+            raise ValueError(
+                "read_unencrypted_backups was replaced: remove it and set "
+                "read_unencrypted_before = <the time encryption was turned on, RFC 3339, "
+                "e.g. 2026-11-01T00:00:00Z> to read plain backups made before it"
+            )
+        return data
+
+    @field_validator("read_unencrypted_before")
+    @classmethod
+    def _not_in_future(cls, value: datetime | None) -> datetime | None:
+        # A cutoff ahead of now would let a planted plain manifest with a current id in.
+        if value is not None and value > datetime.now(UTC):
+            raise ValueError(
+                "is in the future; set it to the time encryption was turned on, at the latest now"
+            )
+        return value
+
+    @model_validator(mode="after")
+    def _previous_keys_need_a_key(self) -> EncryptionSettings:
+        if self.kms_previous_keys and not (self.kms_key or self.key_files):
+            raise ValueError(
+                "kms_previous_keys is set but neither kms_key nor key_files: it only opens "
+                "older backups and cannot encrypt new ones (catchup would then refuse its own "
+                "plain backups); set kms_key to the current KMS key, or remove kms_previous_keys"
+            )
+        return self
 
 
 class MariaDBSettings(Strict):
@@ -473,6 +507,7 @@ FIXES = {
     "bool_type": "write true or false",
     "list_type": "use an array of tables, e.g. [[shards]]",
     "model_type": "use a table, e.g. [section]",
+    "timezone_aware": "add a zone, e.g. 2026-11-01T00:00:00Z",
 }
 
 

@@ -22,7 +22,13 @@ from catchup.cancel import CancelToken
 from catchup.codec import CodecSettings
 from catchup.config import Config, Shard
 from catchup.engines import Coverage, Engine, Instance, Source, engine_for
-from catchup.errors import CatchupError, DivergedError, LogsPurgedError, SourceError
+from catchup.errors import (
+    CatchupError,
+    DivergedError,
+    KeyUnavailableError,
+    LogsPurgedError,
+    SourceError,
+)
 from catchup.repository import Manifest, Repository
 from catchup.repository.manifest import SourceInfo
 
@@ -136,7 +142,23 @@ def precheck(
     source.require_ready()  # before an instance is provisioned for nothing
     catalog = repository.catalog(shard.keyspace, shard.shard)
     latest = catalog.latest(shard.keyspace, shard.shard, datetime.now(UTC))
-    skipped = catalog.skipped(shard.keyspace, shard.shard, datetime.now(UTC))
+    # A newer backup that only lacks its key (a key file dropped from the config, a lost
+    # kms:Decrypt) is a configuration mistake: building on an older one or bootstrapping
+    # (a full copy from the source, every cycle) would hide it. --bootstrap overrides.
+    locked_out = catalog.key_unavailable(
+        shard.keyspace, shard.shard, latest.backup_id if latest else None
+    )
+    if locked_out and not options.force_bootstrap:
+        raise KeyUnavailableError(
+            f"shard {shard.name}: refusing to back up: newest backup {locked_out[0].backup_id} "
+            f"cannot be opened, its key is unavailable ({locked_out[0].reason}); fix the key "
+            "configuration, or start a new chain with `catchup backup --bootstrap` if that "
+            "key is gone for good"
+        )
+    # Only what was passed over: a damaged backup older than the one used changes nothing.
+    skipped = catalog.skipped(
+        shard.keyspace, shard.shard, datetime.now(UTC), latest.backup_id if latest else None
+    )
     if skipped:
         then = (
             f"building on the newest intact backup {latest.backup_id}"

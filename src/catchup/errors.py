@@ -64,6 +64,11 @@ class IntegrityError(CatchupError):
     """Stored data does not match what its manifest promises."""
 
 
+class KeyUnavailableError(IntegrityError):
+    """A backup's key is not configured, or the KMS refuses to let catchup use it: a
+    configuration or permission problem, not damage, so a cycle must not bootstrap over it."""
+
+
 class NotFoundError(CatchupError):
     exit_code = ExitCode.USAGE
 

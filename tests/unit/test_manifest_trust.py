@@ -106,12 +106,13 @@ def test_with_keys_configured_a_plain_manifest_is_refused_unless_migrating(tmp_p
     assert [m.backup_id for m in catalog.backups] == [real.backup_id]
     [damaged] = catalog.damaged
     assert "is not encrypted although encryption is configured" in damaged.reason
-    assert "encryption.read_unencrypted_backups = true" in damaged.reason
+    assert "encryption.read_unencrypted_before" in damaged.reason
     assert "\n" not in damaged.reason and f"{damaged.backup_id}/manifest.json" in damaged.reason
     assert repo.latest("ks", "s1").backup_id == real.backup_id
     with pytest.raises(IntegrityError, match="not encrypted"):
         repo.find("ks", "s1", damaged.backup_id)
-    migrating = Repository(LocalStore(repo_dir), keyring, read_unencrypted=True)
+    cutoff = datetime.now(UTC)  # encryption "turned on" after the planted backup's id
+    migrating = Repository(LocalStore(repo_dir), keyring, read_unencrypted_before=cutoff)
     assert len(migrating.backups()) == 2 and not migrating.catalog().damaged
 
 
@@ -170,7 +171,8 @@ def test_restore_masks_modes_and_keeps_plaintext_private_until_verified(tmp_path
     repo.restore(planted, target, jobs=1, progress=look)
     assert ("shop", 0o700) in seen and ("tool", 0o600) in seen, seen
     assert all(mode in (0o600, 0o700) for _, mode in seen), seen
-    assert stat.S_IMODE((target / "shop" / "tool").stat().st_mode) == 0o755  # no setuid
+    # no setuid, and (review item 10) no group or other bits either
+    assert stat.S_IMODE((target / "shop" / "tool").stat().st_mode) == 0o700
     assert (target / "shop" / "tool").read_bytes() == PAYLOAD
 
 
@@ -485,11 +487,13 @@ def test_cli_refuses_a_planted_plain_manifest_dated_2999_with_an_escaping_path(t
     assert refused.returncode == 1 and "Traceback" not in refused.stderr
     [line] = refused.stderr.strip().splitlines()
     assert f"ks/s1/{FUTURE_ID}/manifest.json is not encrypted" in line
-    assert "encryption.read_unencrypted_backups" in line
+    assert "encryption.read_unencrypted_before" in line
 
-    # Even while migrating plain backups, the escaping path is refused.
-    migrating = str(cli_config(tmp_path, key_file, "read_unencrypted_backups = true\n"))
-    again = run_cli("restore", "ks/s1", FUTURE_ID, "-t", str(tmp_path / "t3"), "-c", migrating)
+    # Even while migrating plain backups, an escaping path (in one dated before) is refused.
+    old_id = plant(repo_dir, new_backup_id(), path="../../outside/cron.d/x").parent.name
+    cutoff = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    migrating = str(cli_config(tmp_path, key_file, f"read_unencrypted_before = {cutoff}\n"))
+    again = run_cli("restore", "ks/s1", old_id, "-t", str(tmp_path / "t3"), "-c", migrating)
     assert again.returncode == 1 and "files.0.path" in again.stderr, again.stderr
     assert not (tmp_path / "outside").exists() and not (tmp_path / "restore" / "outside").exists()
     assert not (tmp_path / "t2").exists() and not (tmp_path / "t3").exists()
@@ -498,7 +502,8 @@ def test_cli_refuses_a_planted_plain_manifest_dated_2999_with_an_escaping_path(t
 def test_a_planted_path_with_markup_is_quoted_not_interpreted(tmp_path, key_file):
     repo_dir = tmp_path / "repo"
     plant(repo_dir, new_backup_id(), path="[/x]/../../outside")
-    config = cli_config(tmp_path, key_file, "read_unencrypted_backups = true\n")
+    now = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    config = cli_config(tmp_path, key_file, f"read_unencrypted_before = {now}\n")
     planted_id = next((repo_dir / "ks" / "s1").iterdir()).name
     refused = run_cli("restore", "ks/s1", planted_id, "-t", str(tmp_path / "t"), "-c", str(config))
     assert refused.returncode == 1 and "Traceback" not in refused.stderr, refused.stderr

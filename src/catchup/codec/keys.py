@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
 from catchup.codec.encryption import unwrap_key, wrap_key
-from catchup.errors import ConfigError, IntegrityError
+from catchup.errors import ConfigError, KeyUnavailableError
 from catchup.files import read_private
 
 if TYPE_CHECKING:
@@ -171,7 +171,7 @@ class Keyring:
             )
         else:
             advice = "set encryption.kms_key (and kms_region) so that catchup can reach that KMS"
-        raise IntegrityError(
+        raise KeyUnavailableError(
             f"{what} is encrypted with key {key_id}, which is not configured (configured: "
             f"{configured}); {advice}"
         )

@@ -21,7 +21,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from catchup.codec.encryption import DecryptionError
 from catchup.codec.keys import KMS_PREFIX
-from catchup.errors import CatchupError
+from catchup.errors import CatchupError, KeyUnavailableError
 
 CONTEXT_KEY = "catchup-backup"
 WRONG_KEY = ("InvalidCiphertextException", "IncorrectKeyException")
@@ -63,7 +63,15 @@ class KmsService:
         except ClientError as exc:
             error = exc.response.get("Error", {})
             code = error.get("Code", "error")
-            if code in WRONG_KEY or (action == "decrypt" and code == "AccessDeniedException"):
+            if action == "decrypt" and code == "AccessDeniedException":
+                # Most often a permission (kms:Decrypt) was taken away: a configuration
+                # problem that must not make every backup look damaged and bootstrap.
+                raise KeyUnavailableError(
+                    f"{self.where}: the wrapped data key does not open with KMS key {key_id} "
+                    f"({code}): the credentials may not use it (kms:Decrypt), or it is not the "
+                    "key that wrapped it; check the key policy and encryption.kms_key"
+                ) from None
+            if code in WRONG_KEY:
                 raise DecryptionError(
                     f"the wrapped data key does not open with KMS key {key_id} ({code}): wrong "
                     "key, or the manifest was altered"

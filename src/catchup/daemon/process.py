@@ -6,6 +6,7 @@ unwind through their cleanup (`"abandon"`). A second signal abandons.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import signal
 import socket
@@ -47,6 +48,8 @@ def server_config(app: FastAPI, tls: tuple[Path, Path] | None) -> uvicorn.Config
     """uvicorn's settings, with the TLS certificate and key loaded now: a bad pair stops
     the daemon with one line before it listens, not later in the server's thread."""
     cert, key = tls or (None, None)
+    if cert and key:
+        refuse_encrypted_key(cert, key)
     settings = uvicorn.Config(
         app,
         log_config=None,
@@ -64,6 +67,21 @@ def server_config(app: FastAPI, tls: tuple[Path, Path] | None) -> uvicorn.Config
             f"({reason}); give a PEM certificate and the PEM key that matches it"
         ) from None
     return settings
+
+
+def refuse_encrypted_key(cert: Path, key: Path) -> None:
+    """Load the pair once with a password callback that refuses: without one, OpenSSL
+    asks for an encrypted key's pass phrase on the terminal and the daemon hangs there."""
+
+    def no_password() -> str:
+        raise ConfigError(
+            f"daemon.tls_key = '{key}': the key is encrypted with a pass phrase, which catchup "
+            "cannot ask for; give it unencrypted (e.g. `openssl pkey -in KEY -out NEW`), "
+            "mode 0600"
+        )
+
+    with contextlib.suppress(OSError, ssl.SSLError):  # reported by the settings' own load
+        ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER).load_cert_chain(cert, key, no_password)
 
 
 def serve(

@@ -29,7 +29,7 @@ from catchup.codec import CodecSettings
 from catchup.codec.encryption import Encryptor, new_data_key
 from catchup.codec.keys import Keyring
 from catchup.config import Config
-from catchup.errors import IntegrityError, NotFoundError
+from catchup.errors import IntegrityError, KeyUnavailableError, NotFoundError
 from catchup.repository.envelope import BackupKeys, decode_manifest, encode_manifest
 from catchup.repository.layout import (
     MANIFEST,
@@ -39,12 +39,18 @@ from catchup.repository.layout import (
     shard_prefix,
 )
 from catchup.repository.manifest import Manifest
-from catchup.repository.retention import FUTURE_TOLERANCE, dated, future_dated
+from catchup.repository.retention import (
+    FUTURE_TOLERANCE,
+    backup_id_time,
+    dated,
+    future_dated,
+)
 from catchup.repository.transfer import (
     DIR_MODE,
     DataDirError,
     DataDirListing,
     Progress,
+    RestoreTargetError,
     download_files,
     scan_data_dir,
     upload_files,
@@ -63,6 +69,7 @@ class DamagedBackup:
     shard: str
     backup_id: str
     reason: str
+    key_unavailable: bool = False  # its key is not configured or refused: not damage
 
     @property
     def shard_name(self) -> str:
@@ -93,8 +100,24 @@ class Catalog:
                 return manifest
         return None
 
-    def skipped(self, keyspace: str, shard: str, now: datetime) -> list[str]:
-        """What `latest` passes over for the shard, and why, newest first."""
+    def key_unavailable(
+        self, keyspace: str, shard: str, newer_than: str | None
+    ) -> list[DamagedBackup]:
+        """The shard's backups newer than `newer_than` (all, if None) that could not be
+        opened only because their key is not configured or is refused, newest first."""
+        return [
+            d
+            for d in reversed(self.damaged)
+            if (d.keyspace, d.shard) == (keyspace, shard)
+            and d.key_unavailable
+            and (newer_than is None or d.backup_id > newer_than)
+        ]
+
+    def skipped(
+        self, keyspace: str, shard: str, now: datetime, newer_than: str | None = None
+    ) -> list[str]:
+        """What `latest` passes over for the shard, and why, newest first; only what is
+        newer than backup `newer_than`, if given."""
         found = [
             (d.backup_id, f"damaged backup {d.backup_id} ({d.reason})")
             for d in self.damaged
@@ -110,17 +133,25 @@ class Catalog:
             for m in self.backups
             if (m.keyspace, m.shard) == (keyspace, shard) and future_dated(m, now)
         ]
-        return [text for _, text in sorted(found, reverse=True)]
+        return [
+            text
+            for backup_id, text in sorted(found, reverse=True)
+            if newer_than is None or backup_id > newer_than
+        ]
 
 
 class Repository:
     def __init__(
-        self, store: Store, keyring: Keyring | None = None, read_unencrypted: bool = False
+        self,
+        store: Store,
+        keyring: Keyring | None = None,
+        read_unencrypted_before: datetime | None = None,
     ) -> None:
         self.store = store
         self.keyring = keyring or Keyring()
-        # With keys configured, a plain manifest is refused unless this allows it (migration).
-        self.read_unencrypted = read_unencrypted
+        # With keys configured, a plain manifest is refused unless its backup is dated
+        # before this (the time encryption was turned on: a migration).
+        self.read_unencrypted_before = read_unencrypted_before
         self._data_keys: dict[
             str, bytes | None
         ] = {}  # per backup prefix, once its manifest is read
@@ -134,9 +165,25 @@ class Repository:
     # --- catalog -------------------------------------------------------------
 
     def check_encryption(self) -> None:
-        """Raise now if the active key cannot wrap a data key (a KMS that refuses, say)."""
-        if self.keyring.active:
-            self.keyring.active.wrap(bytes(32), b"catchup key check")
+        """Raise now if the active key cannot wrap a data key and unwrap it again (a KMS
+        that refuses either, say): a backup that could not be read back is worthless."""
+        active = self.keyring.active
+        if not active:
+            return
+        context = b"catchup key check"
+        key_id, wrapped = active.wrap(bytes(32), context)
+        try:
+            unwrapped = self.keyring.get(key_id, "the key check").unwrap(wrapped, context)
+        except KeyUnavailableError:
+            raise
+        except IntegrityError as exc:
+            raise KeyUnavailableError(
+                f"encryption key {active.key_id} cannot unwrap a data key it wrapped: {exc}"
+            ) from None
+        if unwrapped != bytes(32):
+            raise KeyUnavailableError(
+                f"encryption key {active.key_id} unwrapped a test data key wrongly; check it"
+            )
 
     def catalog(self, keyspace: str | None = None, shard: str | None = None) -> Catalog:
         """Every complete backup, optionally of one shard: intact ones and damaged ones.
@@ -157,7 +204,8 @@ class Repository:
             except ObjectNotFound:
                 continue  # removed since the listing (prune)
             except IntegrityError as exc:
-                damaged.append(DamagedBackup(*parsed[:3], str(exc)))
+                unavailable = isinstance(exc, KeyUnavailableError)
+                damaged.append(DamagedBackup(*parsed[:3], str(exc), unavailable))
         identity = lambda b: (b.keyspace, b.shard, b.backup_id)  # noqa: E731
         catalog = Catalog(sorted(manifests, key=identity), sorted(damaged, key=identity))
         self._remember_damaged(catalog.damaged, f"{keyspace}/{shard}" if prefix else None)
@@ -242,19 +290,36 @@ class Repository:
 
     def _read_manifest(self, key: str) -> Manifest:
         prefix = key.removesuffix(MANIFEST)
-        read_plain = self.read_unencrypted or not self.keyring.configured
+        parsed = parse_key(key)
+        read_plain = not self.keyring.configured or self._dated_before_encryption(
+            backup_id_time(parsed[2]) if parsed else None
+        )
         manifest, data_key = decode_manifest(
             self.store.get(key), self.keyring, prefix.rstrip("/"), key, read_plain
         )
         # A sealed manifest is bound to its prefix by its seal; a plain one only by this.
         where = (manifest.keyspace, manifest.shard, manifest.backup_id)
-        if (parsed := parse_key(key)) is None or where != parsed[:3]:
+        if parsed is None or where != parsed[:3]:
             raise IntegrityError(
                 f"manifest {key} describes backup {'/'.join(where)}, not the one it is stored "
                 "as: it was copied from elsewhere or altered; refused"
             )
+        if (
+            data_key is None
+            and self.keyring.configured
+            and not self._dated_before_encryption(manifest.created_at)
+        ):
+            raise IntegrityError(
+                f"manifest {key} is not encrypted and was created at {manifest.created_at}, "
+                "after encryption.read_unencrypted_before: anyone with write access to the "
+                "store could have written it; refused"
+            )
         self._data_keys[prefix] = data_key
         return manifest
+
+    def _dated_before_encryption(self, when: datetime | None) -> bool:
+        cutoff = self.read_unencrypted_before
+        return cutoff is not None and when is not None and when < cutoff
 
     def _encryptor(self, manifest: Manifest) -> Encryptor | None:
         prefix = backup_prefix(manifest.keyspace, manifest.shard, manifest.backup_id)
@@ -358,8 +423,24 @@ class Repository:
         Every path is inside `target` (the manifest's validation refuses any other), is
         reached without following a symlink, and is created exclusively: directories
         0700, files 0600 until their hash is checked, then their recorded permission bits.
-        On any failure, everything written into `target` is removed again.
+        On any failure, everything written into `target` is removed again. A target that
+        cannot be created or written (no such parent, no space, a name too long) is one
+        line naming it and the reason.
         """
+        try:
+            self._restore(manifest, target, jobs, progress)
+        except OSError as exc:
+            where = (
+                f" ('{exc.filename}')" if exc.filename and str(exc.filename) != str(target) else ""
+            )
+            raise RestoreTargetError(
+                f"cannot restore into '{target}': {exc.strerror or exc}{where}; choose a "
+                "target directory you may create and write, on a file system with room"
+            ) from None
+
+    def _restore(
+        self, manifest: Manifest, target: Path, jobs: int, progress: Progress | None
+    ) -> None:
         if target.exists() and not target.is_dir():
             raise NotFoundError(f"target '{target}' is not a directory; give an empty or new dir")
         if target.exists() and any(target.iterdir()):
@@ -415,5 +496,5 @@ def open_repository(config: Config) -> Repository:
     return Repository(
         open_store(config.repository, config.storage),
         keyring,
-        read_unencrypted=config.encryption.read_unencrypted_backups,
+        read_unencrypted_before=config.encryption.read_unencrypted_before,
     )

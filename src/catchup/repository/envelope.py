@@ -21,7 +21,7 @@ from pydantic import ValidationError
 
 from catchup.codec.encryption import ALGORITHM, DecryptionError, seal, unseal
 from catchup.codec.keys import Key, Keyring
-from catchup.errors import IntegrityError
+from catchup.errors import IntegrityError, KeyUnavailableError
 from catchup.repository.manifest import FORMAT_VERSION, Manifest
 
 FORMAT = "catchup-manifest"
@@ -84,6 +84,8 @@ def decode_manifest(
     """
     try:
         document = json.loads(blob)
+        if not isinstance(document, dict):
+            raise ValueError("not a JSON object")
         if document.get("format") != FORMAT:
             raise ValueError("not a catchup manifest")
         if document.get("version") != VERSION:
@@ -93,6 +95,8 @@ def decode_manifest(
             )
         if "sealed_manifest" in document:
             envelope = document["encryption"]
+            if not isinstance(envelope, dict) or not isinstance(envelope.get("key_id"), str):
+                raise ValueError("encryption is not an object with a key_id string")
             key = keyring.get(envelope["key_id"], f"backup {context}")
             data_key = key.unwrap(
                 base64.b64decode(envelope["wrapped_data_key"], validate=True), context.encode()
@@ -109,7 +113,7 @@ def decode_manifest(
                 f"manifest {name} is not encrypted although encryption is configured, so "
                 "anyone with write access to the store could have written it; refused. If it "
                 "is a backup made before encryption was turned on, set "
-                "encryption.read_unencrypted_backups = true while you still need it"
+                "encryption.read_unencrypted_before to the time encryption was turned on"
             )
         # The checksum covers the fields as stored, before any upgrade of an older format.
         if hashlib.sha256(_canonical(document["manifest"])).hexdigest() != document["sha256"]:
@@ -117,6 +121,8 @@ def decode_manifest(
                 f"manifest {name} does not match its checksum: it was altered or damaged"
             )
         return _read_fields(document["manifest"], name), None
+    except KeyUnavailableError:
+        raise  # a configuration problem, told apart from damage by the cycle
     except DecryptionError as exc:
         raise IntegrityError(f"manifest {name}: {exc}") from None
     except ValidationError as exc:
@@ -125,13 +131,15 @@ def decode_manifest(
         raise IntegrityError(
             f"manifest {name} is invalid ({where}: {first['msg']}): it was altered or damaged"
         ) from None
-    except (ValueError, KeyError, TypeError, binascii.Error) as exc:
+    except (ValueError, KeyError, TypeError, AttributeError, binascii.Error) as exc:
         raise IntegrityError(
             f"manifest {name} is unreadable ({type(exc).__name__}): it was altered or damaged"
         ) from None
 
 
-def _read_fields(fields: dict, name: str) -> Manifest:
+def _read_fields(fields: object, name: str) -> Manifest:
+    if not isinstance(fields, dict):
+        raise ValueError("the manifest's fields are not a JSON object")
     if fields.get("format_version", 1) > FORMAT_VERSION:
         raise IntegrityError(
             f"manifest {name} has format {fields['format_version']}, newer than this "

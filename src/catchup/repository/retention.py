@@ -5,10 +5,14 @@ backups or younger than `min_age`; the newest complete backup of a shard is
 never removed, whatever the settings.
 
 A backup dated more than FUTURE_TOLERANCE ahead of now (a writer's clock was
-wrong, or someone forged it) is *future-dated*. Its real age is unknown, so it
-must neither stay `latest` nor shield itself as the newest for ever: it is
-never `latest`, it ranks after every present-dated backup of its shard, and it
-expires like any backup of that rank, regardless of `min_age`.
+wrong, this host's clock is slow, or someone forged it) is *future-dated*. Its
+real age is unknown, so it must neither stay `latest` nor shield other backups:
+it is never `latest` and it ranks after every present-dated backup of its
+shard. Retention removes one only when it is *far* in the future, more than
+max(FAR_FUTURE, min_age) ahead of now: a forgery dated 2999 expires, but a
+backup that merely looks early because one clock is off by minutes or hours
+(maybe this host's, and the backup was just committed) is never removed by
+retention; it is kept until the clocks agree and it ages like any other.
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ from datetime import UTC, datetime, timedelta
 from catchup.repository.manifest import Manifest
 
 FUTURE_TOLERANCE = timedelta(minutes=10)
+FAR_FUTURE = timedelta(days=1)
 
 
 def backup_id_time(backup_id: str) -> datetime | None:
@@ -50,7 +55,10 @@ def expired_backups(
             chain, key=lambda m: (not future_dated(m, now), m.backup_id), reverse=True
         )
         for rank, manifest in enumerate(newest_first):
-            old_enough = future_dated(manifest, now) or now - manifest.created_at >= min_age
+            if future_dated(manifest, now):
+                old_enough = dated(manifest) > now + max(FAR_FUTURE, min_age)
+            else:
+                old_enough = now - manifest.created_at >= min_age
             if rank >= max(1, min_count) and old_enough:
                 expired.append(manifest)
     return sorted(expired, key=lambda m: m.backup_id)

@@ -5,7 +5,7 @@ The scanner refuses what it cannot archive faithfully (an unreadable dir, a
 symlink, a special file the engine does not exclude) instead of skipping it.
 A restore writes only below its target: it walks every path one component at
 a time without following symlinks, creates everything exclusively with private
-modes, and applies a file's recorded permission bits only once its hash matched.
+modes, and applies a file's recorded owner permission bits only once its hash matched.
 """
 
 from __future__ import annotations
@@ -32,13 +32,20 @@ Progress = Callable[[int], None]  # called with bytes just processed
 
 DIR_MODE = 0o700  # restored directories; nobody else may look in while plaintext arrives
 FILE_MODE = 0o600  # restored files until their hash is checked
-PERMISSIONS = 0o777  # of a recorded mode, the only bits a restore applies (no setuid etc.)
+# Of a recorded mode, the only bits a restore applies: the owner's. No setuid etc., and no
+# group or other bits: MariaDB and PostgreSQL data files need none (PostgreSQL accepts 0600
+# files in a 0700 tree), and a restore often runs as root into a shared disk.
+PERMISSIONS = 0o700
 NO_FOLLOW_DIR = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 NEW_FILE = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
 
 
 class DataDirError(CatchupError):
     """The stopped data dir cannot be archived faithfully as it is."""
+
+
+class RestoreTargetError(CatchupError):
+    """A restore's target cannot be created or written."""
 
 
 @dataclass(frozen=True)
