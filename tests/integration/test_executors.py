@@ -201,7 +201,8 @@ def test_a_failing_cycle_is_retried_until_the_retries_are_spent(harness):
 
 
 def test_a_cycle_past_its_deadline_is_stopped_and_cleaned_up(harness):
-    harness.settings["deadline_minutes"] = 0.03  # 1.8 s: less than a bootstrap takes
+    # 0.6 s: less than a bootstrap takes (about 1.8 s here, with a 2 MB source)
+    harness.settings["deadline_minutes"] = 0.01
     result = harness.run()
     assert not result.ok and not result.busy
     assert "deadline" in result.error.lower(), result.error
