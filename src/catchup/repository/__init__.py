@@ -27,7 +27,7 @@ from pathlib import Path
 
 from catchup.codec import CodecSettings
 from catchup.codec.encryption import Encryptor, new_data_key
-from catchup.codec.keys import Keyring
+from catchup.codec.keys import Keyring, KeyService
 from catchup.config import Config
 from catchup.errors import IntegrityError, NotFoundError
 from catchup.repository.envelope import BackupKeys, decode_manifest, encode_manifest
@@ -409,9 +409,15 @@ class Repository:
         self.store.delete_prefix(prefix)
 
 
+def kms_service(region: str | None, endpoint: str | None) -> KeyService:
+    from catchup.codec.kms import KmsService  # boto3 loads only when a KMS is used
+
+    return KmsService(region, endpoint)
+
+
 def open_repository(config: Config) -> Repository:
     """The repository a config names, with its store options and its keyring."""
-    keyring = Keyring.from_settings(config.encryption)
+    keyring = Keyring.from_settings(config.encryption, kms_service)
     return Repository(
         open_store(config.repository, config.storage),
         keyring,
