@@ -65,7 +65,13 @@ class IntegrityError(CatchupError):
 
 
 class NotFoundError(CatchupError):
+    """No backup (or shard) by the name given."""
+
     exit_code = ExitCode.USAGE
+
+
+class TargetNotEmptyError(UsageError):
+    """A restore's target exists and is not an empty directory: restore never overwrites."""
 
 
 class Cancelled(CatchupError):

@@ -29,7 +29,7 @@ from catchup.codec import CodecSettings
 from catchup.codec.encryption import Encryptor, new_data_key
 from catchup.codec.keys import Keyring, KeyService
 from catchup.config import Config
-from catchup.errors import IntegrityError, NotFoundError
+from catchup.errors import IntegrityError, NotFoundError, TargetNotEmptyError
 from catchup.repository.envelope import BackupKeys, decode_manifest, encode_manifest
 from catchup.repository.layout import (
     MANIFEST,
@@ -42,9 +42,9 @@ from catchup.repository.manifest import Manifest
 from catchup.repository.retention import FUTURE_TOLERANCE, dated, future_dated
 from catchup.repository.transfer import (
     DIR_MODE,
+    ByteCounter,
     DataDirError,
     DataDirListing,
-    Progress,
     download_files,
     scan_data_dir,
     upload_files,
@@ -278,7 +278,7 @@ class Repository:
         listing: DataDirListing,
         codec: CodecSettings,
         jobs: int,
-        progress: Progress | None = None,
+        progress: ByteCounter | None = None,
         on_commit: Callable[[Manifest], Manifest] = lambda manifest: manifest,
         confirm: Callable[[], None] = lambda: None,
     ) -> Manifest:
@@ -351,7 +351,7 @@ class Repository:
     # --- reading -------------------------------------------------------------
 
     def restore(
-        self, manifest: Manifest, target: Path, jobs: int, progress: Progress | None = None
+        self, manifest: Manifest, target: Path, jobs: int, progress: ByteCounter | None = None
     ) -> None:
         """Recreate the backup's data dir in `target` (empty or absent), verified file by file.
 
@@ -361,9 +361,13 @@ class Repository:
         On any failure, everything written into `target` is removed again.
         """
         if target.exists() and not target.is_dir():
-            raise NotFoundError(f"target '{target}' is not a directory; give an empty or new dir")
+            raise TargetNotEmptyError(
+                f"target '{target}' is not a directory; give an empty or new dir"
+            )
         if target.exists() and any(target.iterdir()):
-            raise NotFoundError(f"target dir '{target}' is not empty; give an empty or new dir")
+            raise TargetNotEmptyError(
+                f"target dir '{target}' is not empty; give an empty or new dir"
+            )
         encryptor = self._encryptor(manifest)  # a missing or wrong key fails before any write
         created = not target.exists()
         if created:
@@ -393,7 +397,7 @@ class Repository:
             raise
 
     def check_objects(
-        self, manifest: Manifest, jobs: int, progress: Progress | None = None
+        self, manifest: Manifest, jobs: int, progress: ByteCounter | None = None
     ) -> None:
         """Re-read every object of a backup: authentication, decompression, hash; no writes."""
         prefix = backup_prefix(manifest.keyspace, manifest.shard, manifest.backup_id)
