@@ -28,9 +28,13 @@ class Bench:
         self.root = root
         self.sources: list[SandboxSource | PostgresSandbox] = []  # running
         self.names: dict[int, str] = {}  # id(source) -> shard name, unique over the run
+        self.made = 0
 
     def _named(self, make: Callable[[Path, int], Any]) -> Any:
-        index = len(self.names)
+        # A counter, not len(names): a stopped source's id may be reused by a new one,
+        # which then overwrote its entry and got the directory of a running source.
+        index = self.made
+        self.made += 1
         source = make(self.root / f"src-{index}", index + 1)
         self.names[id(source)] = f"s{index}"
         self.sources.append(source)
