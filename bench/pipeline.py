@@ -23,7 +23,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import resource
 import shutil
 import subprocess
@@ -32,18 +31,14 @@ import time
 from datetime import UTC, datetime
 from pathlib import Path
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO_ROOT / "src"))
+from benchlib import MIB, dir_bytes, machine, today, write_section
+from catchup.codec import CodecSettings
+from catchup.codec.keys import Keyring, generate_key_file
+from catchup.repository import Repository
+from catchup.repository.layout import new_backup_id
+from catchup.repository.manifest import Manifest, SourceInfo
+from catchup.storage.local import LocalStore
 
-from catchup.codec import CodecSettings  # noqa: E402
-from catchup.codec.keys import Keyring, generate_key_file  # noqa: E402
-from catchup.repository import Repository  # noqa: E402
-from catchup.repository.layout import new_backup_id  # noqa: E402
-from catchup.repository.manifest import Manifest, SourceInfo  # noqa: E402
-from catchup.storage.local import LocalStore  # noqa: E402
-
-MIB = 1 << 20
-DOC = REPO_ROOT / "docs" / "benchmarks.md"
 BEGIN, END = "<!-- pipeline:begin -->", "<!-- pipeline:end -->"
 
 
@@ -68,10 +63,6 @@ def build_mariadb_datadir(workdir: Path, size_gb: float) -> Path:
         raise
     (root / "complete").touch()
     return data
-
-
-def dir_bytes(path: Path) -> int:
-    return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
 
 
 def settle(*paths: Path) -> None:
@@ -274,7 +265,6 @@ def report_markdown(r: dict, args: argparse.Namespace) -> str:
     gib = r["data_bytes"] / 1024**3
     row = "| {} | {:.1f} | {} | {:.2f} | {:.1f} | {:.2f} |"
     lines = [
-        BEGIN,
         f"## Repository pipeline (`bench/pipeline.py`, {r['date']})",
         "",
         f"Machine: {r['machine']}. Data: a real MariaDB 10.11 data dir of {gib:.2f} GiB in "
@@ -325,19 +315,8 @@ def report_markdown(r: dict, args: argparse.Namespace) -> str:
         f"Targets on this machine: backup ratio ≥ 1.5 (measured {r['backup_ratio']}), restore "
         f"ratio ≥ 1.2 (measured {r['restore_ratio']}), peak RSS ≤ 300 MiB (measured "
         f"{r['peak_rss_mib']} MiB). The headline ratios are the encrypted pipeline's.",
-        END,
     ]
     return "\n".join(lines)
-
-
-def write_report(section: str) -> None:
-    text = DOC.read_text() if DOC.exists() else "# Benchmarks\n"
-    if BEGIN in text:
-        head, _, rest = text.partition(BEGIN)
-        text = head + section + rest.partition(END)[2]
-    else:
-        text = text.rstrip("\n") + "\n\n" + section + "\n"
-    DOC.write_text(text)
 
 
 def main() -> None:
@@ -376,14 +355,14 @@ def main() -> None:
             }
         )
     result.update(
-        date=datetime.now(UTC).strftime("%Y-%m-%d"),
-        machine=f"{os.cpu_count()} cores, {platform.machine()}, Python {platform.python_version()}",
+        date=today(),
+        machine=machine(),
         backup_ratio=result["encrypted_backup_ratio"],
         restore_ratio=result["encrypted_restore_ratio"],
         peak_rss_mib=max(item["peak_rss_mib"] for item in result["rss"]),
     )
     if not args.no_write:
-        write_report(report_markdown(result, args))
+        write_section(BEGIN, END, report_markdown(result, args))
     if args.json:
         print(
             json.dumps(

@@ -70,7 +70,13 @@ class KeyUnavailableError(IntegrityError):
 
 
 class NotFoundError(CatchupError):
+    """No backup (or shard) by the name given."""
+
     exit_code = ExitCode.USAGE
+
+
+class TargetNotEmptyError(UsageError):
+    """A restore's target exists and is not an empty directory: restore never overwrites."""
 
 
 class Cancelled(CatchupError):

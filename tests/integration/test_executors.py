@@ -26,9 +26,10 @@ from kubernetes import client
 
 from catchup.cancel import CancelToken
 from catchup.config import Config, parse_config
-from catchup.daemon.executor import Executor, LocalExecutor
-from catchup.daemon.kubernetes.executor import KubernetesExecutor
-from catchup.daemon.kubernetes.job import SECRETS_DIR, UID, WORK_DIR, labels, shard_lease
+from catchup.daemon.executors import Executor
+from catchup.daemon.executors.kubernetes.executor import KubernetesExecutor
+from catchup.daemon.executors.kubernetes.job import SECRETS_DIR, UID, WORK_DIR, labels, shard_lease
+from catchup.daemon.executors.local import LocalExecutor
 from catchup.daemon.metrics import exposition
 from catchup.daemon.service import Daemon
 from catchup.fleet.lock import shard_lock
@@ -100,7 +101,7 @@ class Harness:
     def run(self, reporter: Steps | None = None, cancel: CancelToken | None = None) -> ShardResult:
         shard = self.config.shards[0]
         run_id = f"run-{secrets.token_hex(6)}"
-        return self.executor().run_cycle(
+        return self.executor().execute(
             shard, run_id, False, reporter or Steps(), cancel or CancelToken()
         )
 

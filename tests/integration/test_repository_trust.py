@@ -12,6 +12,7 @@ import pytest
 
 from catchup.codec import CodecSettings
 from catchup.codec.keys import Keyring, generate_key_file
+from catchup.codec.kms import KmsService
 from catchup.config import EncryptionSettings
 from catchup.cycle import LogReporter
 from catchup.repository import Repository
@@ -33,7 +34,8 @@ def kms_keyring(port: int, key: str, previous: tuple[str, ...] = ()) -> Keyring:
             kms_previous_keys=list(previous),
             kms_region="us-east-1",
             kms_endpoint=f"http://127.0.0.1:{port}",
-        )
+        ),
+        KmsService,
     )
 
 

@@ -12,7 +12,7 @@ from catchup import __version__
 from catchup.cancel import CancelToken
 from catchup.config import load_config
 from catchup.cycle import LogReporter
-from catchup.daemon.executor import LocalExecutor
+from catchup.daemon.executors.local import LocalExecutor
 from catchup.repository import open_repository
 from tests.conftest import run_cli
 
@@ -104,7 +104,7 @@ def test_the_daemons_failure_lines_start_with_their_shard_once(tmp_path, monkeyp
     config = load_config(config_file)
     executor = LocalExecutor(config, open_repository(config))
     for shard in config.shards:
-        result = executor.run_cycle(shard, "run-1", False, LogReporter(), CancelToken())
+        result = executor.execute(shard, "run-1", False, LogReporter(), CancelToken())
         assert result.error and result.error.startswith(
             f"shard {shard.name}: failed after 2 attempts: source 127.0.0.1:1 is unreachable"
         ), result.error

@@ -14,7 +14,7 @@ import yaml
 from kubernetes import client
 
 from catchup.config import Config, parse_config
-from catchup.daemon.kubernetes.job import CONFIG_FILE, UID, cycle_job
+from catchup.daemon.executors.kubernetes.job import CONFIG_FILE, UID, cycle_job
 
 DEPLOY = Path(__file__).resolve().parents[2] / "deploy"
 MODELS = {

@@ -10,7 +10,7 @@ import pytest
 from kubernetes import client
 
 from catchup.config import parse_config
-from catchup.daemon.kubernetes.job import (
+from catchup.daemon.executors.kubernetes.job import (
     CONFIG_FILE,
     GIB,
     LABEL_SHARD_KEY,

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from catchup.codec import CodecSettings
-from catchup.errors import IntegrityError, NotFoundError
+from catchup.errors import IntegrityError, NotFoundError, TargetNotEmptyError
 from catchup.fleet.prune import prune
 from catchup.repository import Manifest, Repository
 from catchup.repository.envelope import _canonical
@@ -151,7 +151,7 @@ def test_restore_refuses_a_non_empty_target(tmp_path):
     target = tmp_path / "busy"
     target.mkdir()
     (target / "keep.txt").write_text("mine")
-    with pytest.raises(NotFoundError, match="not empty"):
+    with pytest.raises(TargetNotEmptyError, match="not empty"):
         repo.restore(manifest, target, jobs=1)
     assert (target / "keep.txt").read_text() == "mine"
 

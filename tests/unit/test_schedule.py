@@ -51,7 +51,7 @@ class HeldExecutor:
         self.release: dict[str, threading.Event] = {}
         self.lock = threading.Lock()
 
-    def run_cycle(self, shard, run_id, bootstrap, reporter, cancel):
+    def execute(self, shard, run_id, bootstrap, reporter, cancel):
         with self.lock:
             self.started.append(shard.name)
             event = self.release.setdefault(shard.name, threading.Event())

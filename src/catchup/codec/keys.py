@@ -1,5 +1,6 @@
-"""Key-encryption keys: key files (`catchup keygen`), KMS keys, and the keyring
-of a config. A key-encryption key only ever wraps and unwraps backups' data keys.
+"""Key-encryption keys: key files (`catchup keygen`), and the keyring of a config,
+which also opens the keys a service holds (a KMS, kms.py) through a `KeyService`.
+A key-encryption key only ever wraps and unwraps backups' data keys.
 
 A key file is JSON, mode 0600:
     {"catchup_key": 1, "key_id": "k-…", "created_at": "…", "key": "<base64 of 32 bytes>"}
@@ -14,6 +15,7 @@ import hashlib
 import hmac
 import json
 import os
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from functools import cached_property
@@ -25,10 +27,7 @@ from catchup.errors import ConfigError, KeyUnavailableError
 from catchup.files import read_private
 
 if TYPE_CHECKING:
-    from catchup.codec.kms import KmsService
     from catchup.config import EncryptionSettings
-
-KMS_PREFIX = "kms:"
 
 
 class Key(Protocol):
@@ -42,6 +41,25 @@ class Key(Protocol):
         ...
 
     def unwrap(self, wrapped: bytes, context: bytes) -> bytes: ...
+
+
+class KeyService(Protocol):
+    """Keys that a service holds and catchup never sees (a KMS). Manifests name such
+    a key `prefix` followed by its canonical name (for a KMS, its ARN)."""
+
+    prefix: str
+
+    def key(self, name: str) -> Key:
+        """The key of a name as configured (id, ARN or alias) or as a manifest records it."""
+        ...
+
+    def arn(self, name: str) -> str:
+        """The canonical name of a key given by any of its names."""
+        ...
+
+
+# Opens the service of the configured region and endpoint (kms.KmsService).
+KeyServiceFactory = Callable[[str | None, str | None], KeyService]
 
 
 @dataclass(frozen=True)
@@ -116,7 +134,7 @@ class Keyring:
     """
 
     keys: tuple[Key, ...] = ()
-    kms: KmsService | None = None
+    kms: KeyService | None = None
     kms_trusted: tuple[str, ...] = ()  # KMS keys as configured: ids, ARNs or aliases
 
     @classmethod
@@ -126,14 +144,13 @@ class Keyring:
         )
 
     @classmethod
-    def from_settings(cls, settings: EncryptionSettings) -> Keyring:
+    def from_settings(cls, settings: EncryptionSettings, kms_service: KeyServiceFactory) -> Keyring:
+        """The keyring a config names; `kms_service` is called only when it names KMS keys."""
         files = cls.from_files(settings.key_files).keys
         trusted = tuple(filter(None, (settings.kms_key, *settings.kms_previous_keys)))
         if not trusted:
             return cls(files)
-        from catchup.codec.kms import KmsService  # boto3 loads only when a KMS is used
-
-        kms = KmsService(settings.kms_region, settings.kms_endpoint)
+        kms = kms_service(settings.kms_region, settings.kms_endpoint)
         active = (kms.key(settings.kms_key),) if settings.kms_key else ()
         return cls((*active, *files), kms, trusted)
 
@@ -157,18 +174,19 @@ class Keyring:
         for key in self.keys:
             if key.key_id == key_id:
                 return key
-        arn = key_id.removeprefix(KMS_PREFIX)
-        if key_id.startswith(KMS_PREFIX) and self.kms and arn in self.kms_arns:
-            return self.kms.key(arn)
+        kms = self.kms if self.kms and key_id.startswith(self.kms.prefix) else None
+        arn = key_id.removeprefix(kms.prefix) if kms else ""
+        if kms and arn in self.kms_arns:
+            return kms.key(arn)
         configured = ", ".join(k.key_id for k in self.keys) or "none"
-        if not key_id.startswith(KMS_PREFIX):
-            advice = "add its key file to encryption.key_files"
-        elif self.kms:
+        if kms:
             configured = ", ".join(sorted(self.kms_arns))
             advice = (
                 "if it is one of your keys (one an alias named before, say), add it to "
                 "encryption.kms_previous_keys"
             )
+        elif self.kms or ":" not in key_id:  # a key file's id never holds one (key_id_of)
+            advice = "add its key file to encryption.key_files"
         else:
             advice = "set encryption.kms_key (and kms_region) so that catchup can reach that KMS"
         raise KeyUnavailableError(

@@ -20,9 +20,9 @@ from botocore.config import Config as BotoConfig
 from botocore.exceptions import BotoCoreError, ClientError
 
 from catchup.codec.encryption import DecryptionError
-from catchup.codec.keys import KMS_PREFIX
 from catchup.errors import CatchupError, KeyUnavailableError
 
+KMS_PREFIX = "kms:"  # manifests name a KMS key "kms:" and its ARN
 CONTEXT_KEY = "catchup-backup"
 WRONG_KEY = ("InvalidCiphertextException", "IncorrectKeyException")
 
@@ -32,6 +32,10 @@ class KmsError(CatchupError):
 
 
 class KmsService:
+    """A KMS, as the keyring's `keys.KeyService`."""
+
+    prefix = KMS_PREFIX
+
     def __init__(self, region: str | None, endpoint: str | None) -> None:
         self.where = f"KMS at {endpoint or region or 'the default region'}"
         try:

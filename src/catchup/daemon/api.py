@@ -36,7 +36,7 @@ class TriggerRequest(BaseModel):
     bootstrap: bool = Field(default=False, description="Start new chains from the sources.")
 
 
-class Progress(BaseModel):
+class ProgressView(BaseModel):
     done: int
     total: int
 
@@ -45,7 +45,7 @@ class ShardRunView(BaseModel):
     shard: str
     state: str
     step: str | None
-    progress: Progress | None
+    progress: ProgressView | None
     started_at: datetime | None
     finished_at: datetime | None
     backup_id: str | None
@@ -60,7 +60,7 @@ class ShardRunView(BaseModel):
             shard=shard_run.shard.name,
             state=shard_run.state,
             step=shard_run.step,
-            progress=Progress(done=shard_run.progress[0], total=shard_run.progress[1])
+            progress=ProgressView(done=shard_run.progress[0], total=shard_run.progress[1])
             if shard_run.progress
             else None,
             started_at=shard_run.started_at,

@@ -13,7 +13,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime
 
-from catchup.daemon.executor import Executor
+from catchup.daemon.executors import Executor
 from catchup.daemon.runs import Run, RunBook, ShardRun
 from catchup.errors import ShardBusyError
 from catchup.fleet.run import ShardResult
@@ -31,7 +31,9 @@ def always(shard: str, moment: datetime) -> bool:
 
 
 @dataclass
-class Job:
+class Request:
+    """One shard's cycle in a run, queued or running."""
+
     run: Run
     shard_run: ShardRun
     allowed: Allowed = always
@@ -41,7 +43,7 @@ class Job:
         return self.shard_run.shard.name
 
 
-class JobReporter:
+class BookReporter:
     """Steps and progress of a running cycle, into the run book."""
 
     def __init__(self, book: RunBook, shard_run: ShardRun) -> None:
@@ -65,15 +67,15 @@ class Dispatcher:
         self.executor = executor
         self.limit = limit
         self.clock = clock
-        self.queue: list[Job] = []
-        self.running: dict[str, Job] = {}
+        self.queue: list[Request] = []
+        self.running: dict[str, Request] = {}
         self.accepting = True
         self.idle = threading.Condition(book.lock)
         self.pool = ThreadPoolExecutor(max_workers=limit, thread_name_prefix="cycle")
 
     def active(self, shard: str) -> bool:
         with self.book.lock:
-            return shard in self.running or any(job.shard == shard for job in self.queue)
+            return shard in self.running or any(request.shard == shard for request in self.queue)
 
     def submit(self, run: Run, allowed: Allowed = always) -> None:
         """Queue every shard of `run`, or none if any of them is queued or running."""
@@ -85,41 +87,41 @@ class Dispatcher:
                 raise ShardBusyError(
                     f"{', '.join(busy)}: a cycle is already queued or running; wait for it"
                 )
-            self.queue += [Job(run, shard_run, allowed) for shard_run in run.shards.values()]
+            self.queue += [Request(run, shard_run, allowed) for shard_run in run.shards.values()]
         self.pump()
 
     def pump(self) -> None:
         """Start queued cycles while there is room and their window is open."""
         now = self.clock()
         with self.book.lock:
-            for job in list(self.queue):
+            for request in list(self.queue):
                 if len(self.running) >= self.limit:
                     break
-                if job.run.cancel.cancelled:
-                    self.queue.remove(job)
-                    self.book.dropped(job.shard_run, now)
-                elif job.allowed(job.shard, now):
-                    self.queue.remove(job)
-                    self.running[job.shard] = job
-                    self.book.started(job.shard_run, now)
-                    self.pool.submit(self._work, job)
+                if request.run.cancel.cancelled:
+                    self.queue.remove(request)
+                    self.book.dropped(request.shard_run, now)
+                elif request.allowed(request.shard, now):
+                    self.queue.remove(request)
+                    self.running[request.shard] = request
+                    self.book.started(request.shard_run, now)
+                    self.pool.submit(self._work, request)
             self.idle.notify_all()
 
-    def _work(self, job: Job) -> None:
+    def _work(self, request: Request) -> None:
         try:
-            result = self.executor.run_cycle(
-                job.shard_run.shard,
-                job.run.run_id,
-                job.run.bootstrap,
-                JobReporter(self.book, job.shard_run),
-                job.run.cancel,
+            result = self.executor.execute(
+                request.shard_run.shard,
+                request.run.run_id,
+                request.run.bootstrap,
+                BookReporter(self.book, request.shard_run),
+                request.run.cancel,
             )
         except Exception as exc:  # an executor bug must not wedge the shard forever
-            log.exception("run=%s shard=%s executor failed", job.run.run_id, job.shard)
-            result = ShardResult.failure(job.shard, time.monotonic(), f"executor: {exc}")
+            log.exception("run=%s shard=%s executor failed", request.run.run_id, request.shard)
+            result = ShardResult.failure(request.shard, time.monotonic(), f"executor: {exc}")
         with self.book.lock:
-            self.book.finished(job.shard_run, result, self.clock())
-            del self.running[job.shard]
+            self.book.finished(request.shard_run, result, self.clock())
+            del self.running[request.shard]
         self.pump()
 
     def cancel(self, run: Run, reason: str) -> None:
@@ -140,12 +142,12 @@ class Dispatcher:
         with self.book.lock:
             self.accepting = False
             now = self.clock()
-            for job in self.queue:
-                self.book.dropped(job.shard_run, now)
+            for request in self.queue:
+                self.book.dropped(request.shard_run, now)
             self.queue.clear()
             if abandon:
-                for job in self.running.values():
-                    job.run.cancel.cancel("the daemon is stopping")
+                for request in self.running.values():
+                    request.run.cancel.cancel("the daemon is stopping")
             done = self.idle.wait_for(lambda: not self.running, timeout)
         self.pool.shutdown(wait=done)
         return done

@@ -11,7 +11,7 @@ from datetime import UTC, datetime
 
 from catchup.config import Config
 from catchup.daemon.dispatch import Clock, Dispatcher
-from catchup.daemon.executor import Executor, executor_for
+from catchup.daemon.executors import Executor, executor_for
 from catchup.daemon.metrics import metrics_registry
 from catchup.daemon.runs import Run, RunBook
 from catchup.daemon.scheduler import Scheduler

@@ -17,7 +17,8 @@ from typing import Protocol
 from catchup.cancel import CancelToken
 from catchup.config import Config, Shard
 
-Progress = Callable[[int, int], None]  # done, total (units depend on the step)
+StepProgress = Callable[[int, int], None]  # done, total (units depend on the step)
+Progress = StepProgress  # its old name, until engines/* say StepProgress (issue 13)
 
 
 class Coverage(Enum):

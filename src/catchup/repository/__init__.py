@@ -27,9 +27,14 @@ from pathlib import Path
 
 from catchup.codec import CodecSettings
 from catchup.codec.encryption import Encryptor, new_data_key
-from catchup.codec.keys import Keyring
+from catchup.codec.keys import Keyring, KeyService
 from catchup.config import Config
-from catchup.errors import IntegrityError, KeyUnavailableError, NotFoundError
+from catchup.errors import (
+    IntegrityError,
+    KeyUnavailableError,
+    NotFoundError,
+    TargetNotEmptyError,
+)
 from catchup.repository.envelope import BackupKeys, decode_manifest, encode_manifest
 from catchup.repository.layout import (
     MANIFEST,
@@ -47,9 +52,9 @@ from catchup.repository.retention import (
 )
 from catchup.repository.transfer import (
     DIR_MODE,
+    ByteCounter,
     DataDirError,
     DataDirListing,
-    Progress,
     RestoreTargetError,
     download_files,
     scan_data_dir,
@@ -343,7 +348,7 @@ class Repository:
         listing: DataDirListing,
         codec: CodecSettings,
         jobs: int,
-        progress: Progress | None = None,
+        progress: ByteCounter | None = None,
         on_commit: Callable[[Manifest], Manifest] = lambda manifest: manifest,
         confirm: Callable[[], None] = lambda: None,
     ) -> Manifest:
@@ -416,7 +421,7 @@ class Repository:
     # --- reading -------------------------------------------------------------
 
     def restore(
-        self, manifest: Manifest, target: Path, jobs: int, progress: Progress | None = None
+        self, manifest: Manifest, target: Path, jobs: int, progress: ByteCounter | None = None
     ) -> None:
         """Recreate the backup's data dir in `target` (empty or absent), verified file by file.
 
@@ -439,12 +444,16 @@ class Repository:
             ) from None
 
     def _restore(
-        self, manifest: Manifest, target: Path, jobs: int, progress: Progress | None
+        self, manifest: Manifest, target: Path, jobs: int, progress: ByteCounter | None
     ) -> None:
         if target.exists() and not target.is_dir():
-            raise NotFoundError(f"target '{target}' is not a directory; give an empty or new dir")
+            raise TargetNotEmptyError(
+                f"target '{target}' is not a directory; give an empty or new dir"
+            )
         if target.exists() and any(target.iterdir()):
-            raise NotFoundError(f"target dir '{target}' is not empty; give an empty or new dir")
+            raise TargetNotEmptyError(
+                f"target dir '{target}' is not empty; give an empty or new dir"
+            )
         encryptor = self._encryptor(manifest)  # a missing or wrong key fails before any write
         created = not target.exists()
         if created:
@@ -474,7 +483,7 @@ class Repository:
             raise
 
     def check_objects(
-        self, manifest: Manifest, jobs: int, progress: Progress | None = None
+        self, manifest: Manifest, jobs: int, progress: ByteCounter | None = None
     ) -> None:
         """Re-read every object of a backup: authentication, decompression, hash; no writes."""
         prefix = backup_prefix(manifest.keyspace, manifest.shard, manifest.backup_id)
@@ -490,9 +499,15 @@ class Repository:
         self.store.delete_prefix(prefix)
 
 
+def kms_service(region: str | None, endpoint: str | None) -> KeyService:
+    from catchup.codec.kms import KmsService  # boto3 loads only when a KMS is used
+
+    return KmsService(region, endpoint)
+
+
 def open_repository(config: Config) -> Repository:
     """The repository a config names, with its store options and its keyring."""
-    keyring = Keyring.from_settings(config.encryption)
+    keyring = Keyring.from_settings(config.encryption, kms_service)
     return Repository(
         open_store(config.repository, config.storage),
         keyring,

@@ -28,7 +28,7 @@ from catchup.repository.manifest import FileEntry
 from catchup.storage import Store
 
 T = TypeVar("T")
-Progress = Callable[[int], None]  # called with bytes just processed
+ByteCounter = Callable[[int], None]  # called with the number of bytes just processed
 
 DIR_MODE = 0o700  # restored directories; nobody else may look in while plaintext arrives
 FILE_MODE = 0o600  # restored files until their hash is checked
@@ -121,7 +121,7 @@ def upload_files(
     codec: CodecSettings,
     jobs: int,
     encryptor: Encryptor | None = None,
-    progress: Progress | None = None,
+    progress: ByteCounter | None = None,
 ) -> list[FileEntry]:
     """Store every listed file as its own object; returns their manifest entries."""
 
@@ -152,7 +152,7 @@ def download_files(
     target: Path | None,
     jobs: int,
     encryptor: Encryptor | None = None,
-    progress: Progress | None = None,
+    progress: ByteCounter | None = None,
     directories: Iterable[str] = (),
 ) -> None:
     """Create `directories`, then write every entry under `target`, refusing any whose
@@ -276,7 +276,7 @@ class _Skipped(Exception):
 class ProgressReader:
     """Reports bytes read from a stream to a progress callback."""
 
-    def __init__(self, stream: object, progress: Progress | None) -> None:
+    def __init__(self, stream: object, progress: ByteCounter | None) -> None:
         self.stream = stream
         self.progress = progress
 

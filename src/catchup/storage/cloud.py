@@ -27,7 +27,7 @@ from obstore.exceptions import AlreadyExistsError, BaseError, PreconditionError
 from obstore.store import AzureStore, GCSStore, S3Store
 
 from catchup.config import StorageSettings
-from catchup.storage import ObjectNotFound, StorageError, StoredObject
+from catchup.storage.store import ObjectNotFound, StorageError, StoredObject
 
 DELETE_BATCH = 1000
 BUCKET_MISSING = ("NoSuchBucket", "ContainerNotFound", "The specified bucket does not exist")

@@ -21,7 +21,7 @@ from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 from typing import BinaryIO
 
-from catchup.storage import ObjectNotFound, StorageError, StoredObject
+from catchup.storage.store import ObjectNotFound, StorageError, StoredObject
 
 TEMP_MARK = ".tmp-"
 CAS_LOCK = ".catchup-cas.lock"  # never an object key: every key part starts otherwise

@@ -18,7 +18,7 @@ from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
 from catchup.config import Config, Shard
-from catchup.daemon.kubernetes.job import job_outcome, lease_name, shard_lease
+from catchup.daemon.executors.kubernetes.job import job_outcome, lease_name, shard_lease
 from catchup.errors import ShardBusyError
 from catchup.fleet.lease import LeaseLostError
 

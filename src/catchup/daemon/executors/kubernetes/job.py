@@ -14,6 +14,7 @@ from datetime import UTC, datetime
 from kubernetes import client
 
 from catchup.config import Config, KubernetesSettings, Shard
+from catchup.daemon.executors.attempts import Attempts
 
 APP = "catchup"
 CONFIG_DIR = "/etc/catchup/config"
@@ -109,6 +110,7 @@ def cycle_job(
     last_data_bytes: int | None,
 ) -> client.V1Job:
     settings = config.kubernetes
+    attempts = Attempts.of(config)  # the Job retries and stops itself, by the same numbers
     name = job_name(shard, run_id)
     meta_labels = labels(shard, run_id)
     args = ["--log-format", "json", "backup", shard.name, "--result-line"]
@@ -190,8 +192,8 @@ def cycle_job(
             annotations={ANNOTATION_SHARD: shard.name, LABEL_RUN: run_id},
         ),
         spec=client.V1JobSpec(
-            backoff_limit=config.executor.retries,
-            active_deadline_seconds=int(config.executor.deadline_minutes * 60),
+            backoff_limit=attempts.retries,
+            active_deadline_seconds=int(attempts.deadline_seconds),
             ttl_seconds_after_finished=settings.ttl_seconds_after_finished,
             template=client.V1PodTemplateSpec(
                 metadata=client.V1ObjectMeta(labels=meta_labels), spec=pod

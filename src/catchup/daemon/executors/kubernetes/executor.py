@@ -21,9 +21,14 @@ from kubernetes.client.exceptions import ApiException
 from catchup.cancel import CancelToken
 from catchup.config import Config, KubernetesSettings, Shard
 from catchup.cycle import Reporter
-from catchup.daemon.executor import attempts_text
-from catchup.daemon.kubernetes.job import cycle_job, job_name, job_outcome, shard_selector
-from catchup.daemon.kubernetes.lease import KubernetesLeaser
+from catchup.daemon.executors.attempts import failed_after
+from catchup.daemon.executors.kubernetes.job import (
+    cycle_job,
+    job_name,
+    job_outcome,
+    shard_selector,
+)
+from catchup.daemon.executors.kubernetes.lease import KubernetesLeaser
 from catchup.errors import Cancelled, CatchupError, ShardBusyError
 from catchup.fleet.lease import hold
 from catchup.fleet.run import ShardResult, shard_reason
@@ -56,7 +61,7 @@ class KubernetesExecutor:
         self.batch = client.BatchV1Api(api)
         self.core = client.CoreV1Api(api)
 
-    def run_cycle(
+    def execute(
         self, shard: Shard, run_id: str, bootstrap: bool, reporter: Reporter, cancel: CancelToken
     ) -> ShardResult:
         started = time.monotonic()
@@ -165,7 +170,7 @@ class KubernetesExecutor:
         return ShardResult.failure(
             shard.name,
             started,
-            f"{attempts_text(attempts)} (Job {name}: {why or outcome}): {detail}",
+            f"{failed_after(attempts)} (Job {name}: {why or outcome}): {detail}",
         )
 
     def read_result(self, name: str) -> tuple[ShardResult | None, str]:

@@ -1,0 +1,1 @@
+"""The parts of bench/source_impact.py, one concern per module."""
