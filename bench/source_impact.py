@@ -54,9 +54,10 @@ sys.path.insert(0, str(REPO_ROOT / "src"))
 from catchup.cancel import CancelToken  # noqa: E402
 from catchup.config import Config, parse_config  # noqa: E402
 from catchup.cycle import CycleOptions, LogReporter  # noqa: E402
-from catchup.demo import demo_config  # noqa: E402
-from catchup.engines.mariadb.sandbox import DATABASE, SandboxSource  # noqa: E402
-from catchup.engines.postgres.sandbox import PostgresSandbox  # noqa: E402
+from catchup.demo.mariadb import MariaDBSandbox  # noqa: E402
+from catchup.demo.postgres import PostgresSandbox  # noqa: E402
+from catchup.demo.run import demo_config  # noqa: E402
+from catchup.demo.shop import DATABASE  # noqa: E402
 from catchup.engines.relay import CountingRelay  # noqa: E402
 from catchup.files import write_private  # noqa: E402
 from catchup.fleet.run import ShardResult, backup_fleet  # noqa: E402
@@ -213,7 +214,7 @@ class Bench:
 
     def __init__(self, root: Path) -> None:
         self.root = root
-        self.sources: list[SandboxSource | PostgresSandbox] = []  # running
+        self.sources: list[MariaDBSandbox | PostgresSandbox] = []  # running
         self.names: dict[int, str] = {}  # id(source) -> shard name, unique over the run
 
     def _named(self, make: Callable[[Path, int], Any]) -> Any:
@@ -223,8 +224,8 @@ class Bench:
         self.sources.append(source)
         return source
 
-    def add_mariadb(self, size_mb: float) -> SandboxSource:
-        source = self._named(lambda root, server_id: SandboxSource(root, server_id))
+    def add_mariadb(self, size_mb: float) -> MariaDBSandbox:
+        source = self._named(lambda root, server_id: MariaDBSandbox(root, server_id))
         source.start()
         # Production fleets (and Vitess) log rows; the sandbox default is MIXED.
         source.execute("SET GLOBAL binlog_format = 'ROW'")
@@ -277,12 +278,12 @@ class Bench:
         self.sources.clear()
 
 
-def server_pid(source: SandboxSource | PostgresSandbox) -> int:
+def server_pid(source: MariaDBSandbox | PostgresSandbox) -> int:
     assert source.server.process is not None
     return source.server.process.pid
 
 
-def catchup_cycle(bench: Bench, source: SandboxSource | PostgresSandbox, name: str) -> Cost:
+def catchup_cycle(bench: Bench, source: MariaDBSandbox | PostgresSandbox, name: str) -> Cost:
     with metered(server_pid(source)) as (meter, clock):
         [result] = bench.backup([source])
     return Cost(
@@ -299,13 +300,13 @@ def catchup_cycle(bench: Bench, source: SandboxSource | PostgresSandbox, name: s
 # --- the workload -------------------------------------------------------------------------
 
 
-def binlog_bytes(source: SandboxSource) -> int:
+def binlog_bytes(source: MariaDBSandbox) -> int:
     with source.connect() as conn, conn.cursor() as cursor:
         cursor.execute("SHOW BINARY LOGS")
         return sum(int(row[1]) for row in cursor.fetchall())
 
 
-def change_rows(source: SandboxSource, fraction: float, round_: int) -> dict[str, float]:
+def change_rows(source: MariaDBSandbox, fraction: float, round_: int) -> dict[str, float]:
     """Change `fraction` of every large table's rows: OLTP-style, CLIENTS connections
     each committing TXN_ROWS-row transactions."""
     ranges = []  # (table, key, assignment, first key, last key) of each transaction
@@ -346,7 +347,7 @@ def change_rows(source: SandboxSource, fraction: float, round_: int) -> dict[str
     return {"rows": changed, "seconds": seconds, "binlog_bytes": delta, "rate": delta / seconds}
 
 
-def settle(source: SandboxSource, timeout: float = 600) -> None:
+def settle(source: MariaDBSandbox, timeout: float = 600) -> None:
     """Wait until InnoDB has purged and flushed the workload, so its background
     I/O is not counted against the next backup."""
     source.execute("SET GLOBAL innodb_max_dirty_pages_pct = 0")
@@ -379,7 +380,7 @@ def client_config(bench: Bench) -> Path:
     return path
 
 
-def relayed_tool(source: SandboxSource, name: str, command: Callable[[int], str]) -> Cost:
+def relayed_tool(source: MariaDBSandbox, name: str, command: Callable[[int], str]) -> Cost:
     """A tool that pulls everything over the network, through a counting relay."""
     with (
         CountingRelay("127.0.0.1", source.port, None) as relay,
@@ -396,7 +397,7 @@ def relayed_tool(source: SandboxSource, name: str, command: Callable[[int], str]
     )
 
 
-def mariadb_dump(bench: Bench, source: SandboxSource) -> Cost:
+def mariadb_dump(bench: Bench, source: MariaDBSandbox) -> Cost:
     out = bench.root / "dump.sql.zst"
     cnf = client_config(bench)
 
@@ -411,7 +412,7 @@ def mariadb_dump(bench: Bench, source: SandboxSource) -> Cost:
     return relayed_tool(source, "mariadb-dump --single-transaction | zstd -1", run)
 
 
-def mydumper(bench: Bench, source: SandboxSource) -> Cost:
+def mydumper(bench: Bench, source: MariaDBSandbox) -> Cost:
     out = bench.root / "mydumper"
     shutil.rmtree(out, ignore_errors=True)
     cnf = client_config(bench)
@@ -426,7 +427,7 @@ def mydumper(bench: Bench, source: SandboxSource) -> Cost:
     return relayed_tool(source, "mydumper -t 2 -c", run)
 
 
-def mariadb_backup(bench: Bench, source: SandboxSource) -> Cost:
+def mariadb_backup(bench: Bench, source: MariaDBSandbox) -> Cost:
     """Run on the source host: its own CPU and reads count as the source's."""
     out = bench.root / "backup.xb.zst"
     scratch = bench.root / "xb-tmp"

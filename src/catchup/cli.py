@@ -35,7 +35,7 @@ from catchup.codec.keys import generate_key_file
 from catchup.config import Config, Shard, load_config, parse_config
 from catchup.cycle import CycleOptions, LogReporter, Reporter
 from catchup.daemon.process import serve as serve_daemon
-from catchup.demo import (
+from catchup.demo.run import (
     SERVE_SCHEDULE,
     DemoOptions,
     DemoResult,

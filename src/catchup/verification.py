@@ -45,7 +45,7 @@ def verify_backup(
 ) -> VerifyReport:
     report = VerifyReport(shard.name, manifest.backup_id, manifest.position)
     engine = engine_for(manifest.engine)
-    with engine.provision(config, shard, manifest.server_version) as instance:
+    with engine.provision_for_checks(config, shard, manifest.server_version) as instance:
         repository.restore(manifest, instance.data_dir, config.jobs)
         report.findings.append(
             Finding("file hashes", True, f"{len(manifest.files)} files match their hashes")

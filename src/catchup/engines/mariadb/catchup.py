@@ -19,6 +19,7 @@ import pymysql.cursors
 from catchup.cancel import CancelToken
 from catchup.engines.mariadb.gtid import Position
 from catchup.engines.mariadb.server import MariaDBServer
+from catchup.engines.mariadb.source import MariaDBSource
 from catchup.errors import CatchUpFailedError, CatchUpStalledError, InstanceError
 
 POLL_SECONDS = 0.5
@@ -37,6 +38,26 @@ class ReplicationSource:
     password: str
 
 
+def catch_up(
+    server: MariaDBServer,
+    source: MariaDBSource,
+    checkpoint: str,
+    stall_timeout: float,
+    cancel: CancelToken,
+    progress: Progress,
+) -> str:
+    """Bring a restored or bootstrapped instance to exactly `checkpoint`, replicating
+    through the cycle's relay; returns the position reached (the checkpoint)."""
+    endpoint = ReplicationSource(
+        "127.0.0.1", source.relay.port, source.session.user, source.password or ""
+    )
+    reached = replicate_until(
+        server, endpoint, Position.parse(checkpoint), stall_timeout, cancel, progress
+    )
+    restore_event_status(server, source.event_statuses)
+    return str(reached)
+
+
 @dataclass
 class _Watch:
     """What changed since the last poll, for stall detection."""
@@ -45,7 +66,7 @@ class _Watch:
     since: float = 0.0
 
 
-def catch_up(
+def replicate_until(
     server: MariaDBServer,
     source: ReplicationSource,
     checkpoint: Position,
