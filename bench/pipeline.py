@@ -44,14 +44,14 @@ BEGIN, END = "<!-- pipeline:begin -->", "<!-- pipeline:end -->"
 
 def build_mariadb_datadir(workdir: Path, size_gb: float) -> Path:
     """A real data dir of about `size_gb`, built once and reused."""
-    from catchup.engines.mariadb.sandbox import SandboxSource
+    from catchup.demo.mariadb import MariaDBSandbox
 
     root = workdir / f"mariadb-{size_gb:g}g"
     data = root / "data"
     if (root / "complete").exists():
         return data
     shutil.rmtree(root, ignore_errors=True)
-    source = SandboxSource(root, server_id=1)
+    source = MariaDBSandbox(root, server_id=1)
     source.start()
     try:
         # Measured: ~1.1 MB of data-dir files per "MB" of demo table data.

@@ -11,8 +11,8 @@ from collections.abc import Callable
 from pathlib import Path
 
 from benchlib import dir_bytes
-from catchup.engines.mariadb.sandbox import SandboxSource
-from catchup.engines.postgres.sandbox import PostgresSandbox
+from catchup.demo.mariadb import MariaDBSandbox
+from catchup.demo.postgres import PostgresSandbox
 from catchup.engines.relay import CountingRelay
 from catchup.files import write_private
 from impact.measure import Cost, children_usage, metered, shell
@@ -29,7 +29,7 @@ def client_config(bench: Bench) -> Path:
     return path
 
 
-def relayed_tool(source: SandboxSource, name: str, command: Callable[[int], str]) -> Cost:
+def relayed_tool(source: MariaDBSandbox, name: str, command: Callable[[int], str]) -> Cost:
     """A tool that pulls everything over the network, through a counting relay."""
     with (
         CountingRelay("127.0.0.1", source.port, None) as relay,
@@ -46,7 +46,7 @@ def relayed_tool(source: SandboxSource, name: str, command: Callable[[int], str]
     )
 
 
-def mariadb_dump(bench: Bench, source: SandboxSource) -> Cost:
+def mariadb_dump(bench: Bench, source: MariaDBSandbox) -> Cost:
     out = bench.root / "dump.sql.zst"
     cnf = client_config(bench)
 
@@ -61,7 +61,7 @@ def mariadb_dump(bench: Bench, source: SandboxSource) -> Cost:
     return relayed_tool(source, "mariadb-dump --single-transaction | zstd -1", run)
 
 
-def mydumper(bench: Bench, source: SandboxSource) -> Cost:
+def mydumper(bench: Bench, source: MariaDBSandbox) -> Cost:
     out = bench.root / "mydumper"
     shutil.rmtree(out, ignore_errors=True)
     cnf = client_config(bench)
@@ -76,7 +76,7 @@ def mydumper(bench: Bench, source: SandboxSource) -> Cost:
     return relayed_tool(source, "mydumper -t 2 -c", run)
 
 
-def mariadb_backup(bench: Bench, source: SandboxSource) -> Cost:
+def mariadb_backup(bench: Bench, source: MariaDBSandbox) -> Cost:
     """Run on the source host: its own CPU and reads count as the source's."""
     out = bench.root / "backup.xb.zst"
     scratch = bench.root / "xb-tmp"

@@ -10,7 +10,7 @@ import time
 from dataclasses import asdict
 
 from benchlib import MIB, dir_bytes, say
-from catchup.engines.mariadb.sandbox import DATABASE
+from catchup.demo.shop import DATABASE
 from impact.competitors import mariadb_backup, mariadb_dump, mydumper, pg_basebackup
 from impact.sources import Bench, catchup_cycle
 from impact.workload import change_rows, settle

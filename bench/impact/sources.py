@@ -11,9 +11,9 @@ from typing import Any
 from catchup.cancel import CancelToken
 from catchup.config import Config, parse_config
 from catchup.cycle import CycleOptions, LogReporter
-from catchup.demo import demo_config
-from catchup.engines.mariadb.sandbox import SandboxSource
-from catchup.engines.postgres.sandbox import PostgresSandbox
+from catchup.demo.mariadb import MariaDBSandbox
+from catchup.demo.postgres import PostgresSandbox
+from catchup.demo.run import demo_config
 from catchup.fleet.run import ShardResult, backup_fleet
 from catchup.repository import open_repository
 from impact.measure import Cost, metered
@@ -26,7 +26,7 @@ class Bench:
 
     def __init__(self, root: Path) -> None:
         self.root = root
-        self.sources: list[SandboxSource | PostgresSandbox] = []  # running
+        self.sources: list[MariaDBSandbox | PostgresSandbox] = []  # running
         self.names: dict[int, str] = {}  # id(source) -> shard name, unique over the run
         self.made = 0
 
@@ -40,8 +40,8 @@ class Bench:
         self.sources.append(source)
         return source
 
-    def add_mariadb(self, size_mb: float) -> SandboxSource:
-        source = self._named(lambda root, server_id: SandboxSource(root, server_id))
+    def add_mariadb(self, size_mb: float) -> MariaDBSandbox:
+        source = self._named(lambda root, server_id: MariaDBSandbox(root, server_id))
         source.start()
         # Production fleets (and Vitess) log rows; the sandbox default is MIXED.
         source.execute("SET GLOBAL binlog_format = 'ROW'")
@@ -94,12 +94,12 @@ class Bench:
         self.sources.clear()
 
 
-def server_pid(source: SandboxSource | PostgresSandbox) -> int:
+def server_pid(source: MariaDBSandbox | PostgresSandbox) -> int:
     assert source.server.process is not None
     return source.server.process.pid
 
 
-def catchup_cycle(bench: Bench, source: SandboxSource | PostgresSandbox, name: str) -> Cost:
+def catchup_cycle(bench: Bench, source: MariaDBSandbox | PostgresSandbox, name: str) -> Cost:
     with metered(server_pid(source)) as (meter, clock):
         [result] = bench.backup([source])
     return Cost(

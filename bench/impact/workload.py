@@ -6,7 +6,8 @@ from __future__ import annotations
 import time
 from concurrent.futures import ThreadPoolExecutor
 
-from catchup.engines.mariadb.sandbox import DATABASE, SandboxSource
+from catchup.demo.mariadb import MariaDBSandbox
+from catchup.demo.shop import DATABASE
 
 # (table, primary key column, rows per key, SET clause): what the workload changes.
 CHANGES = [
@@ -25,13 +26,13 @@ TXN_ROWS = 20  # rows per transaction of the write workload
 CLIENTS = 4  # its connections
 
 
-def binlog_bytes(source: SandboxSource) -> int:
+def binlog_bytes(source: MariaDBSandbox) -> int:
     with source.connect() as conn, conn.cursor() as cursor:
         cursor.execute("SHOW BINARY LOGS")
         return sum(int(row[1]) for row in cursor.fetchall())
 
 
-def change_rows(source: SandboxSource, fraction: float, round_: int) -> dict[str, float]:
+def change_rows(source: MariaDBSandbox, fraction: float, round_: int) -> dict[str, float]:
     """Change `fraction` of every large table's rows: OLTP-style, CLIENTS connections
     each committing TXN_ROWS-row transactions."""
     ranges = []  # (table, key, assignment, first key, last key) of each transaction
@@ -72,7 +73,7 @@ def change_rows(source: SandboxSource, fraction: float, round_: int) -> dict[str
     return {"rows": changed, "seconds": seconds, "binlog_bytes": delta, "rate": delta / seconds}
 
 
-def settle(source: SandboxSource, timeout: float = 600) -> None:
+def settle(source: MariaDBSandbox, timeout: float = 600) -> None:
     """Wait until InnoDB has purged and flushed the workload, so its background
     I/O is not counted against the next backup."""
     source.execute("SET GLOBAL innodb_max_dirty_pages_pct = 0")

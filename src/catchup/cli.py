@@ -35,7 +35,7 @@ from catchup.codec.keys import generate_key_file
 from catchup.config import Config, Shard, load_config, parse_config
 from catchup.cycle import CycleOptions, LogReporter, Reporter
 from catchup.daemon.process import serve as serve_daemon
-from catchup.demo import (
+from catchup.demo.run import (
     SERVE_SCHEDULE,
     DemoOptions,
     DemoResult,
@@ -44,7 +44,8 @@ from catchup.demo import (
     stop_fleet,
     writing,
 )
-from catchup.engines import Finding, engine_for
+from catchup.engines import Finding
+from catchup.engines.registry import engine_for
 from catchup.errors import CatchupError, ExitCode, UsageError
 from catchup.fleet.prune import prune
 from catchup.fleet.run import ShardResult, backup_fleet, exit_code

@@ -3,9 +3,10 @@
     precheck → provision → restore (or bootstrap) → start → checkpoint →
     catch up → stop → back up → destroy
 
-The cycle knows no SQL and no bucket: it drives an engine's `Source` and
-`Instance` and the `Repository`. Whatever fails, the instance is destroyed,
-the previous backups are untouched and nothing half-written becomes visible.
+The cycle knows no SQL and no bucket: it drives an engine's `Source`, the
+`Replica` the engine provisions for that source, and the `Repository`.
+Whatever fails, the instance is destroyed, the previous backups are untouched
+and nothing half-written becomes visible.
 """
 
 from __future__ import annotations
@@ -16,12 +17,13 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Protocol
+from typing import Any, Protocol
 
 from catchup.cancel import CancelToken
 from catchup.codec import CodecSettings
 from catchup.config import Config, Shard
-from catchup.engines import Coverage, Engine, Instance, Source, engine_for
+from catchup.engines import Coverage, Engine, Replica, Source
+from catchup.engines.registry import engine_for
 from catchup.errors import (
     CatchupError,
     DivergedError,
@@ -113,14 +115,14 @@ def run_cycle(
     with engine.open_source(config, shard) as source:
         with clock("precheck"):
             plan = precheck(repository, source, shard, options, reporter, config.on_source_change)
-        with provisioned(engine, config, shard, clock, source.server_version()) as instance:
+        with provisioned(engine, config, shard, source, clock) as instance:
             if plan.parent is None:
-                bootstrap(instance, source, clock, cancel)
+                bootstrap(instance, clock, cancel)
             else:
                 restore_previous(repository, plan.parent, instance, config, clock)
                 start(instance, clock, cancel)
             checkpoint = take_checkpoint(source, clock)
-            position = catch_up(instance, source, checkpoint, clock, cancel)
+            position = catch_up(instance, checkpoint, clock, cancel)
             server_version = instance.server_version()
             stop(instance, clock)
             draft = draft_manifest(shard, plan, position, server_version, source, started_at, clock)
@@ -227,11 +229,11 @@ def check_source_identity(
 
 @contextmanager
 def provisioned(
-    engine: Engine, config: Config, shard: Shard, clock: StepClock, server_version: str
-) -> Iterator[Instance]:
-    """An ephemeral instance that is destroyed however the block ends."""
+    engine: Engine[Any], config: Config, shard: Shard, source: Source, clock: StepClock
+) -> Iterator[Replica]:
+    """An ephemeral replica of the source that is destroyed however the block ends."""
     with clock("provision"):
-        context = engine.provision(config, shard, server_version)
+        context = engine.provision(config, shard, source)
         instance = context.__enter__()
     try:
         yield instance
@@ -243,13 +245,13 @@ def provisioned(
         context.__exit__(None, None, None)
 
 
-def bootstrap(instance: Instance, source: Source, clock: StepClock, cancel: CancelToken) -> None:
+def bootstrap(instance: Replica, clock: StepClock, cancel: CancelToken) -> None:
     with clock("bootstrap"):
-        instance.bootstrap(source, cancel, clock.progress)
+        instance.bootstrap(cancel, clock.progress)
 
 
 def restore_previous(
-    repository: Repository, parent: Manifest, instance: Instance, config: Config, clock: StepClock
+    repository: Repository, parent: Manifest, instance: Replica, config: Config, clock: StepClock
 ) -> None:
     with clock("restore"):
         done = 0
@@ -262,7 +264,7 @@ def restore_previous(
         repository.restore(parent, instance.data_dir, config.jobs, advance)
 
 
-def start(instance: Instance, clock: StepClock, cancel: CancelToken) -> None:
+def start(instance: Replica, clock: StepClock, cancel: CancelToken) -> None:
     with clock("start"):
         instance.start(cancel)
 
@@ -272,14 +274,12 @@ def take_checkpoint(source: Source, clock: StepClock) -> str:
         return source.checkpoint()
 
 
-def catch_up(
-    instance: Instance, source: Source, checkpoint: str, clock: StepClock, cancel: CancelToken
-) -> str:
+def catch_up(instance: Replica, checkpoint: str, clock: StepClock, cancel: CancelToken) -> str:
     with clock("catch up"):
-        return instance.catch_up(source, checkpoint, cancel, clock.progress)
+        return instance.catch_up(checkpoint, cancel, clock.progress)
 
 
-def stop(instance: Instance, clock: StepClock) -> None:
+def stop(instance: Replica, clock: StepClock) -> None:
     with clock("stop"):
         instance.stop_for_archive()
 
@@ -290,7 +290,7 @@ def release_source(source: Source, manifest: Manifest) -> None:
     The backup is listed whatever happens here, so a failure does not fail the cycle:
     the source merely holds its log longer, and the next cycle releases it."""
     try:
-        source.committed(manifest.position)
+        source.release(manifest.position)
     except CatchupError as exc:
         log.warning(
             "shard=%s/%s backup %s is committed, but the source could not release what it "
@@ -337,7 +337,7 @@ def draft_manifest(
 
 def back_up(
     repository: Repository,
-    instance: Instance,
+    instance: Replica,
     draft: Manifest,
     config: Config,
     clock: StepClock,

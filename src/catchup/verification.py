@@ -8,7 +8,8 @@ from dataclasses import dataclass, field
 
 from catchup.cancel import CancelToken
 from catchup.config import Config, Shard
-from catchup.engines import Finding, engine_for
+from catchup.engines import Finding
+from catchup.engines.registry import engine_for
 from catchup.errors import IntegrityError
 from catchup.repository import Manifest, Repository
 
@@ -45,7 +46,7 @@ def verify_backup(
 ) -> VerifyReport:
     report = VerifyReport(shard.name, manifest.backup_id, manifest.position)
     engine = engine_for(manifest.engine)
-    with engine.provision(config, shard, manifest.server_version) as instance:
+    with engine.provision_for_checks(config, shard, manifest.server_version) as instance:
         repository.restore(manifest, instance.data_dir, config.jobs)
         report.findings.append(
             Finding("file hashes", True, f"{len(manifest.files)} files match their hashes")

@@ -12,8 +12,8 @@ import pytest
 from catchup.cancel import CancelToken
 from catchup.config import Config, parse_config
 from catchup.cycle import CycleOptions, LogReporter, Reporter
-from catchup.demo import demo_config
-from catchup.engines.mariadb.sandbox import SandboxSource
+from catchup.demo.mariadb import MariaDBSandbox
+from catchup.demo.run import demo_config
 from catchup.fleet.run import ShardResult, backup_fleet
 from catchup.repository import Repository, open_repository
 
@@ -23,7 +23,7 @@ class Fleet:
     """Sandbox sources, a config pointing at them, and its repository."""
 
     root: Path
-    sources: list[SandboxSource] = field(default_factory=list)
+    sources: list[MariaDBSandbox] = field(default_factory=list)
 
     @property
     def config_path(self) -> Path:
@@ -31,7 +31,7 @@ class Fleet:
 
     def write_config(
         self,
-        sources: list[SandboxSource] | None = None,
+        sources: list[MariaDBSandbox] | None = None,
         role: str = "primary",
         repository: str | None = None,
         tables: str = "",
@@ -65,8 +65,8 @@ class Fleet:
             cancel or CancelToken(),
         )
 
-    def add_source(self, server_id: int = 1, size_mb: float = 2) -> SandboxSource:
-        source = SandboxSource(self.root / "sandbox" / f"src-{len(self.sources)}", server_id)
+    def add_source(self, server_id: int = 1, size_mb: float = 2) -> MariaDBSandbox:
+        source = MariaDBSandbox(self.root / "sandbox" / f"src-{len(self.sources)}", server_id)
         self.sources.append(source)
         source.start()
         source.load_demo_data(size_mb)

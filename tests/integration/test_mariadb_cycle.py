@@ -66,7 +66,7 @@ def test_three_cycles_with_ddl_and_grant_restore_to_exactly_the_source(fleet, sh
             assert cursor.fetchall(), "the GRANT made after the bootstrap is in the backup"
             cursor.execute("SHOW COLUMNS FROM shop.customers LIKE 'loyalty'")
             assert cursor.fetchall(), "the ALTER TABLE in the delta is in the backup"
-            from catchup.engines.mariadb import table_checksums
+            from catchup.engines.mariadb.verify import table_checksums
 
             assert table_checksums(cursor) == source.checksums()
     finally:
@@ -162,10 +162,10 @@ def test_a_backup_from_another_history_is_refused(fleet):
 
 
 def test_a_replica_as_the_source(fleet):
-    from catchup.engines.mariadb.sandbox import SandboxSource
+    from catchup.demo.mariadb import MariaDBSandbox
 
     primary = fleet.add_source()
-    replica = SandboxSource(fleet.root / "sandbox" / "replica", server_id=2, replica_of=primary)
+    replica = MariaDBSandbox(fleet.root / "sandbox" / "replica", server_id=2, replica_of=primary)
     fleet.sources.append(replica)
     replica.start()
     replica.wait_replicated()

@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from catchup.engines.mariadb.sandbox import SOURCE_OPTIONS, SandboxSource
+from catchup.demo.mariadb import SOURCE_OPTIONS, MariaDBSandbox
 from tests.conftest import run_cli
 from tests.integration.test_faults import HookReporter
 from tests.integration.test_mariadb_trust import Recorder
@@ -29,7 +29,7 @@ def test_a_wrong_password_is_one_line(fleet) -> None:
 
 
 def test_a_source_without_binlog_fails_in_the_precheck(fleet) -> None:
-    source = SandboxSource(fleet.root / "sandbox" / "nobinlog", server_id=1)
+    source = MariaDBSandbox(fleet.root / "sandbox" / "nobinlog", server_id=1)
     source.server.options = [
         *(o for o in SOURCE_OPTIONS if not o.startswith(("--log-bin", "--log-slave"))),
         "--skip-log-bin",

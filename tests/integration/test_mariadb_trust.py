@@ -13,9 +13,9 @@ from pathlib import Path
 import pytest
 
 from catchup.cycle import LogReporter
+from catchup.demo.mariadb import MariaDBSandbox
 from catchup.engines.mariadb import instance as instance_module
 from catchup.engines.mariadb.instance import provision
-from catchup.engines.mariadb.sandbox import SandboxSource
 from catchup.engines.mariadb.server import MariaDBServer, ServerFiles
 from tests.conftest import run_cli
 from tests.integration.test_faults import HookReporter
@@ -87,7 +87,7 @@ def test_the_ephemeral_server_has_no_secret_and_a_private_socket(
 
 def test_replica_server_ids_avoid_the_sources_history_and_its_replicas(fleet, monkeypatch) -> None:
     primary = fleet.add_source(server_id=1)
-    replica = SandboxSource(fleet.root / "sandbox" / "replica", server_id=77, replica_of=primary)
+    replica = MariaDBSandbox(fleet.root / "sandbox" / "replica", server_id=77, replica_of=primary)
     fleet.sources.append(replica)
     replica.start()
     replica.wait_replicated()
@@ -178,7 +178,7 @@ def test_events_come_back_as_the_source_has_them(fleet, short_tmp) -> None:
 
 def test_a_changed_source_is_refused_or_warned_about(fleet) -> None:
     a = fleet.add_source(server_id=1)
-    b = SandboxSource(fleet.root / "sandbox" / "replica", server_id=2, replica_of=a)
+    b = MariaDBSandbox(fleet.root / "sandbox" / "replica", server_id=2, replica_of=a)
     fleet.sources.append(b)
     b.start()
     b.wait_replicated()

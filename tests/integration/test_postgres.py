@@ -12,9 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from catchup.engines.postgres import table_checksums
-from catchup.engines.postgres.sandbox import PostgresSandbox
+from catchup.demo.postgres import PostgresSandbox
 from catchup.engines.postgres.server import PostgresFiles, PostgresServer, find_binaries
+from catchup.engines.postgres.verify import table_checksums
 from tests.conftest import REPO, run_cli
 from tests.integration.test_faults import HookReporter
 

@@ -85,7 +85,7 @@ def test_a_position_without_a_slot_uses_the_legacy_slot_until_a_new_chain(fleet,
         assert view.judge(legacy_position).coverage is Coverage.COVERED
         position = view.checkpoint()
         assert slot_of(position) == "catchup_pg_0"
-        view.committed(position)
+        view.release(position)
     assert slots(source)["catchup_pg_0"] == position.partition("@")[0].partition(":")[0]
 
     source.execute("SELECT pg_drop_replication_slot('catchup_pg_0')")
@@ -155,10 +155,10 @@ def test_the_bootstrap_instance_config_is_private_while_it_runs(fleet, pg):
     engine = PostgresEngine()
     with (
         engine.open_source(config, shard) as view,
-        engine.provision(config, shard, view.server_version()) as instance,
+        engine.provision(config, shard, view) as instance,
     ):
-        instance.bootstrap(view, CancelToken(), lambda done, total: None)
+        instance.bootstrap(CancelToken(), lambda done, total: None)
         checkpoint = view.checkpoint()
-        instance.catch_up(view, checkpoint, CancelToken(), lambda done, total: None)
+        instance.catch_up(checkpoint, CancelToken(), lambda done, total: None)
         assert instance.files.config.stat().st_mode & 0o777 == 0o600
         assert "password=" in instance.files.config.read_text()

@@ -13,13 +13,14 @@ from pathlib import Path
 import pytest
 
 from catchup.cancel import CancelToken
-from catchup.engines.postgres import PostgresEngine, table_checksums
+from catchup.engines.postgres import PostgresEngine
 from catchup.engines.postgres.server import (
     PostgresFiles,
     PostgresServer,
     find_binaries,
     give_to_server_user,
 )
+from catchup.engines.postgres.verify import table_checksums
 from catchup.errors import CatchUpFailedError
 from tests.conftest import run_cli
 from tests.integration.test_postgres import pg, pg_shard, write_config  # noqa: F401 - fixture
@@ -141,12 +142,12 @@ def test_a_backup_whose_tablespace_is_an_empty_directory_is_not_built_on(fleet, 
     engine = PostgresEngine()
     with (
         engine.open_source(config, shard) as view,
-        engine.provision(config, shard, view.server_version()) as instance,
+        engine.provision(config, shard, view) as instance,
     ):
-        instance.bootstrap(view, CancelToken(), lambda done, total: None)
+        instance.bootstrap(CancelToken(), lambda done, total: None)
         tablespace = instance.data_dir / "pg_tblspc" / oid
         assert any(tablespace.iterdir())
         shutil.rmtree(tablespace)
         tablespace.mkdir()  # what an older version's backup restores
         with pytest.raises(CatchUpFailedError, match=r"old_ts.*--bootstrap"):
-            instance.catch_up(view, view.checkpoint(), CancelToken(), lambda done, total: None)
+            instance.catch_up(view.checkpoint(), CancelToken(), lambda done, total: None)

@@ -52,8 +52,8 @@ def test_another_uid_cannot_reach_a_running_instance_nor_read_catchups_secrets(
     monkeypatch.setenv("CATCHUP_SECRET_FOR_TEST", SECRET)
     engine = PostgresEngine()
     with engine.open_source(config, shard) as source_view:  # noqa: SIM117 - long block
-        with engine.provision(config, shard, source_view.server_version()) as instance:
-            instance.bootstrap(source_view, CancelToken(), lambda done, total: None)
+        with engine.provision(config, shard, source_view) as instance:
+            instance.bootstrap(CancelToken(), lambda done, total: None)
             server = instance.server
             # A hot standby of the base backup, with nowhere to stream from: it opens for
             # reads once the backup's own WAL is replayed.

@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 from psycopg import sql
 
+from catchup.demo.postgres import PostgresSandbox
 from catchup.engines.postgres.lsn import parse_lsn
-from catchup.engines.postgres.sandbox import PostgresSandbox
 from tests.conftest import run_cli
 from tests.integration.test_postgres import pg, pg_shard, write_config  # noqa: F401 - fixture
 

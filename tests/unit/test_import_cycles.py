@@ -18,11 +18,6 @@ import catchup
 
 SOURCE = Path(catchup.__file__).parent
 
-# The one cycle left, in the package the engines reshape (issue 13, item 2) is
-# rewriting: `engine_for` in engines/__init__.py imports each engine, and each engine
-# imports the interface from engines/__init__.py. Empty this when that lands: the
-# test then fails on any cycle, this one included.
-AWAITING_ENGINES_RESHAPE = [["catchup.engines", "catchup.engines.mariadb", "catchup.engines"]]
 
 
 def modules(root: Path) -> dict[str, Path]:
@@ -122,7 +117,7 @@ def path_around(graph: dict[str, set[str]], group: set[str]) -> list[str]:
 def test_no_import_cycle_in_catchup() -> None:
     found = cycles(import_graph(SOURCE))
     message = "import cycles:\n" + "\n".join(" -> ".join(c) for c in found)
-    assert found == AWAITING_ENGINES_RESHAPE, message
+    assert found == [], message
 
 
 def test_the_finder_sees_lazy_and_type_checking_imports(tmp_path: Path) -> None:

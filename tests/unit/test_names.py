@@ -19,12 +19,6 @@ from tests.unit.test_repository import make_data_dir, write
 
 SOURCE = Path(catchup.__file__).parent
 
-# Defined twice until the engines reshape (issue 13, item 2) renames their uses:
-# engines/__init__.py keeps `Progress` as the old name of `StepProgress`, and
-# engines/mariadb/replication.py has its own alias for the same shape.
-AWAITING_ENGINES_RESHAPE = {
-    "Progress": ["engines/__init__.py", "engines/mariadb/replication.py"],
-}
 
 
 def defined_names(root: Path) -> dict[str, list[str]]:
@@ -48,7 +42,7 @@ def defined_names(root: Path) -> dict[str, list[str]]:
 
 def test_no_two_modules_define_the_same_class_or_alias_name() -> None:
     repeated = {name: paths for name, paths in defined_names(SOURCE).items() if len(paths) > 1}
-    assert repeated == AWAITING_ENGINES_RESHAPE
+    assert repeated == {}
 
 
 def test_a_used_restore_target_is_a_usage_error_with_exit_code_2(tmp_path: Path) -> None:

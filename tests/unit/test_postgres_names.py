@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 
 from catchup.config import Shard
-from catchup.engines.postgres import make_position, position_slot, split_position
 from catchup.engines.postgres.autoconf import sanitize
+from catchup.engines.postgres.lsn import make_position, position_slot, split_position
 from catchup.engines.postgres.server import PostgresFiles, PostgresServer
 from catchup.engines.postgres.source import (
     conninfo_value,

@@ -1,8 +1,10 @@
 """Database engines behind one small interface.
 
 The cycle talks to a `Source` (the production server; read-only questions and
-the log stream) and an `Instance` (the ephemeral server it builds the next
-backup in). All SQL and server-binary detail lives below this package.
+the log stream) and a `Replica` (the ephemeral server it builds the next backup
+in, provisioned for that source); verification to an `Instance` (an ephemeral
+server on a restored backup). All SQL and server-binary detail lives below this
+package, one package per engine with the same files (see docs/architecture.md).
 """
 
 from __future__ import annotations
@@ -12,13 +14,13 @@ from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol, TypeVar
 
 from catchup.cancel import CancelToken
 from catchup.config import Config, Shard
 
 StepProgress = Callable[[int, int], None]  # done, total (units depend on the step)
-Progress = StepProgress  # its old name, until engines/* say StepProgress (issue 13)
+S = TypeVar("S", bound="Source")
 
 
 class Coverage(Enum):
@@ -78,41 +80,19 @@ class Source(Protocol):
 
     def estimated_data_bytes(self) -> int: ...
 
-    def committed(self, position: str) -> None:
-        """The backup at `position` is committed: the source may release what it held for it."""
+    def release(self, position: str) -> None:
+        """Release what the source held for the backup at `position`: call it only once
+        that backup is committed."""
         ...
 
 
 class Instance(Protocol):
-    """An ephemeral server for one cycle; destroyed when its context exits."""
+    """An ephemeral server on a data dir; destroyed when its context exits."""
 
     @property
     def data_dir(self) -> Path: ...
 
-    def bootstrap(self, source: Source, cancel: CancelToken, progress: Progress) -> None:
-        """Fill a fresh data dir from a consistent copy of the source, and start."""
-        ...
-
-    def start(self, cancel: CancelToken) -> None:
-        """Start the server on the restored data dir, isolated from clients."""
-        ...
-
-    def catch_up(
-        self, source: Source, checkpoint: str, cancel: CancelToken, progress: Progress
-    ) -> str:
-        """Replay the source's log up to `checkpoint`, or raise; returns the position the
-        data now stands at (the checkpoint itself, unless the engine can only stop past it)."""
-        ...
-
-    def stop_for_archive(self) -> None:
-        """Forget the source, make the files compact, and shut down cleanly."""
-        ...
-
     def server_version(self) -> str: ...
-
-    def is_archived(self, relative_path: str) -> bool:
-        """Whether a file of the stopped data dir belongs in the backup."""
-        ...
 
     def open_for_checks(self, position: str, cancel: CancelToken) -> None:
         """Start a restored backup so it can be queried, standing exactly at `position`."""
@@ -127,30 +107,56 @@ class Instance(Protocol):
         ...
 
 
-class Engine(Protocol):
+class Replica(Protocol):
+    """A cycle's ephemeral instance, tied to the source it copies: it builds the next
+    backup. Destroyed when its context exits."""
+
+    @property
+    def data_dir(self) -> Path: ...
+
+    def bootstrap(self, cancel: CancelToken, progress: StepProgress) -> None:
+        """Fill a fresh data dir from a consistent copy of the source, and start."""
+        ...
+
+    def start(self, cancel: CancelToken) -> None:
+        """Start the server on the restored data dir, isolated from clients."""
+        ...
+
+    def catch_up(self, checkpoint: str, cancel: CancelToken, progress: StepProgress) -> str:
+        """Replay the source's log up to `checkpoint`, or raise; returns the position the
+        data now stands at (the checkpoint itself, unless the engine can only stop past it)."""
+        ...
+
+    def stop_for_archive(self) -> None:
+        """Forget the source, make the files compact, and shut down cleanly."""
+        ...
+
+    def server_version(self) -> str: ...
+
+    def is_archived(self, relative_path: str) -> bool:
+        """Whether a file of the stopped data dir belongs in the backup."""
+        ...
+
+
+class Engine(Protocol[S]):
+    """One database engine. `S` is its own Source type: only a source the engine
+    opened can feed its replicas."""
+
     name: str
 
-    def open_source(self, config: Config, shard: Shard) -> AbstractContextManager[Source]: ...
+    def open_source(self, config: Config, shard: Shard) -> AbstractContextManager[S]: ...
 
-    def provision(
+    def provision(self, config: Config, shard: Shard, source: S) -> AbstractContextManager[Replica]:
+        """An ephemeral replica of `source`, able to run its server version."""
+        ...
+
+    def provision_for_checks(
         self, config: Config, shard: Shard, server_version: str
     ) -> AbstractContextManager[Instance]:
-        """An ephemeral instance able to run data of `server_version` (the source's or backup's)."""
+        """An ephemeral instance able to run a backup's data of `server_version`."""
         ...
 
     def prepare_restored(self, data_dir: Path, position: str) -> str:
         """Make a restored data dir start on a stock server at exactly `position`;
         returns how to start it, for the operator."""
         ...
-
-
-def engine_for(name: str) -> Engine:
-    if name == "mariadb":
-        from catchup.engines.mariadb import MariaDBEngine
-
-        return MariaDBEngine()
-    if name == "postgres":
-        from catchup.engines.postgres import PostgresEngine
-
-        return PostgresEngine()
-    raise ValueError(f"unknown engine {name!r}")

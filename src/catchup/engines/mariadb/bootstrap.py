@@ -16,9 +16,11 @@ from collections.abc import Callable
 from pathlib import Path
 
 from catchup.cancel import CancelToken
+from catchup.engines import StepProgress
 from catchup.engines.environment import child_environment
 from catchup.engines.mariadb.binaries import find_binary
 from catchup.engines.mariadb.server import ADMIN_USER, MariaDBServer, option_file
+from catchup.engines.mariadb.source import MariaDBSource
 from catchup.errors import SourceError
 from catchup.files import write_private
 
@@ -34,6 +36,25 @@ DUMP_OPTIONS = [
     "--max-allowed-packet=1G",
     "--protocol=TCP",
 ]
+
+
+def bootstrap(
+    server: MariaDBServer, source: MariaDBSource, cancel: CancelToken, progress: StepProgress
+) -> None:
+    """Install a fresh data dir, start it, and load a consistent dump of the source."""
+    server.install()
+    server.start(cancel=cancel)
+    drop_local_accounts(server)
+    estimate = max(1, source.estimated_data_bytes())
+    load_dump(
+        server,
+        source.relay.port,
+        source.session.user,
+        source.password,
+        source.session.user_databases(),
+        cancel,
+        lambda: progress(min(source.bytes_sent, estimate), estimate),
+    )
 
 
 def drop_local_accounts(server: MariaDBServer) -> None:

@@ -1,18 +1,25 @@
-"""The ephemeral MariaDB instance of one cycle: provisioned under the work dir
-(engines/workdir.py), always destroyed — on success, on error, on
-cancellation, and (through the reaper) even after catchup itself was killed.
+"""The ephemeral MariaDB instance of one cycle or one verification: provisioned
+under the work dir (engines/workdir.py), always destroyed — on success, on
+error, on cancellation, and (through the reaper) even after catchup itself was
+killed. A cycle's instance is a `MariaDBReplica`: the instance together with
+the source it bootstraps and catches up from.
 """
 
 from __future__ import annotations
 
 import contextlib
+import re
 import secrets
 import shutil
 from collections.abc import Collection, Iterator
 from pathlib import Path
 
+from catchup.cancel import CancelToken
 from catchup.config import MariaDBSettings
-from catchup.engines.mariadb.server import MariaDBServer, ServerFiles
+from catchup.engines import Finding, StepProgress
+from catchup.engines.mariadb import bootstrap, catchup, restore, verify
+from catchup.engines.mariadb.server import ADMIN_USER, MariaDBServer, ServerFiles
+from catchup.engines.mariadb.source import MariaDBSource
 from catchup.engines.workdir import instance_dir, record_server
 from catchup.errors import InstanceError
 
@@ -25,6 +32,14 @@ from catchup.errors import InstanceError
 SERVER_ID_RANGE = (2**31, 2**32 - 1)
 DRAWS = 100
 RANDOM = secrets.SystemRandom()
+MIB = 1024 * 1024
+
+# Files of a stopped data dir that must not travel with a backup: replication
+# state pointing at the source (with its password) and runtime leftovers.
+NOT_ARCHIVED = re.compile(
+    r"^(relay-bin\.\d+|relay-bin\.index|master.*\.info|relay-log.*\.info|multi-master\.info"
+    r"|.*\.pid|.*\.sock)$"
+)
 
 FAST_REPLICA_OPTIONS = [
     "--skip-slave-start",
@@ -52,8 +67,8 @@ def random_server_id(taken: Collection[int] = ()) -> int:
     raise InstanceError(f"no free server id in {DRAWS} random draws; {len(taken)} are taken")
 
 
-class EphemeralInstance:
-    """One cycle's server. Its data dir is `files.data_dir`."""
+class MariaDBInstance:
+    """One ephemeral server. Its data dir is `files.data_dir`."""
 
     def __init__(self, root: Path, server_id: int, settings: MariaDBSettings) -> None:
         self.files = ServerFiles(root)
@@ -76,6 +91,21 @@ class EphemeralInstance:
     def data_dir(self) -> Path:
         return self.files.data_dir
 
+    def server_version(self) -> str:
+        with self.server.connect() as conn, conn.cursor() as cursor:
+            cursor.execute("SELECT @@version")
+            return cursor.fetchone()[0]
+
+    def open_for_checks(self, position: str, cancel: CancelToken) -> None:
+        restore.open_for_checks(self.server, cancel)
+
+    def verify(self, expected_position: str) -> list[Finding]:
+        return verify.verify(self.server, expected_position)
+
+    def table_checksums(self) -> dict[str, int | None]:
+        with self.server.connect() as conn, conn.cursor() as cursor:
+            return verify.table_checksums(cursor)
+
     def destroy(self) -> None:
         self.server.kill()
         shutil.rmtree(self.files.root, ignore_errors=True)
@@ -84,11 +114,72 @@ class EphemeralInstance:
 
 
 @contextlib.contextmanager
-def provision(work_dir: Path, label: str, settings: MariaDBSettings) -> Iterator[EphemeralInstance]:
+def provision(work_dir: Path, label: str, settings: MariaDBSettings) -> Iterator[MariaDBInstance]:
     with instance_dir(work_dir, label) as root:
-        instance = EphemeralInstance(root, random_server_id(), settings)
+        instance = MariaDBInstance(root, random_server_id(), settings)
         record_server(root, instance.files.pid_file, instance.data_dir)
         try:
             yield instance
         finally:
             instance.destroy()
+
+
+class MariaDBReplica:
+    """A cycle's instance, fed by its source: bootstrapped from a dump or restored,
+    then caught up through the source's binlog."""
+
+    def __init__(self, instance: MariaDBInstance, source: MariaDBSource, stall_timeout: float):
+        self.instance = instance
+        self.source = source
+        self.stall_timeout = stall_timeout
+
+    @property
+    def server(self) -> MariaDBServer:
+        return self.instance.server
+
+    @property
+    def files(self) -> ServerFiles:
+        return self.instance.files
+
+    @property
+    def data_dir(self) -> Path:
+        return self.instance.data_dir
+
+    def bootstrap(self, cancel: CancelToken, progress: StepProgress) -> None:
+        bootstrap.bootstrap(self.server, self.source, cancel, progress)
+
+    def start(self, cancel: CancelToken) -> None:
+        self.server.start(cancel=cancel)
+
+    def catch_up(self, checkpoint: str, cancel: CancelToken, progress: StepProgress) -> str:
+        taken = self.source.taken_server_ids
+        if self.server.server_id in taken:
+            self.server.set_server_id(random_server_id(taken))
+        return catchup.catch_up(
+            self.server, self.source, checkpoint, self.stall_timeout, cancel, progress
+        )
+
+    def stop_for_archive(self) -> None:
+        catchup.forget_source(self.server)
+        archive_size = self.instance.settings.archive_redo_log_mb * MIB
+        with self.server.connect() as conn, conn.cursor() as cursor:
+            # With a clean, fast shutdown the next restore starts without crash recovery.
+            cursor.execute("SET GLOBAL innodb_fast_shutdown = 1")
+            cursor.execute("SELECT @@innodb_log_file_size")
+            resize = cursor.fetchone()[0] != archive_size
+        if resize:
+            # A small redo log makes a smaller archive. InnoDB resizes it at startup in
+            # about 0.2 s; online (SET GLOBAL innodb_log_file_size) it waits 1-2 s for
+            # a checkpoint, which was most of a zero-delta cycle.
+            self.server.stop()
+            self.server.options.append(f"--innodb-log-file-size={archive_size}")  # last wins
+            self.server.start()
+        with self.server.connect() as conn, conn.cursor() as cursor:
+            cursor.execute("DROP USER IF EXISTS %s@'localhost'", (ADMIN_USER,))
+        self.server.stop()
+
+    def server_version(self) -> str:
+        return self.instance.server_version()
+
+    def is_archived(self, relative_path: str) -> bool:
+        return "/" in relative_path or not NOT_ARCHIVED.match(relative_path)

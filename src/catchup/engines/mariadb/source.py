@@ -1,23 +1,25 @@
 """What catchup asks of a MariaDB source: its position, its binlog coverage,
-its databases. Read-only, and only statements the documented GRANTs allow.
+its databases. Read-only, and only statements the documented GRANT allows.
 """
 
 from __future__ import annotations
 
 import contextlib
+import os
 from collections.abc import Iterator
 from dataclasses import dataclass
 
 import pymysql
 
-from catchup.config import Shard
-from catchup.engines.mariadb.gtid import Gtid, Position, parse_state
+from catchup.config import Config, Shard
+from catchup.engines import Finding, Verdict
+from catchup.engines.mariadb.gtid import Gtid, Position, judge_coverage, parse_state
 from catchup.engines.relay import CountingRelay
 from catchup.errors import SourceError
 
 SYSTEM_DATABASES = ("mysql", "information_schema", "performance_schema", "sys")
 
-# Privileges the catchup account needs on the source, and why (README lists the GRANT).
+# Privileges the catchup account needs on the source, and why.
 REQUIRED_PRIVILEGES = {
     "SELECT": "read tables, routines and accounts for the bootstrap dump",
     "SHOW VIEW": "dump view definitions",
@@ -28,6 +30,9 @@ REQUIRED_PRIVILEGES = {
     "REPLICATION SLAVE": "stream the binlog delta",
     "RELOAD": "start a new binlog file at each checkpoint (FLUSH BINARY LOGS)",
 }
+# The one statement that grants them: the README shows it (a unit test holds the two
+# equal), the demo's sandboxes run it, and `catchup check` names what of it is missing.
+SOURCE_GRANT = f"GRANT {', '.join(REQUIRED_PRIVILEGES)} ON *.* TO 'catchup'@'%'"
 
 
 @dataclass(frozen=True)
@@ -40,7 +45,7 @@ class SourceFacts:
     gtid_strict_mode: bool
 
 
-class SourceSession:
+class MariaDBSession:
     """A connection to the shard's source, through the cycle's counting relay."""
 
     def __init__(self, shard: Shard, user: str, password: str | None, relay: CountingRelay) -> None:
@@ -157,17 +162,6 @@ class SourceSession:
         return [p for p in REQUIRED_PRIVILEGES if p not in have]
 
 
-@contextlib.contextmanager
-def open_source(
-    shard: Shard, user: str, password: str | None, relay: CountingRelay
-) -> Iterator[SourceSession]:
-    session = SourceSession(shard, user, password, relay)
-    try:
-        yield session
-    finally:
-        session.close()
-
-
 def describe_source_error(shard: Shard, exc: Exception) -> str:
     code = exc.args[0] if exc.args else None
     message = exc.args[1] if len(exc.args) > 1 else str(exc)
@@ -179,3 +173,128 @@ def describe_source_error(shard: Shard, exc: Exception) -> str:
     if code in (1142, 1227, 1044):
         return f"{where}: missing privilege ({message}); apply the GRANT from the README"
     return f"{where}: {message} (error {code})"
+
+
+class MariaDBSource:
+    """The shard's MariaDB source for one cycle: a session and the relay it goes through."""
+
+    def __init__(self, session: MariaDBSession, relay: CountingRelay, password: str | None) -> None:
+        self.session = session
+        self.relay = relay
+        self.password = password
+        # Read with the checkpoint, so the catch-up asks the source for nothing but the
+        # binlog (a frozen source then shows as a stall): server ids a replica must not
+        # use, and the events' status at the checkpoint.
+        self.taken_server_ids: set[int] = set()
+        self.event_statuses: dict[tuple[str, str], str] = {}
+
+    @property
+    def bytes_sent(self) -> int:
+        return self.relay.bytes_from_source
+
+    def server_version(self) -> str:
+        return self.session.facts().version
+
+    def require_ready(self) -> None:
+        if not self.session.facts().log_bin:
+            raise SourceError(
+                f"shard {self.session.shard.name}: source {self.session.shard.endpoint} has "
+                "log_bin off, so it keeps no binlog to catch up from; set log_bin=ON (and a "
+                "server_id) on the source, restart it, and run again"
+            )
+
+    def identity(self) -> str:
+        """Every server of a replication topology has its own server_id, so a failover to a
+        replica, or a replacement server, changes it."""
+        return f"server_id {self.session.facts().server_id}"
+
+    def checkpoint(self) -> str:
+        self.session.rotate_binlog()
+        position = self.session.checkpoint()
+        self.event_statuses = self.session.event_statuses()
+        self.taken_server_ids = self.known_server_ids()
+        return str(position)
+
+    def judge(self, backup_position: str) -> Verdict:
+        return judge_coverage(
+            Position.parse(backup_position),
+            self.session.checkpoint(),
+            self.session.oldest_binlog_state(),
+            self.session.binlog_history(),
+        )
+
+    def estimated_data_bytes(self) -> int:
+        return self.session.data_bytes()
+
+    def known_server_ids(self) -> set[int]:
+        """Server ids a replica of this source must not use: its own, every server's in
+        its binlog history, and its connected replicas' when the account may see them."""
+        history = {gtid.server for gtid in self.session.binlog_history()}
+        return {self.session.facts().server_id, *history, *self.session.replica_server_ids()}
+
+    def release(self, position: str) -> None:
+        """Nothing to release: binlog retention is the source's own setting."""
+
+    def check(self) -> list[Finding]:
+        facts = self.session.facts()
+        missing = self.session.missing_privileges()
+        findings = [
+            Finding("connect", True, f"MariaDB {facts.version}, server_id {facts.server_id}"),
+            Finding(
+                "binlog",
+                facts.log_bin,
+                f"log_bin on, binlog_format {facts.binlog_format}"
+                if facts.log_bin
+                else "log_bin is off; enable it (log_bin=ON, a server_id) to replicate",
+            ),
+            Finding(
+                "privileges",
+                not missing,
+                "all required privileges granted"
+                if not missing
+                else f"missing {', '.join(missing)}; apply the GRANT from the README",
+            ),
+        ]
+        findings.append(
+            Finding(
+                "gtid strict mode",
+                facts.gtid_strict_mode,
+                "gtid_strict_mode on: a replica refuses a transaction out of GTID order"
+                if facts.gtid_strict_mode
+                else "gtid_strict_mode is off: a replica can take a direct write, and after "
+                "a failover to it a backup chain silently lacks or gains transactions; set "
+                "gtid_strict_mode=ON on the source and its replicas",
+            )
+        )
+        if self.session.shard.role == "replica":
+            findings.append(
+                Finding(
+                    "replica source",
+                    facts.log_slave_updates,
+                    "log_slave_updates on: replicated transactions reach its binlog"
+                    if facts.log_slave_updates
+                    else "log_slave_updates is off, so this replica's binlog lacks what it "
+                    "replicates; set log_slave_updates=ON or back up from the primary",
+                )
+            )
+        if facts.log_bin:
+            try:
+                oldest = self.session.oldest_binlog_state()
+                findings.append(
+                    Finding("binlogs", True, f"oldest binlog starts after {oldest or 'nothing'}")
+                )
+            except SourceError as exc:
+                findings.append(Finding("binlogs", False, str(exc)))
+        return findings
+
+
+@contextlib.contextmanager
+def open_source(config: Config, shard: Shard) -> Iterator[MariaDBSource]:
+    user, password = config.login(shard)
+    # mariadbd runs as catchup's own uid, like the dump and client tools.
+    with CountingRelay(shard.host, shard.port, shard.socket, {os.geteuid()}) as relay:
+        session = MariaDBSession(shard, user, password, relay)
+        try:
+            yield MariaDBSource(session, relay, password)
+        finally:
+            session.close()

@@ -1,4 +1,5 @@
-"""PostgreSQL WAL positions (LSNs, `X/Y`) and the precheck's verdict, as pure logic."""
+"""PostgreSQL WAL positions (LSNs, `X/Y`; positions `LSN@timeline:slot`) and the
+precheck's verdict, as pure logic."""
 
 from __future__ import annotations
 
@@ -79,3 +80,18 @@ def judge_coverage(
             f"({database_bytes >> 20} MiB): a base backup costs the source less",
         )
     return Verdict(Coverage.COVERED, "the slot holds the WAL since the backup")
+
+
+def split_position(position: str) -> tuple[int, int]:
+    """'X/Y@timeline:slot' → (lsn, timeline)."""
+    lsn, _, rest = position.partition("@")
+    return parse_lsn(lsn), int(rest.partition(":")[0] or 1)
+
+
+def make_position(lsn: int, timeline: int, slot: str | None) -> str:
+    return f"{format_lsn(lsn)}@{timeline}" + (f":{slot}" if slot else "")
+
+
+def position_slot(position: str) -> str | None:
+    """The chain's slot named in a position; None in positions of older versions."""
+    return position.partition("@")[2].partition(":")[2] or None

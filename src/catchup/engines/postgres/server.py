@@ -269,3 +269,11 @@ class PostgresServer(ServerProcess):
             raise InstanceError(f"pg_controldata failed: {result.stderr.strip()}")
         pairs = (line.split(":", 1) for line in result.stdout.splitlines() if ":" in line)
         return {key.strip(): value.strip() for key, value in pairs}
+
+
+def read_text(path: Path) -> str:
+    """A log's text; empty when the server has not written it (yet)."""
+    try:
+        return path.read_text(errors="replace")
+    except OSError:
+        return ""

@@ -1,8 +1,13 @@
 """What catchup asks of a PostgreSQL source, through the cycle's counting relay.
 
 The catchup role needs LOGIN REPLICATION, pg_checkpoint, pg_read_all_stats and
-EXECUTE on pg_logical_emit_message (README), and a `host replication` line in
-pg_hba.conf.
+EXECUTE on pg_logical_emit_message (SOURCE_ROLE and SOURCE_GRANTS), and a
+`host replication` line in pg_hba.conf.
+
+Positions are `LSN@timeline:slot`: each chain has its own slot, named in every
+position of the chain, so a re-bootstrap that fails leaves the previous chain's
+slot, and thus its newest backup, intact. A committed backup releases the slots
+of older chains. Positions without `:slot` (older backups) use the legacy name.
 """
 
 from __future__ import annotations
@@ -11,16 +16,34 @@ import contextlib
 import hashlib
 import re
 import secrets
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import psycopg
 
-from catchup.config import Shard
-from catchup.engines.postgres.lsn import SlotState, parse_lsn
+from catchup.config import Config, PostgresSettings, Shard
+from catchup.engines import Finding, Verdict
+from catchup.engines.postgres.lsn import (
+    SlotState,
+    format_lsn,
+    judge_coverage,
+    make_position,
+    parse_lsn,
+    position_slot,
+    split_position,
+)
 from catchup.engines.relay import CountingRelay
 from catchup.errors import SourceError
 
 SLOT_NAME_LIMIT = 63  # NAMEDATALEN - 1
+
+# The role catchup logs in as, and what it must be granted: the README shows these
+# statements (a unit test holds them equal) and the demo's sandboxes run them.
+SOURCE_ROLE = "CREATE ROLE catchup LOGIN REPLICATION PASSWORD {}"
+SOURCE_GRANTS = (
+    "GRANT pg_checkpoint, pg_read_all_stats TO catchup",
+    "GRANT EXECUTE ON FUNCTION pg_logical_emit_message(boolean, text, text) TO catchup",
+)
 
 
 def legacy_slot_name(shard: Shard) -> str:
@@ -213,3 +236,114 @@ class PostgresSession:
             "WHERE spcname NOT IN ('pg_default', 'pg_global') ORDER BY oid"
         )
         return [(oid, name) for oid, name in rows]
+
+
+class PostgresSource:
+    """The shard's PostgreSQL source for one cycle: a session and the relay it goes through."""
+
+    def __init__(self, session: PostgresSession, relay: CountingRelay, settings: PostgresSettings):
+        self.session, self.relay, self.settings = session, relay, settings
+        self.released = False  # release() was called: a backup of this cycle is listed
+
+    @property
+    def bytes_sent(self) -> int:
+        return self.relay.bytes_from_source
+
+    def server_version(self) -> str:
+        return self.session.facts().version
+
+    def require_ready(self) -> None:
+        if self.session.facts().wal_level == "minimal":
+            raise SourceError(
+                f"shard {self.session.shard.name}: source {self.session.shard.endpoint} has "
+                "wal_level = minimal, which cannot be replicated; set it to replica and restart"
+            )
+
+    def identity(self) -> str:
+        return self.session.identity()
+
+    def checkpoint(self) -> str:
+        timeline = self.session.facts().timeline
+        return make_position(self.session.checkpoint(), timeline, self.session.slot)
+
+    def judge(self, backup_position: str) -> Verdict:
+        lsn, timeline = split_position(backup_position)
+        self.session.slot = position_slot(backup_position) or legacy_slot_name(self.session.shard)
+        return judge_coverage(
+            lsn,
+            timeline,
+            self.session.current_lsn(),
+            self.session.facts().timeline,
+            self.session.slot_state(),
+            self.session.database_bytes(),
+            self.settings.rebootstrap_wal_ratio,
+            slot_name=self.session.slot,
+        )
+
+    def estimated_data_bytes(self) -> int:
+        return self.session.database_bytes()
+
+    def release(self, position: str) -> None:
+        """The new backup is committed: the source may now recycle WAL before it, and
+        the slots of older chains (a re-bootstrap, a failed one's leftovers) may go."""
+        self.released = True
+        slot = position_slot(position) or legacy_slot_name(self.session.shard)
+        self.session.advance_slot(format_lsn(split_position(position)[0]), slot)
+        for other in self.session.shard_slots():
+            if other != slot:
+                self.session.drop_slot(other)
+
+    def abandon_new_slot(self) -> None:
+        """A cycle that created a chain's slot failed before committing: drop the slot,
+        or it would hold the source's WAL for ever."""
+        if self.session.created_slot and not self.released:
+            with contextlib.suppress(SourceError):
+                self.session.drop_slot(self.session.created_slot)
+
+    def check(self) -> list[Finding]:
+        facts = self.session.facts()
+        missing = self.session.missing_privileges()
+        findings = [
+            Finding("connect", True, f"{facts.version}, timeline {facts.timeline}"),
+            Finding(
+                "privileges",
+                not missing,
+                "all required privileges granted"
+                if not missing
+                else f"missing {', '.join(missing)}; apply the GRANTs from the README",
+            ),
+            Finding(
+                "wal_level",
+                facts.wal_level in ("replica", "logical"),
+                f"wal_level = {facts.wal_level}"
+                + ("" if facts.wal_level != "minimal" else "; set it to replica"),
+            ),
+        ]
+        # Whether the newest backup's own slot still exists is judged with the backup
+        # (the "newest backup" line, which names it); here, every slot this shard holds.
+        for name in self.session.shard_slots():
+            slot = self.session.slot_state(name)
+            findings.append(
+                Finding(
+                    "slot",
+                    slot.wal_status not in ("lost", "unreserved"),
+                    f"{name}: {slot.wal_status}, restart_lsn "
+                    f"{format_lsn(slot.restart_lsn) if slot.restart_lsn else '-'}",
+                )
+            )
+        return findings
+
+
+@contextlib.contextmanager
+def open_source(config: Config, shard: Shard) -> Iterator[PostgresSource]:
+    user, password = config.login(shard)
+    with CountingRelay(shard.host, shard.port, shard.socket) as relay:
+        session = PostgresSession(shard, user, password, relay)
+        source = PostgresSource(session, relay, config.postgres)
+        try:
+            yield source
+        except BaseException:
+            source.abandon_new_slot()
+            raise
+        finally:
+            session.close()

@@ -27,8 +27,9 @@ from pathlib import Path
 from catchup.cancel import CancelToken
 from catchup.config import Config, Shard, parse_config
 from catchup.cycle import CycleOptions, Reporter
-from catchup.engines.mariadb.sandbox import SandboxSource
-from catchup.engines.postgres.sandbox import PostgresSandbox
+from catchup.demo.mariadb import MariaDBSandbox
+from catchup.demo.postgres import PostgresSandbox
+from catchup.demo.sandbox import Sandbox
 from catchup.errors import CatchupError
 from catchup.fleet.run import ShardResult, backup_fleet
 from catchup.repository import Repository, open_repository
@@ -47,9 +48,6 @@ class DemoOptions:
     workload_fraction: float = 0.03
     keep: bool = False  # leave the sandbox fleet running afterwards
     engine: str = "mariadb"  # mariadb, postgres or mixed
-
-
-Sandbox = SandboxSource | PostgresSandbox
 
 
 @dataclass
@@ -119,7 +117,7 @@ def prepare_directory(root: Path) -> None:
     """Start from nothing, stopping any sandbox a previous `--keep` left running."""
     if root.exists():
         for sandbox in root.glob("sandbox/*"):
-            SandboxSource.kill_leftover(sandbox)
+            MariaDBSandbox.kill_leftover(sandbox)
             PostgresSandbox.kill_leftover(sandbox)
         shutil.rmtree(root)
     root.mkdir(parents=True)
@@ -130,7 +128,7 @@ def new_sandbox(root: Path, index: int, engine: str) -> Sandbox:
         engine = ("mariadb", "postgres")[index % 2]
     if engine == "postgres":
         return PostgresSandbox(root)
-    return SandboxSource(root, server_id=index + 1)
+    return MariaDBSandbox(root, server_id=index + 1)
 
 
 def start_fleet(root: Path, options: DemoOptions) -> list[Sandbox]:
@@ -149,9 +147,9 @@ def start_fleet(root: Path, options: DemoOptions) -> list[Sandbox]:
     return sources
 
 
-def on_each(sources: list[Sandbox], action: str, *args: object) -> None:
+def on_each(sources: list[Sandbox], action: Callable[[Sandbox], None]) -> None:
     with ThreadPoolExecutor(max_workers=2) as pool:
-        list(pool.map(lambda s: getattr(s, action)(*args), sources))
+        list(pool.map(action, sources))
 
 
 def run_demo(
@@ -182,7 +180,7 @@ def run_cycles(
     sources = result.sources
     root = result.config_path.parent
     say(f"Loading about {options.size_mb:g} MB of realistic data into each")
-    on_each(sources, "load_demo_data", options.size_mb)
+    on_each(sources, lambda source: source.load_demo_data(options.size_mb))
     result.config_path.write_text(demo_config(root, sources, options.parallel))
     config = parse_config(tomllib.loads(result.config_path.read_text()), str(result.config_path))
     repository = open_repository(config)
@@ -193,7 +191,7 @@ def run_cycles(
     ):
         if cycle == 2:
             say(f"Applying a write workload (~{options.workload_fraction:.0%} of rows, DDL)")
-            on_each(sources, "apply_workload", options.workload_fraction)
+            on_each(sources, lambda source: source.apply_workload(options.workload_fraction))
         say(narration)
         results = backup_fleet(
             config, config.shards, repository, CycleOptions(), reporter, cancel, options.parallel
@@ -261,7 +259,7 @@ def writing(sources: list[Sandbox], every_seconds: float = 60) -> Iterator[None]
     def write() -> None:
         while not stop.wait(every_seconds):
             try:
-                on_each(sources, "apply_workload", 0.005)
+                on_each(sources, lambda source: source.apply_workload(0.005))
             except Exception as exc:  # a demo workload hiccup must not stop the daemon
                 log.warning("demo workload failed: %s", exc)
 

@@ -1,5 +1,6 @@
-"""Sandbox PostgreSQL sources for the demo and the tests: initdb, the catchup
-role with exactly the README's grants, pgbench data and pgbench writes."""
+"""PostgreSQL sandbox sources for the demo, the tests and the benchmarks:
+initdb (or a streaming standby), the catchup role with exactly the engine's
+SOURCE_ROLE and SOURCE_GRANTS (the README's), pgbench data and pgbench writes."""
 
 from __future__ import annotations
 
@@ -11,7 +12,6 @@ from pathlib import Path
 from psycopg import sql
 
 from catchup.engines.environment import child_environment
-from catchup.engines.postgres import table_checksums
 from catchup.engines.postgres.lsn import parse_lsn
 from catchup.engines.postgres.server import (
     PostgresFiles,
@@ -19,15 +19,11 @@ from catchup.engines.postgres.server import (
     find_binaries,
     give_to_server_user,
 )
+from catchup.engines.postgres.source import SOURCE_GRANTS, SOURCE_ROLE
+from catchup.engines.postgres.verify import table_checksums
 from catchup.engines.relay import free_port
 from catchup.engines.workdir import kill_server
 from catchup.files import write_private
-
-SOURCE_GRANTS = [
-    "CREATE ROLE catchup LOGIN REPLICATION PASSWORD {}",
-    "GRANT pg_checkpoint, pg_read_all_stats TO catchup",
-    "GRANT EXECUTE ON FUNCTION pg_logical_emit_message(boolean, text, text) TO catchup",
-]
 
 
 class PostgresSandbox:
@@ -86,8 +82,8 @@ class PostgresSandbox:
             password = secrets.token_urlsafe(18)
             write_private(self.password_file, password + "\n")
             with self.server.connect() as conn:
-                conn.execute(sql.SQL(SOURCE_GRANTS[0]).format(sql.Literal(password)))
-                for grant in SOURCE_GRANTS[1:]:
+                conn.execute(sql.SQL(SOURCE_ROLE).format(sql.Literal(password)))
+                for grant in SOURCE_GRANTS:
                     conn.execute(grant)
 
     def _create_data_dir(self, tool: str, *arguments: str) -> None:

@@ -10,15 +10,16 @@ from __future__ import annotations
 
 import contextlib
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 
 import pymysql
 import pymysql.cursors
 
 from catchup.cancel import CancelToken
+from catchup.engines import StepProgress
 from catchup.engines.mariadb.gtid import Position
 from catchup.engines.mariadb.server import MariaDBServer
+from catchup.engines.mariadb.source import MariaDBSource
 from catchup.errors import CatchUpFailedError, CatchUpStalledError, InstanceError
 
 POLL_SECONDS = 0.5
@@ -26,15 +27,32 @@ POLL_SECONDS = 0.5
 # stall, not as a failure, until the stall timeout says otherwise.
 TRANSIENT_IO_ERRORS = {2003, 2005, 2006, 2013, 1158, 1159, 1160, 1161}
 
-Progress = Callable[[int, int], None]  # transactions applied, transactions to apply
-
-
 @dataclass(frozen=True)
 class ReplicationSource:
     host: str
     port: int
     user: str
     password: str
+
+
+def catch_up(
+    server: MariaDBServer,
+    source: MariaDBSource,
+    checkpoint: str,
+    stall_timeout: float,
+    cancel: CancelToken,
+    progress: StepProgress,
+) -> str:
+    """Bring a restored or bootstrapped instance to exactly `checkpoint`, replicating
+    through the cycle's relay; returns the position reached (the checkpoint)."""
+    endpoint = ReplicationSource(
+        "127.0.0.1", source.relay.port, source.session.user, source.password or ""
+    )
+    reached = replicate_until(
+        server, endpoint, Position.parse(checkpoint), stall_timeout, cancel, progress
+    )
+    restore_event_status(server, source.event_statuses)
+    return str(reached)
 
 
 @dataclass
@@ -45,13 +63,13 @@ class _Watch:
     since: float = 0.0
 
 
-def catch_up(
+def replicate_until(
     server: MariaDBServer,
     source: ReplicationSource,
     checkpoint: Position,
     stall_timeout: float,
     cancel: CancelToken,
-    progress: Progress | None = None,
+    progress: StepProgress | None = None,
 ) -> Position:
     """Replicate from the restored position to `checkpoint`; return the reached position."""
     with _replica_session(server) as conn:
@@ -153,7 +171,7 @@ def _wait_until(
     start: Position,
     stall_timeout: float,
     cancel: CancelToken,
-    progress: Progress | None,
+    progress: StepProgress | None,
 ) -> None:
     total = max(1, checkpoint.transactions() - start.transactions())
     watch = _Watch(since=time.monotonic())
