@@ -93,10 +93,10 @@ def serve(
     """Run the daemon until SIGTERM or SIGINT."""
     token = config.daemon.token()
     tls = config.daemon.tls_files()
-    sock = bind(config.daemon.listen)
     daemon = Daemon(config, repository)
     app = create_app(daemon, token)
-    server = uvicorn.Server(server_config(app, tls))
+    server = uvicorn.Server(server_config(app, tls))  # a bad TLS pair stops us before we listen
+    sock = bind(config.daemon.listen)
     web = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, name="http")
 
     signals: list[int] = []
