@@ -178,4 +178,3 @@ def print_demo_summary(result: DemoResult) -> None:
                 f"[red]NOT verified[/red]: {check['shard']}: position equal "
                 f"{check['position_equal']}, checksums equal {check['checksums_equal']}"
             )
-
