@@ -79,7 +79,7 @@ def check_shard(config: Config, shard: Shard, repository: Repository) -> list[Fi
     still cover the delta after the shard's newest backup."""
     try:
         with engine_for(shard.engine).open_source(config, shard) as source:
-            findings = source.check()
+            findings: list[Finding] = source.check()
             latest = repository.latest(shard.keyspace, shard.shard)
             if latest is None:
                 findings.append(Finding("newest backup", True, "none yet: next cycle bootstraps"))

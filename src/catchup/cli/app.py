@@ -5,6 +5,7 @@ A new command is a module in this package holding one function; register it belo
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated
 
@@ -53,7 +54,7 @@ def main_options(
     setup_logging(log_format, verbose)
 
 
-COMMANDS = [
+COMMANDS: list[tuple[str, Callable[..., None]]] = [
     ("backup", backup.backup),
     ("list", catalog.list_backups),
     ("show", catalog.show),

@@ -6,7 +6,7 @@ when the CLI loads.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
@@ -22,6 +22,7 @@ from catchup.repository import open_repository
 
 if TYPE_CHECKING:
     from catchup.demo.run import DemoResult
+    from catchup.fleet.run import ShardResult
 
 
 def demo(
@@ -90,29 +91,33 @@ def serve_demo(result: DemoResult, say: Callable[[str], None]) -> None:
         stop_fleet(result.sources)
 
 
-def demo_rows(result: DemoResult) -> list[dict[str, object]]:
+def with_share(result: DemoResult) -> Iterator[tuple[int, ShardResult, float | None]]:
+    """Each cycle, with what it read from the source as a percentage of its shard's full
+    dump (the bootstrap), when the shard has one."""
     full_dump = {r.shard: r.bytes_from_source for c, r in result.cycles if r.kind == "bootstrap"}
-    rows: list[dict[str, object]] = []
     for cycle, r in result.cycles:
         base = full_dump.get(r.shard) or 0
-        rows.append(
-            {
-                "shard": r.shard,
-                "cycle": cycle,
-                "kind": r.kind,
-                "ok": r.ok,
-                "position": r.position,
-                "bytes_from_source": r.bytes_from_source,
-                "data_bytes": r.data_bytes,
-                "stored_bytes": r.stored_bytes,
-                "percent_of_full_dump": round(100 * r.bytes_from_source / base, 2)
-                if base
-                else None,
-                "seconds": r.seconds,
-                "durations": r.durations,
-                "error": r.error,
-            }
-        )
+        yield cycle, r, round(100 * r.bytes_from_source / base, 2) if base else None
+
+
+def demo_rows(result: DemoResult) -> list[dict[str, object]]:
+    rows: list[dict[str, object]] = [
+        {
+            "shard": r.shard,
+            "cycle": cycle,
+            "kind": r.kind,
+            "ok": r.ok,
+            "position": r.position,
+            "bytes_from_source": r.bytes_from_source,
+            "data_bytes": r.data_bytes,
+            "stored_bytes": r.stored_bytes,
+            "percent_of_full_dump": share,
+            "seconds": r.seconds,
+            "durations": r.durations,
+            "error": r.error,
+        }
+        for cycle, r, share in with_share(result)
+    ]
     rows.append(
         {
             "verified": result.verified,
@@ -133,7 +138,6 @@ def demo_rows(result: DemoResult) -> list[dict[str, object]]:
 
 
 def print_demo_summary(result: DemoResult) -> None:
-    rows = demo_rows(result)
     table = new_table(
         "catchup demo: two cycles per shard",
         [
@@ -152,29 +156,29 @@ def print_demo_summary(result: DemoResult) -> None:
             "% of full dump",
         ),
     )
-    for row in rows[:-1]:
-        steps = " ".join(f"{k}={v:.1f}" for k, v in (row["durations"] or {}).items())
+    for cycle, r, share in with_share(result):
+        steps = " ".join(f"{k}={v:.1f}" for k, v in (r.durations or {}).items())
         table.add_row(
-            str(row["shard"]),
-            str(row["cycle"]),
-            str(row["kind"] or "[red]failed"),
-            str(row["position"] or ""),
-            human_bytes(row["data_bytes"]),
-            human_bytes(row["bytes_from_source"]),
-            f"{row['percent_of_full_dump']:.1f}" if row["percent_of_full_dump"] is not None else "",
-            f"{row['seconds']:.1f}",
-            steps or str(row["error"] or ""),
+            str(r.shard),
+            str(cycle),
+            str(r.kind or "[red]failed"),
+            str(r.position or ""),
+            human_bytes(r.data_bytes),
+            human_bytes(r.bytes_from_source),
+            f"{share:.1f}" if share is not None else "",
+            f"{r.seconds:.1f}",
+            steps or str(r.error or ""),
         )
     out.print(table)
-    for check in rows[-1]["checks"]:
-        if check["verified"]:
+    for proof in result.proofs:
+        if proof.ok:
             out.print(
-                f"[green]verified[/green]: {check['shard']} backup {check['backup_id']} restored;"
-                f" position and the contents of all {check['tables_compared']} tables equal the "
+                f"[green]verified[/green]: {proof.shard} backup {proof.backup_id} restored;"
+                f" position and the contents of all {proof.tables_compared} tables equal the "
                 "source"
             )
         else:
             out.print(
-                f"[red]NOT verified[/red]: {check['shard']}: position equal "
-                f"{check['position_equal']}, checksums equal {check['checksums_equal']}"
+                f"[red]NOT verified[/red]: {proof.shard}: position equal "
+                f"{proof.position_equal}, checksums equal {proof.checksums_equal}"
             )
