@@ -21,8 +21,7 @@ def check_fleet(
 ) -> dict[str, list[Finding]]:
     """The repository's findings under "repository", then each selected shard's by name.
 
-    The repository is checked before passwords are required, so a store problem shows
-    even when a shard's password is missing.
+    Only a missing password raises (a usage mistake, before any shard is contacted).
     """
     report: dict[str, list[Finding]] = {"repository": check_repository(repository)}
     config.require_passwords(config.select(shards))
