@@ -1,0 +1,43 @@
+"""What most commands take: -c/--config (before or after the command), --json, and
+the shard and backup a command names."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from catchup.config import Config, Shard
+from catchup.repository import Manifest, Repository, open_repository
+
+CONFIG_HELP = "Config file (default: $CATCHUP_CONFIG, else ./catchup.toml)."
+
+
+def global_config(ctx: typer.Context, value: Path | None) -> Path | None:
+    """A command's -c, or the one given before the command (`catchup -c FILE backup`).
+
+    $CATCHUP_CONFIG is read by load_config, after both, so an explicit -c wins over it.
+    """
+    before = ctx.find_root().params.get("config_path")
+    if value is not None and before is not None and value != before:
+        raise typer.BadParameter(
+            f"given twice, as {before} before the command and {value} after it; give it once"
+        )
+    return value if value is not None else before
+
+
+ConfigOption = Annotated[
+    Path | None,
+    typer.Option("--config", "-c", help=CONFIG_HELP, callback=global_config),
+]
+JsonOption = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON.")]
+
+
+def find_backup(
+    config: Config, shard: str, backup_id: str | None
+) -> tuple[Shard, Repository, Manifest]:
+    """The shard, its repository (which keeps the backup's data key) and the backup."""
+    selected = config.shard(shard)
+    repository = open_repository(config)
+    return selected, repository, repository.find(selected.keyspace, selected.shard, backup_id)
