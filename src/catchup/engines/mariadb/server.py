@@ -264,3 +264,13 @@ def kill_server_in(root: Path) -> None:
     """SIGKILL a mariadbd left running under `root` by a process that is gone."""
     files = ServerFiles(root)
     kill_server(files.pid_file, f"--datadir={files.data_dir}")
+
+
+def select_value(cursor: pymysql.cursors.Cursor, sql: str, args: object = None) -> object:
+    """The first column of the single row that `sql` (a SELECT of variables or functions)
+    returns."""
+    cursor.execute(sql, args)
+    row = cursor.fetchone()
+    if row is None:
+        raise InstanceError(f"the server returned no row for {sql!r}")
+    return row[0]
