@@ -18,7 +18,7 @@ from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Generic, TypeVar
+from typing import Generic, NoReturn, TypeVar
 
 from catchup.codec import CodecSettings, decode, encode
 from catchup.codec.encryption import Encryptor
@@ -69,7 +69,7 @@ def scan_data_dir(root: Path, excluded: Callable[[str], bool]) -> DataDirListing
     read, is an error naming it: a backup that silently lacks it would restore broken.
     """
 
-    def unreadable(exc: OSError) -> None:
+    def unreadable(exc: OSError) -> NoReturn:
         raise DataDirError(
             f"cannot list '{exc.filename}' in the data dir: {exc.strerror}; the backup "
             "would miss it"
