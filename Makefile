@@ -23,6 +23,7 @@ demo: deps
 
 test: deps test-tools
 	$(BIN)/ruff check .
+	$(BIN)/mypy
 	$(BIN)/pytest -q
 
 lint: deps

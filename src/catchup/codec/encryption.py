@@ -28,7 +28,6 @@ import os
 import struct
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import BinaryIO
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives import hashes
@@ -36,6 +35,7 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from catchup.errors import IntegrityError
+from catchup.streams import Readable, Writable
 
 MAGIC = b"CUE1"
 ALGORITHM = "AES-256-GCM-HKDF-SHA256-STREAM-1MiB"
@@ -97,10 +97,10 @@ class Encryptor:
 
     data_key: bytes
 
-    def writer(self, sink: BinaryIO, name: str) -> EncryptingWriter:
+    def writer(self, sink: Writable, name: str) -> EncryptingWriter:
         return EncryptingWriter(sink, self.data_key, name)
 
-    def open(self, source: BinaryIO, name: str) -> Iterator[bytes]:
+    def open(self, source: Readable, name: str) -> Iterator[bytes]:
         """The plaintext of `source`, segment by segment; raises DecryptionError on any
         tampering, at the latest when the flagged last segment fails to appear."""
         header = _read_exactly(source, HEADER.size)
@@ -129,7 +129,7 @@ class Encryptor:
 class EncryptingWriter:
     """A write-only stream that encrypts into `sink` segment by segment."""
 
-    def __init__(self, sink: BinaryIO, data_key: bytes, name: str) -> None:
+    def __init__(self, sink: Writable, data_key: bytes, name: str) -> None:
         salt, self.prefix = os.urandom(16), os.urandom(7)
         self.header = HEADER.pack(MAGIC, salt, self.prefix, SEGMENT)
         self.aead = _object_key(data_key, salt, name)
@@ -166,7 +166,7 @@ class EncryptingWriter:
         self.index += 1
 
 
-def _read_exactly(source: BinaryIO, size: int) -> bytes:
+def _read_exactly(source: Readable, size: int) -> bytes:
     chunks, remaining = [], size
     while remaining:
         chunk = source.read(remaining)

@@ -14,6 +14,7 @@ or web identity), never from catchup's config.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 import boto3
 from botocore.config import Config as BotoConfig
@@ -59,11 +60,14 @@ class KmsService:
         """The ARN of a key given by id, ARN or alias: what manifests record."""
         if key_id.startswith("arn:") and ":key/" in key_id:
             return key_id
-        return self.call(key_id, "describe_key", KeyId=key_id)["KeyMetadata"]["Arn"]
+        arn: str = self.call(key_id, "describe_key", KeyId=key_id)["KeyMetadata"]["Arn"]
+        return arn
 
-    def call(self, key_id: str, action: str, **arguments: object) -> dict:
+    def call(self, key_id: str, action: str, **arguments: object) -> dict[str, Any]:
+        """The answer of boto3's KMS client: untyped, as boto3 ships no types."""
         try:
-            return getattr(self.client, action)(**arguments)
+            answer: dict[str, Any] = getattr(self.client, action)(**arguments)
+            return answer
         except ClientError as exc:
             error = exc.response.get("Error", {})
             code = error.get("Code", "error")
@@ -97,12 +101,14 @@ class KmsKey:
 
     def wrap(self, data_key: bytes, context: bytes) -> tuple[str, bytes]:
         answer = self._ask("encrypt", context, Plaintext=data_key)
-        return KMS_PREFIX + answer["KeyId"], answer["CiphertextBlob"]
+        wrapped: bytes = answer["CiphertextBlob"]
+        return KMS_PREFIX + answer["KeyId"], wrapped
 
     def unwrap(self, wrapped: bytes, context: bytes) -> bytes:
-        return self._ask("decrypt", context, CiphertextBlob=wrapped)["Plaintext"]
+        plaintext: bytes = self._ask("decrypt", context, CiphertextBlob=wrapped)["Plaintext"]
+        return plaintext
 
-    def _ask(self, action: str, context: bytes, **arguments: object) -> dict:
+    def _ask(self, action: str, context: bytes, **arguments: object) -> dict[str, Any]:
         return self.service.call(
             self.kms_key_id,
             action,

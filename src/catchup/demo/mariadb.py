@@ -15,7 +15,12 @@ from pathlib import Path
 import pymysql
 
 from catchup.demo import shop
-from catchup.engines.mariadb.server import MariaDBServer, ServerFiles, kill_server_in
+from catchup.engines.mariadb.server import (
+    MariaDBServer,
+    ServerFiles,
+    kill_server_in,
+    select_value,
+)
 from catchup.engines.mariadb.source import SOURCE_GRANT
 from catchup.engines.mariadb.verify import table_checksums
 from catchup.engines.relay import free_port
@@ -93,8 +98,7 @@ class MariaDBSandbox:
         assert self.replica_of is not None
         target = self.replica_of.position()
         with self.connect() as conn, conn.cursor() as cursor:
-            cursor.execute("SELECT MASTER_GTID_WAIT(%s, %s)", (target, timeout))
-            if cursor.fetchone()[0] != 0:
+            if select_value(cursor, "SELECT MASTER_GTID_WAIT(%s, %s)", (target, timeout)) != 0:
                 raise RuntimeError(f"replica did not reach {target} in {timeout}s")
 
     def stop(self) -> None:
@@ -132,8 +136,7 @@ class MariaDBSandbox:
 
     def position(self) -> str:
         with self.connect() as conn, conn.cursor() as cursor:
-            cursor.execute("SELECT @@gtid_binlog_pos")
-            return cursor.fetchone()[0]
+            return str(select_value(cursor, "SELECT @@gtid_binlog_pos"))
 
     def quiesced_at(self, position: str) -> bool:
         """The source has logged nothing since `position`."""

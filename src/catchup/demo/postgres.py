@@ -18,6 +18,7 @@ from catchup.engines.postgres.server import (
     PostgresServer,
     find_binaries,
     give_to_server_user,
+    select_value,
 )
 from catchup.engines.postgres.source import SOURCE_GRANTS, SOURCE_ROLE
 from catchup.engines.postgres.verify import table_checksums
@@ -136,10 +137,11 @@ class PostgresSandbox:
     def quiesced_at(self, position: str) -> bool:
         """Nothing but catchup's own checkpoint record was written after `position`."""
         with self.server.connect() as conn:
-            (after,) = conn.execute(
+            after = select_value(
+                conn,
                 "SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'client backend' "
-                "AND state = 'active' AND pid <> pg_backend_pid()"
-            ).fetchone()
+                "AND state = 'active' AND pid <> pg_backend_pid()",
+            )
         current = parse_lsn(self.position())
         return after == 0 and current >= parse_lsn(position.partition("@")[0])
 
@@ -151,7 +153,7 @@ class PostgresSandbox:
     def position(self) -> str:
         function = "pg_last_wal_replay_lsn" if self.replica_of else "pg_current_wal_lsn"
         with self.server.connect() as conn:
-            return str(conn.execute(f"SELECT {function}()").fetchone()[0])
+            return str(select_value(conn, f"SELECT {function}()"))
 
     def checksums(self) -> dict[str, int | None]:
         with self.server.connect() as conn:
@@ -159,7 +161,7 @@ class PostgresSandbox:
 
     def execute(self, sql: str, args: tuple[object, ...] = ()) -> None:
         with self.server.connect() as conn:
-            conn.execute(sql, args)  # type: ignore[arg-type]
+            conn.execute(sql, args)
 
     def stop(self) -> None:
         self.server.stop()

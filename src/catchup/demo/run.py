@@ -198,7 +198,7 @@ def run_cycles(
         )
         result.cycles += [(cycle, r) for r in results]
 
-    first_of_each = {}
+    first_of_each: dict[str, tuple[Shard, Sandbox]] = {}
     for shard, source in zip(config.shards, sources, strict=True):
         first_of_each.setdefault(source.engine, (shard, source))
     for shard, source in first_of_each.values():

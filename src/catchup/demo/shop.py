@@ -9,6 +9,8 @@ from dataclasses import dataclass
 
 from pymysql.cursors import Cursor
 
+from catchup.engines.mariadb.server import select_row
+
 DATABASE = "shop"
 
 
@@ -147,12 +149,10 @@ def load(cursor: Cursor, size_mb: float) -> None:
 def apply_workload(cursor: Cursor, fraction: float, round_: int, batch: int = 200) -> None:
     """Change about `fraction` of the rows in many small transactions, plus DDL and a
     procedure call; `round_` makes each round's changes differ."""
-    run, fetch = cursor.execute, cursor.fetchone
+    run = cursor.execute
     run(f"USE {DATABASE}")
-    run("SELECT COUNT(*), COALESCE(MAX(id), 0) FROM orders")
-    orders, max_id = fetch()
-    run("SELECT COUNT(*) FROM customers")
-    (customers,) = fetch()
+    orders, max_id = select_row(cursor, "SELECT COUNT(*), COALESCE(MAX(id), 0) FROM orders")
+    (customers,) = select_row(cursor, "SELECT COUNT(*) FROM customers")
     changes = max(3, int(orders * fraction))
     for start in range(0, changes, batch):
         n = min(batch, changes - start)

@@ -112,7 +112,8 @@ def free_port() -> int:
     """A loopback TCP port nothing listens on right now."""
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
+        port: int = probe.getsockname()[1]
+        return port
 
 
 class CountingRelay:

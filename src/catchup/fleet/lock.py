@@ -20,7 +20,7 @@ from pathlib import Path
 
 from catchup.cancel import NEVER, CancelToken
 from catchup.errors import ShardBusyError
-from catchup.fleet.lease import Held, RepositoryLeaser, hold
+from catchup.fleet.lease import Held, Leaser, RepositoryLeaser, hold
 from catchup.storage import Store
 
 
@@ -48,7 +48,7 @@ class FlockLeaser:
 
 
 class FlockLease:
-    ttl = None  # held as long as the process lives
+    ttl: float | None = None  # held as long as the process lives
 
     def __init__(self, handle: int) -> None:
         self.handle = handle
@@ -77,6 +77,6 @@ def shard_lock(
     Work under it with `held.cancel`, which a lost lease cancels, and call
     `held.confirm()` right before committing anything.
     """
-    leasers = [FlockLeaser(work_dir), RepositoryLeaser(store, lease_seconds)]
+    leasers: list[Leaser] = [FlockLeaser(work_dir), RepositoryLeaser(store, lease_seconds)]
     with hold(leasers, keyspace, shard, cancel) as held:
         yield held

@@ -46,7 +46,7 @@ class BackupKeys:
         return {"algorithm": ALGORITHM, "key_id": self.key_id}
 
 
-def _canonical(fields: dict) -> bytes:
+def _canonical(fields: dict[str, object]) -> bytes:
     return json.dumps(fields, sort_keys=True, separators=(",", ":")).encode()
 
 

@@ -7,7 +7,7 @@ any change a reader of an older version could misread.
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import (
     AwareDatetime,
@@ -50,7 +50,7 @@ class FileEntry(Model):
 
     @model_validator(mode="before")
     @classmethod
-    def upgrade_format_1(cls, data: object) -> object:
+    def upgrade_format_1(cls, data: Any) -> Any:  # `object` here is the field
         """Format 1 stored a bare sha256."""
         if isinstance(data, dict) and "sha256" in data:
             data = {**data, "hash": f"sha256:{data['sha256']}"}

@@ -14,11 +14,11 @@ import contextlib
 import os
 import stat
 import threading
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TypeVar
+from typing import Generic, NoReturn, TypeVar
 
 from catchup.codec import CodecSettings, decode, encode
 from catchup.codec.encryption import Encryptor
@@ -26,8 +26,11 @@ from catchup.errors import CatchupError, IntegrityError
 from catchup.repository.layout import object_key
 from catchup.repository.manifest import FileEntry
 from catchup.storage import Store
+from catchup.streams import Readable, ReadableInto
 
 T = TypeVar("T")
+# Covariant so that a reader over a file is a reader over any Readable.
+S = TypeVar("S", bound=Readable, covariant=True)
 ByteCounter = Callable[[int], None]  # called with the number of bytes just processed
 
 DIR_MODE = 0o700  # restored directories; nobody else may look in while plaintext arrives
@@ -66,7 +69,7 @@ def scan_data_dir(root: Path, excluded: Callable[[str], bool]) -> DataDirListing
     read, is an error naming it: a backup that silently lacks it would restore broken.
     """
 
-    def unreadable(exc: OSError) -> None:
+    def unreadable(exc: OSError) -> NoReturn:
         raise DataDirError(
             f"cannot list '{exc.filename}' in the data dir: {exc.strerror}; the backup "
             "would miss it"
@@ -247,7 +250,9 @@ class RestoreTarget:
             raise
 
 
-def run_parallel(func: Callable[..., T], tasks: list[tuple], jobs: int) -> list[T]:
+def run_parallel(
+    func: Callable[..., T], tasks: Sequence[tuple[object, ...]], jobs: int
+) -> list[T]:
     """Run `func(*task)` for each task on `jobs` threads; the first error stops the rest."""
     failed = threading.Event()
 
@@ -273,21 +278,21 @@ class _Skipped(Exception):
     pass
 
 
-class ProgressReader:
+class ProgressReader(Generic[S]):
     """Reports bytes read from a stream to a progress callback."""
 
-    def __init__(self, stream: object, progress: ByteCounter | None) -> None:
+    def __init__(self, stream: S, progress: ByteCounter | None) -> None:
         self.stream = stream
         self.progress = progress
 
     def read(self, size: int = -1) -> bytes:
-        data = self.stream.read(size)  # type: ignore[attr-defined]
+        data = self.stream.read(size)
         if self.progress and data:
             self.progress(len(data))
         return data
 
-    def readinto(self, buffer: bytearray) -> int:
-        count = self.stream.readinto(buffer)  # type: ignore[attr-defined]
+    def readinto(self: ProgressReader[ReadableInto], buffer: bytearray) -> int:
+        count = self.stream.readinto(buffer)
         if self.progress and count:
             self.progress(count)
         return count

@@ -20,7 +20,7 @@ import re
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import timedelta
-from typing import Any, BinaryIO
+from typing import TYPE_CHECKING, Any
 
 import obstore
 from obstore.exceptions import AlreadyExistsError, BaseError, PreconditionError
@@ -28,6 +28,11 @@ from obstore.store import AzureStore, GCSStore, S3Store
 
 from catchup.config import StorageSettings
 from catchup.storage.store import ObjectNotFound, StorageError, StoredObject
+from catchup.streams import Readable, Writable
+
+if TYPE_CHECKING:  # obstore's config types exist only in its stubs
+    from obstore import UpdateVersion
+    from obstore.store import AzureConfig, ClientConfig, RetryConfig, S3Config
 
 DELETE_BATCH = 1000
 BUCKET_MISSING = ("NoSuchBucket", "ContainerNotFound", "The specified bucket does not exist")
@@ -47,7 +52,7 @@ class CloudStore:
         self.store = _build(scheme, bucket, prefix.strip("/") or None, settings)
 
     @contextmanager
-    def writer(self, key: str) -> Iterator[BinaryIO]:
+    def writer(self, key: str) -> Iterator[Writable]:
         with self._errors("write", key):
             upload = obstore.open_writer(
                 self.store,
@@ -55,17 +60,17 @@ class CloudStore:
                 buffer_size=self.settings.part_size_mb << 20,
                 max_concurrency=self.settings.upload_concurrency,
             )
-        yield upload  # type: ignore[misc]
+        yield upload
         # Reached only on success: completing the upload makes the object visible.
         with self._errors("write", key):
             upload.close()
 
     @contextmanager
-    def reader(self, key: str) -> Iterator[BinaryIO]:
+    def reader(self, key: str) -> Iterator[Readable]:
         """Ranged reads, `download_concurrency` parts in flight: memory stays bounded."""
         with self._errors("read", key):
             size = obstore.head(self.store, key)["size"]
-        yield _RangedReader(self, key, size)  # type: ignore[misc]
+        yield _RangedReader(self, key, size)
 
     def put(self, key: str, data: bytes) -> None:
         with self._errors("write", key):
@@ -112,7 +117,11 @@ class CloudStore:
 
     def replace(self, key: str, data: bytes, version: str) -> str | None:
         e_tag, generation = json.loads(version)
-        expected = {name: v for name, v in (("e_tag", e_tag), ("version", generation)) if v}
+        expected: UpdateVersion = {}
+        if e_tag:
+            expected["e_tag"] = e_tag
+        if generation:
+            expected["version"] = generation
         with self._errors("write", key):
             try:
                 return _version(obstore.put(self.store, key, data, mode=expected))
@@ -188,8 +197,10 @@ def _version(meta: Any) -> str:
     return json.dumps([meta.get("e_tag"), meta.get("version")])
 
 
-def _build(scheme: str, bucket: str, prefix: str | None, settings: StorageSettings) -> Any:
-    retry = {
+def _build(
+    scheme: str, bucket: str, prefix: str | None, settings: StorageSettings
+) -> S3Store | GCSStore | AzureStore:
+    retry: RetryConfig = {
         "max_retries": settings.max_retries,
         "retry_timeout": timedelta(seconds=settings.retry_timeout_seconds),
         "backoff": {
@@ -198,14 +209,14 @@ def _build(scheme: str, bucket: str, prefix: str | None, settings: StorageSettin
             "base": 2,
         },
     }
-    client: dict[str, Any] = {
+    client: ClientConfig = {
         "timeout": timedelta(seconds=settings.request_timeout_seconds),
         "connect_timeout": timedelta(seconds=settings.connect_timeout_seconds),
     }
     if settings.endpoint and settings.endpoint.startswith("http://"):
         client["allow_http"] = True
     if scheme == "s3":
-        config: dict[str, Any] = {}
+        config: S3Config = {}
         if settings.endpoint:
             config["endpoint"] = settings.endpoint
         if settings.region:
@@ -221,7 +232,7 @@ def _build(scheme: str, bucket: str, prefix: str | None, settings: StorageSettin
         )
     if scheme == "gs":  # GCS takes no endpoint: its client always talks to Google
         return GCSStore(bucket, prefix=prefix, client_options=client, retry_config=retry)
-    endpoint = {"endpoint": settings.endpoint} if settings.endpoint else {}
+    endpoint: AzureConfig = {"endpoint": settings.endpoint} if settings.endpoint else {}
     return AzureStore(
         bucket, prefix=prefix, config=endpoint, client_options=client, retry_config=retry
     )

@@ -7,9 +7,10 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
-from typing import BinaryIO, Protocol
+from typing import Protocol
 
 from catchup.errors import CatchupError
+from catchup.streams import Readable, Writable
 
 
 class StorageError(CatchupError):
@@ -29,11 +30,11 @@ class StoredObject:
 class Store(Protocol):
     url: str
 
-    def writer(self, key: str) -> AbstractContextManager[BinaryIO]:
+    def writer(self, key: str) -> AbstractContextManager[Writable]:
         """A stream that becomes the object `key` only when the block exits cleanly."""
         ...
 
-    def reader(self, key: str) -> AbstractContextManager[BinaryIO]: ...
+    def reader(self, key: str) -> AbstractContextManager[Readable]: ...
 
     def put(self, key: str, data: bytes) -> None: ...
 

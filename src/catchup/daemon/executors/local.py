@@ -27,9 +27,10 @@ class LocalExecutor:
         attempts = Attempts.of(self.config)
         options = CycleOptions(force_bootstrap=bootstrap)
         with cancel.limited(attempts.deadline_seconds, attempts.deadline_exceeded) as token:
-            for attempt in range(1, attempts.most + 1):
+            attempt = 1
+            while True:
                 result = backup_shard(self.config, shard, self.repository, options, reporter, token)
-                if result.ok or result.busy or result.cancelled or attempt == attempts.most:
+                if result.ok or result.busy or result.cancelled or attempt >= attempts.most:
                     break
                 log.warning(
                     "run=%s shard=%s attempt %d failed; retrying", run_id, shard.name, attempt
@@ -39,6 +40,7 @@ class LocalExecutor:
                 except Cancelled:
                     result = dataclasses.replace(result, cancelled=True)
                     break
+                attempt += 1
         if result.cancelled and not cancel.cancelled:  # the deadline, not a person, stopped it
             error = shard_message(
                 shard.name, f"{failed_after(attempt)}: {attempts.deadline_exceeded}"

@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import time
 from dataclasses import dataclass
+from typing import Any
 
 import pymysql
 import pymysql.cursors
@@ -18,7 +19,7 @@ import pymysql.cursors
 from catchup.cancel import CancelToken
 from catchup.engines import StepProgress
 from catchup.engines.mariadb.gtid import Position
-from catchup.engines.mariadb.server import MariaDBServer
+from catchup.engines.mariadb.server import MariaDBServer, select_value
 from catchup.engines.mariadb.source import MariaDBSource
 from catchup.errors import CatchUpFailedError, CatchUpStalledError, InstanceError
 
@@ -120,8 +121,7 @@ def forget_source(server: MariaDBServer) -> None:
 
 def slave_position(conn: pymysql.Connection) -> Position:
     with conn.cursor() as cursor:
-        cursor.execute("SELECT @@gtid_slave_pos")
-        return Position.parse(cursor.fetchone()[0])
+        return Position.parse(str(select_value(cursor, "SELECT @@gtid_slave_pos")))
 
 
 class _replica_session:
@@ -158,7 +158,7 @@ def _execute(conn: pymysql.Connection, sql: str, args: tuple[object, ...] | None
         cursor.execute(sql, args)
 
 
-def _slave_status(conn: pymysql.Connection) -> dict[str, object]:
+def _slave_status(conn: pymysql.Connection) -> dict[str, Any]:
     with conn.cursor(pymysql.cursors.DictCursor) as cursor:
         cursor.execute("SHOW SLAVE STATUS")
         return cursor.fetchone() or {}
@@ -178,8 +178,10 @@ def _wait_until(
     while True:
         cancel.check()
         with conn.cursor() as cursor:
-            cursor.execute("SELECT MASTER_GTID_WAIT(%s, %s)", (str(checkpoint), POLL_SECONDS))
-            if cursor.fetchone()[0] == 0:
+            waited = select_value(
+                cursor, "SELECT MASTER_GTID_WAIT(%s, %s)", (str(checkpoint), POLL_SECONDS)
+            )
+            if waited == 0:
                 return
         status = _slave_status(conn)
         _raise_on_error(status)
@@ -199,7 +201,7 @@ def _wait_until(
             raise _instance_lost(server, RuntimeError("server exited"))
 
 
-def _raise_on_error(status: dict[str, object]) -> None:
+def _raise_on_error(status: dict[str, Any]) -> None:
     sql_errno = int(status.get("Last_SQL_Errno") or 0)
     if sql_errno:
         raise CatchUpFailedError(
@@ -220,7 +222,7 @@ def _raise_on_error(status: dict[str, object]) -> None:
         )
 
 
-def _check_stall(watch: _Watch, status: dict[str, object], applied: Position, limit: float) -> None:
+def _check_stall(watch: _Watch, status: dict[str, Any], applied: Position, limit: float) -> None:
     marker = (
         str(status.get("Gtid_IO_Pos", "")),
         str(applied),

@@ -47,7 +47,7 @@ class Position(dict[int, Gtid]):
 
 def parse_state(text: str | None) -> list[Gtid]:
     """@@gtid_binlog_state: the last GTID of every (domain, server) pair in the history."""
-    gtids = []
+    gtids: list[Gtid] = []
     for item in (text or "").replace(" ", "").split(","):
         if item:
             gtids.extend(Position.parse(item).values())

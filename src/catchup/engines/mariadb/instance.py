@@ -18,7 +18,7 @@ from catchup.cancel import CancelToken
 from catchup.config import MariaDBSettings
 from catchup.engines import Finding, StepProgress
 from catchup.engines.mariadb import bootstrap, catchup, restore, verify
-from catchup.engines.mariadb.server import ADMIN_USER, MariaDBServer, ServerFiles
+from catchup.engines.mariadb.server import ADMIN_USER, MariaDBServer, ServerFiles, select_value
 from catchup.engines.mariadb.source import MariaDBSource
 from catchup.engines.workdir import instance_dir, record_server
 from catchup.errors import InstanceError
@@ -93,8 +93,7 @@ class MariaDBInstance:
 
     def server_version(self) -> str:
         with self.server.connect() as conn, conn.cursor() as cursor:
-            cursor.execute("SELECT @@version")
-            return cursor.fetchone()[0]
+            return str(select_value(cursor, "SELECT @@version"))
 
     def open_for_checks(self, position: str, cancel: CancelToken) -> None:
         restore.open_for_checks(self.server, cancel)
@@ -165,8 +164,7 @@ class MariaDBReplica:
         with self.server.connect() as conn, conn.cursor() as cursor:
             # With a clean, fast shutdown the next restore starts without crash recovery.
             cursor.execute("SET GLOBAL innodb_fast_shutdown = 1")
-            cursor.execute("SELECT @@innodb_log_file_size")
-            resize = cursor.fetchone()[0] != archive_size
+            resize = select_value(cursor, "SELECT @@innodb_log_file_size") != archive_size
         if resize:
             # A small redo log makes a smaller archive. InnoDB resizes it at startup in
             # about 0.2 s; online (SET GLOBAL innodb_log_file_size) it waits 1-2 s for

@@ -18,6 +18,7 @@ import subprocess
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import pymysql
 import pymysql.cursors
@@ -264,3 +265,18 @@ def kill_server_in(root: Path) -> None:
     """SIGKILL a mariadbd left running under `root` by a process that is gone."""
     files = ServerFiles(root)
     kill_server(files.pid_file, f"--datadir={files.data_dir}")
+
+
+def select_row(cursor: pymysql.cursors.Cursor, sql: str, args: object = None) -> tuple[Any, ...]:
+    """The single row that `sql` returns (a SELECT of variables, functions or aggregates,
+    CHECKSUM TABLE of one table)."""
+    cursor.execute(sql, args)
+    row = cursor.fetchone()
+    if row is None:
+        raise InstanceError(f"the server returned no row for {sql!r}")
+    return row
+
+
+def select_value(cursor: pymysql.cursors.Cursor, sql: str, args: object = None) -> object:
+    """The first column of `select_row`."""
+    return select_row(cursor, sql, args)[0]

@@ -8,6 +8,7 @@ import contextlib
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import Any
 
 import pymysql
 
@@ -78,7 +79,7 @@ class MariaDBSession:
         with contextlib.suppress(Exception):
             self.conn.close()
 
-    def query(self, sql: str, args: tuple[object, ...] | None = None) -> list[tuple]:
+    def query(self, sql: str, args: tuple[object, ...] | None = None) -> list[tuple[Any, ...]]:
         try:
             with self.conn.cursor() as cursor:
                 cursor.execute(sql, args)

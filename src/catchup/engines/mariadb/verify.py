@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import pymysql.cursors
+
 from catchup.engines import Finding
 from catchup.engines.mariadb.catchup import slave_position
 from catchup.engines.mariadb.gtid import Position
-from catchup.engines.mariadb.server import MariaDBServer
+from catchup.engines.mariadb.server import MariaDBServer, select_row
 
 
 def verify(server: MariaDBServer, expected_position: str) -> list[Finding]:
@@ -28,21 +30,22 @@ def verify(server: MariaDBServer, expected_position: str) -> list[Finding]:
     return findings
 
 
-def _all_tables(cursor: object) -> list[str]:
-    cursor.execute(  # type: ignore[attr-defined]
+def _all_tables(cursor: pymysql.cursors.Cursor) -> list[str]:
+    cursor.execute(
         "SELECT CONCAT('`', table_schema, '`.`', table_name, '`') FROM information_schema.tables "
         "WHERE table_type = 'BASE TABLE' AND table_schema NOT IN "
         "('information_schema', 'performance_schema') ORDER BY 1"
     )
-    return [row[0] for row in cursor.fetchall()]  # type: ignore[attr-defined]
+    return [row[0] for row in cursor.fetchall()]
 
 
-def table_checksums(cursor: object, include_system: bool = False) -> dict[str, int | None]:
+def table_checksums(
+    cursor: pymysql.cursors.Cursor, include_system: bool = False
+) -> dict[str, int | None]:
     """CHECKSUM TABLE of every user table (and the system ones if asked)."""
     checksums: dict[str, int | None] = {}
     for table in _all_tables(cursor):
         if not include_system and table.startswith(("`mysql`.", "`sys`.")):
             continue
-        cursor.execute(f"CHECKSUM TABLE {table}")  # type: ignore[attr-defined]
-        checksums[table] = cursor.fetchone()[1]  # type: ignore[attr-defined]
+        checksums[table] = select_row(cursor, f"CHECKSUM TABLE {table}")[1]
     return checksums

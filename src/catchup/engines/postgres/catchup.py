@@ -33,6 +33,7 @@ from catchup.engines.postgres.server import (
     give_to_server_user,
     read_text,
     run_tool,
+    select_value,
 )
 from catchup.engines.postgres.source import PostgresSource, conninfo_value
 from catchup.errors import CatchUpFailedError, CatchUpStalledError, InstanceError
@@ -169,7 +170,7 @@ def wait_for_target(
 
 def replayed_lsn(server: PostgresServer, user: str) -> int | None:
     with contextlib.suppress(Exception), server.connect(user, timeout=1) as conn:
-        value = conn.execute("SELECT pg_last_wal_replay_lsn()").fetchone()[0]
+        value = select_value(conn, "SELECT pg_last_wal_replay_lsn()")
         return parse_lsn(str(value)) if value else None
     return None
 

@@ -11,7 +11,7 @@ from pathlib import Path
 from catchup.cancel import CancelToken
 from catchup.engines.postgres import autoconf, basebackup
 from catchup.engines.postgres.lsn import format_lsn, split_position
-from catchup.engines.postgres.server import PostgresServer
+from catchup.engines.postgres.server import PostgresServer, select_value
 from catchup.errors import InstanceError
 
 
@@ -80,14 +80,14 @@ def open_for_checks(server: PostgresServer, user: str, position: str, cancel: Ca
 
 def _in_recovery(server: PostgresServer, user: str) -> bool:
     with server.connect(superuser(server, user)) as conn:
-        return bool(conn.execute("SELECT pg_is_in_recovery()").fetchone()[0])
+        return bool(select_value(conn, "SELECT pg_is_in_recovery()"))
 
 
 def superuser(server: PostgresServer, user: str) -> str:
     """A superuser role of the restored data, let in over the private socket."""
     with server.connect(user) as conn:
-        name = conn.execute(
-            "SELECT rolname FROM pg_roles WHERE rolsuper ORDER BY oid LIMIT 1"
-        ).fetchone()[0]
+        name = str(
+            select_value(conn, "SELECT rolname FROM pg_roles WHERE rolsuper ORDER BY oid LIMIT 1")
+        )
     server.allow_role(name)
     return name

@@ -23,6 +23,7 @@ import subprocess
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import psycopg
 
@@ -246,7 +247,9 @@ class PostgresServer(ServerProcess):
                 raise InstanceError(f"postgres did not become ready in {timeout:.0f}s")
             time.sleep(0.05)
 
-    def connect(self, user: str = SERVER_USER, dbname: str = "postgres", timeout: float = 10):  # noqa: ANN201
+    def connect(
+        self, user: str = SERVER_USER, dbname: str = "postgres", timeout: float = 10
+    ) -> psycopg.Connection[tuple[Any, ...]]:
         return psycopg.connect(
             host=str(self.files.sockets),
             port=self.port,
@@ -277,3 +280,20 @@ def read_text(path: Path) -> str:
         return path.read_text(errors="replace")
     except OSError:
         return ""
+
+
+def select_row(
+    conn: psycopg.Connection[tuple[Any, ...]], sql: str, args: tuple[object, ...] = ()
+) -> tuple[Any, ...]:
+    """The single row that `sql` (a SELECT of functions or aggregates) returns."""
+    row = conn.execute(sql, args).fetchone()
+    if row is None:
+        raise InstanceError(f"the server returned no row for {sql!r}")
+    return row
+
+
+def select_value(
+    conn: psycopg.Connection[tuple[Any, ...]], sql: str, args: tuple[object, ...] = ()
+) -> object:
+    """The first column of `select_row`."""
+    return select_row(conn, sql, args)[0]

@@ -18,6 +18,7 @@ import re
 import secrets
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import Any
 
 import psycopg
 
@@ -118,10 +119,10 @@ class PostgresSession:
             return f"{where}: missing privilege ({text}); apply the GRANTs from the README"
         return f"{where}: {text}"
 
-    def query(self, sql: str, args: tuple[object, ...] = ()) -> list[tuple]:
+    def query(self, sql: str, args: tuple[object, ...] = ()) -> list[tuple[Any, ...]]:
         try:
             with self.conn.cursor() as cursor:
-                cursor.execute(sql, args)  # type: ignore[arg-type]
+                cursor.execute(sql, args)
                 return list(cursor.fetchall()) if cursor.description else []
         except psycopg.Error as exc:
             raise SourceError(self._describe(exc)) from None

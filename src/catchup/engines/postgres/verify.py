@@ -3,11 +3,20 @@
 from __future__ import annotations
 
 import re
+from typing import Any
+
+import psycopg
 
 from catchup.engines import Finding
 from catchup.engines.postgres.lsn import format_lsn, parse_lsn, split_position
 from catchup.engines.postgres.restore import superuser
-from catchup.engines.postgres.server import PostgresServer, read_text, run_as, run_tool
+from catchup.engines.postgres.server import (
+    PostgresServer,
+    read_text,
+    run_as,
+    run_tool,
+    select_value,
+)
 
 
 def verify(server: PostgresServer, user: str, expected_position: str) -> list[Finding]:
@@ -18,7 +27,7 @@ def verify(server: PostgresServer, user: str, expected_position: str) -> list[Fi
     findings = [
         Finding(
             "position",
-            bool(stopped) and parse_lsn(stopped.group(1)) == expected,
+            stopped is not None and parse_lsn(stopped.group(1)) == expected,
             f"recovery stopped at {stopped.group(1) if stopped else '(no stop found)'}; "
             f"manifest {format_lsn(expected)}",
         )
@@ -50,7 +59,7 @@ def verify(server: PostgresServer, user: str, expected_position: str) -> list[Fi
     return findings
 
 
-def table_checksums(conn) -> dict[str, int | None]:  # noqa: ANN001 - a psycopg connection
+def table_checksums(conn: psycopg.Connection[tuple[Any, ...]]) -> dict[str, int | None]:
     """Ordered contents of every user table, hashed (md5 of the rows in order)."""
     tables = conn.execute(
         "SELECT format('%I.%I', schemaname, tablename) FROM pg_tables "
@@ -58,8 +67,12 @@ def table_checksums(conn) -> dict[str, int | None]:  # noqa: ANN001 - a psycopg 
     ).fetchall()
     checksums: dict[str, int | None] = {}
     for (table,) in tables:
-        digest = conn.execute(
-            f"SELECT md5(coalesce(string_agg(t::text, E'\\n' ORDER BY t::text), '')) FROM {table} t"
-        ).fetchone()[0]
+        digest = str(
+            select_value(
+                conn,
+                "SELECT md5(coalesce(string_agg(t::text, E'\\n' ORDER BY t::text), '')) "
+                f"FROM {table} t",
+            )
+        )
         checksums[table] = int(digest[:15], 16)
     return checksums

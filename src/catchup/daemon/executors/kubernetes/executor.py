@@ -23,9 +23,11 @@ from catchup.config import Config, KubernetesSettings, Shard
 from catchup.cycle import Reporter
 from catchup.daemon.executors.attempts import failed_after
 from catchup.daemon.executors.kubernetes.job import (
+    created_at,
     cycle_job,
     job_name,
     job_outcome,
+    object_name,
     shard_selector,
 )
 from catchup.daemon.executors.kubernetes.lease import KubernetesLeaser
@@ -42,7 +44,8 @@ def cluster_client(settings: KubernetesSettings) -> client.ApiClient:
     from kubernetes import config as kube_config
 
     if settings.kubeconfig:
-        return kube_config.new_client_from_config(str(settings.kubeconfig))
+        api: client.ApiClient = kube_config.new_client_from_config(str(settings.kubeconfig))
+        return api
     kube_config.load_incluster_config()
     return client.ApiClient()
 
@@ -94,7 +97,7 @@ class KubernetesExecutor:
         jobs = self.batch.list_namespaced_job(
             self.settings.namespace, label_selector=shard_selector(shard)
         )
-        active = [job.metadata.name for job in jobs.items if job_outcome(job) is None]
+        active = [object_name(job) for job in jobs.items if job_outcome(job) is None]
         if active:
             raise ShardBusyError(
                 f"shard {shard.name}: Job {', '.join(active)} is still running in namespace "
@@ -111,10 +114,10 @@ class KubernetesExecutor:
         except ApiException as exc:
             if exc.status == 409:  # the name encodes the run: someone runs this very cycle
                 raise ShardBusyError(
-                    f"shard {shard.name}: Job {job.metadata.name} exists"
+                    f"shard {shard.name}: Job {object_name(job)} exists"
                 ) from None
             raise
-        log.info("shard=%s job=%s created", shard.name, job.metadata.name)
+        log.info("shard=%s job=%s created", shard.name, object_name(job))
 
     def wait_for_job(
         self, name: str, shard: Shard, reporter: Reporter, cancel: CancelToken
@@ -179,10 +182,10 @@ class KubernetesExecutor:
         pods = self.core.list_namespaced_pod(
             self.settings.namespace, label_selector=f"job-name={name}"
         ).items
-        for pod in sorted(pods, key=lambda p: p.metadata.creation_timestamp, reverse=True):
+        for pod in sorted(pods, key=created_at, reverse=True):
             try:
                 text = self.core.read_namespaced_pod_log(
-                    pod.metadata.name, self.settings.namespace, tail_lines=200
+                    object_name(pod), self.settings.namespace, tail_lines=200
                 )
             except ApiException:
                 continue  # a pod gone with its node: try an older attempt's

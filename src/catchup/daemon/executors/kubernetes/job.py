@@ -80,6 +80,23 @@ def job_outcome(job: client.V1Job) -> tuple[str, str] | None:
     return None
 
 
+# The client's models make every field optional; the API server always sets these on
+# what it returns, and catchup's own Jobs and Leases carry them.
+
+
+def object_name(obj: client.V1Job | client.V1Pod) -> str:
+    return (obj.metadata.name if obj.metadata else None) or ""
+
+
+def created_at(pod: client.V1Pod) -> datetime:
+    created = pod.metadata.creation_timestamp if pod.metadata else None
+    return created or datetime.min.replace(tzinfo=UTC)
+
+
+def lease_holder(lease: client.V1Lease) -> str | None:
+    return lease.spec.holder_identity if lease.spec else None
+
+
 def shard_selector(shard: Shard) -> str:
     return f"app.kubernetes.io/name={APP},{LABEL_SHARD_KEY}={shard_key(shard)}"
 

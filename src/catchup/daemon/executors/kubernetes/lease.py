@@ -18,7 +18,12 @@ from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
 from catchup.config import Config, Shard
-from catchup.daemon.executors.kubernetes.job import job_outcome, lease_name, shard_lease
+from catchup.daemon.executors.kubernetes.job import (
+    job_outcome,
+    lease_holder,
+    lease_name,
+    shard_lease,
+)
 from catchup.errors import ShardBusyError
 from catchup.fleet.lease import LeaseLostError
 
@@ -49,8 +54,8 @@ class KubernetesLeaser:
             if exc.status != 409:
                 raise
         current = self.coordination.read_namespaced_lease(lease_name(selected), self.namespace)
-        previous = current.spec.holder_identity
-        acquired = current.spec.acquire_time
+        previous = lease_holder(current)
+        acquired = current.spec.acquire_time if current.spec else None
         # A young Lease may be one whose Job is still being created.
         young = acquired is not None and datetime.now(UTC) - acquired < LEASE_GRACE
         if previous and (young or self.job_active(previous)):
@@ -82,7 +87,7 @@ class KubernetesLeaser:
 
 
 class KubernetesLease:
-    ttl = None  # held while its Job is active; never renewed
+    ttl: float | None = None  # held while its Job is active; never renewed
 
     def __init__(self, leaser: KubernetesLeaser, shard: Shard) -> None:
         self.leaser, self.shard = leaser, shard
@@ -94,9 +99,10 @@ class KubernetesLease:
         current = self.leaser.coordination.read_namespaced_lease(
             lease_name(self.shard), self.leaser.namespace
         )
-        if current.spec.holder_identity != self.leaser.holder:
+        holder = lease_holder(current)
+        if holder != self.leaser.holder:
             raise LeaseLostError(
-                f"shard {self.shard.name}: its Lease is now held by {current.spec.holder_identity}"
+                f"shard {self.shard.name}: its Lease is now held by {holder}"
             )
 
     def release(self) -> None:
@@ -105,7 +111,7 @@ class KubernetesLease:
             current = self.leaser.coordination.read_namespaced_lease(
                 lease_name(self.shard), namespace
             )
-            if current.spec.holder_identity == self.leaser.holder:
+            if lease_holder(current) == self.leaser.holder:
                 self.leaser.coordination.delete_namespaced_lease(lease_name(self.shard), namespace)
         except ApiException as exc:
             if exc.status != 404:
