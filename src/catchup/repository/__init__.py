@@ -19,6 +19,7 @@ import contextlib
 import os
 import shutil
 import threading
+import time
 from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -43,7 +44,7 @@ from catchup.repository.layout import (
     parse_key,
     shard_prefix,
 )
-from catchup.repository.manifest import Manifest
+from catchup.repository.manifest import BackupHeader, Manifest
 from catchup.repository.retention import (
     FUTURE_TOLERANCE,
     backup_id_time,
@@ -62,7 +63,14 @@ from catchup.repository.transfer import (
 )
 from catchup.storage import ObjectNotFound, Store, open_store
 
-__all__ = ["Catalog", "DamagedBackup", "Manifest", "Repository", "open_repository"]
+__all__ = [
+    "BackupHeader",
+    "Catalog",
+    "DamagedBackup",
+    "Manifest",
+    "Repository",
+    "open_repository",
+]
 
 
 @dataclass(frozen=True)
@@ -338,35 +346,40 @@ class Repository:
     def new_backup_id(self) -> str:
         return new_backup_id()
 
+    def now(self) -> datetime:
+        """The commit time a manifest records (a method, so a test can date a backup)."""
+        return datetime.now(UTC)
+
     def scan(self, data_dir: Path, excluded: Callable[[str], bool]) -> DataDirListing:
         return scan_data_dir(data_dir, excluded)
 
     def write_backup(
         self,
-        draft: Manifest,
+        header: BackupHeader,
         data_dir: Path,
         listing: DataDirListing,
         codec: CodecSettings,
         jobs: int,
         progress: ByteCounter | None = None,
-        on_commit: Callable[[Manifest], Manifest] = lambda manifest: manifest,
         confirm: Callable[[], None] = lambda: None,
     ) -> Manifest:
         """Store the data dir's files, then the manifest; only then is the backup visible.
 
-        `draft` carries every manifest field but the files and sizes; `on_commit`
-        may complete the manifest just before it is stored. Before the manifest is
-        stored, every object it names is confirmed in the store with its size, and
-        then `confirm` is called (a lock holder checks it still holds the shard):
-        either raising stops the commit. On failure the partial prefix is removed
-        if possible (else `prune` removes it).
+        The manifest is the header with what this adds: a new backup id, the files and
+        sizes, compression and encryption, the commit time and the 'back up' duration.
+        Before the manifest is stored, every object it names is confirmed in the store
+        with its size, and then `confirm` is called (a lock holder checks it still holds
+        the shard): either raising stops the commit. On failure the partial prefix is
+        removed if possible (else `prune` removes it).
         """
         if not listing.files:
             raise DataDirError(
                 f"the data dir '{data_dir}' holds no file to back up; refusing to commit an "
                 "empty backup (was the data dir emptied, or is the listing wrong?)"
             )
-        prefix = backup_prefix(draft.keyspace, draft.shard, draft.backup_id)
+        started = time.monotonic()
+        backup_id = self.new_backup_id()
+        prefix = backup_prefix(header.keyspace, header.shard, backup_id)
         active = self.keyring.active
         keys = BackupKeys.create(active, new_data_key(), prefix.rstrip("/")) if active else None
         encryptor = Encryptor(keys.data_key) if keys else None
@@ -374,17 +387,22 @@ class Repository:
             files = upload_files(
                 self.store, prefix, data_dir, listing, codec, jobs, encryptor, progress
             )
-            manifest = on_commit(
-                draft.model_copy(
-                    update={
-                        "files": files,
-                        "directories": listing.directories,
-                        "data_bytes": sum(f.size for f in files),
-                        "stored_bytes": sum(f.stored_size for f in files),
-                        "compression": codec.describe(),
-                        "encryption": keys.describe() if keys else None,
-                    }
-                )
+            manifest = Manifest(
+                **{
+                    **dict(header),
+                    "durations": {
+                        **header.durations,
+                        "back up": round(time.monotonic() - started, 3),
+                    },
+                },
+                backup_id=backup_id,
+                created_at=self.now(),
+                files=files,
+                directories=listing.directories,
+                data_bytes=sum(f.size for f in files),
+                stored_bytes=sum(f.stored_size for f in files),
+                compression=codec.describe(),
+                encryption=keys.describe() if keys else None,
             )
             blob = encode_manifest(manifest, keys, prefix.rstrip("/"))
             self._confirm_objects(prefix, manifest)
