@@ -18,11 +18,8 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
-import threading
 import time
-from collections import defaultdict
 from collections.abc import Callable
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -36,6 +33,13 @@ from catchup.errors import (
     NotFoundError,
     TargetNotEmptyError,
 )
+from catchup.repository.catalog import (
+    Catalog,
+    DamagedBackup,
+    DamagedCounts,
+    incomplete_prefixes,
+    read_catalog,
+)
 from catchup.repository.envelope import BackupKeys, decode_manifest, encode_manifest
 from catchup.repository.layout import (
     MANIFEST,
@@ -45,12 +49,7 @@ from catchup.repository.layout import (
     shard_prefix,
 )
 from catchup.repository.manifest import BackupHeader, Manifest
-from catchup.repository.retention import (
-    FUTURE_TOLERANCE,
-    backup_id_time,
-    dated,
-    future_dated,
-)
+from catchup.repository.retention import backup_id_time
 from catchup.repository.transfer import (
     DIR_MODE,
     ByteCounter,
@@ -73,86 +72,6 @@ __all__ = [
 ]
 
 
-@dataclass(frozen=True)
-class DamagedBackup:
-    """A backup whose manifest cannot be believed: unreadable, altered, not sealed, bound
-    to another place, or sealed with a key that is not configured."""
-
-    keyspace: str
-    shard: str
-    backup_id: str
-    reason: str
-    key_unavailable: bool = False  # its key is not configured or refused: not damage
-
-    @property
-    def shard_name(self) -> str:
-        return f"{self.keyspace}/{self.shard}"
-
-    def summary(self) -> dict[str, object]:
-        return {
-            "id": self.backup_id,
-            "shard": self.shard_name,
-            "state": "damaged",
-            "reason": self.reason,
-        }
-
-
-@dataclass(frozen=True)
-class Catalog:
-    """One listing: the intact backups (oldest first) and the damaged ones."""
-
-    backups: list[Manifest]
-    damaged: list[DamagedBackup]
-
-    def latest(self, keyspace: str, shard: str, now: datetime) -> Manifest | None:
-        """The shard's newest intact backup that is not dated in the future."""
-        for manifest in reversed(self.backups):
-            if (manifest.keyspace, manifest.shard) == (keyspace, shard) and not future_dated(
-                manifest, now
-            ):
-                return manifest
-        return None
-
-    def key_unavailable(
-        self, keyspace: str, shard: str, newer_than: str | None
-    ) -> list[DamagedBackup]:
-        """The shard's backups newer than `newer_than` (all, if None) that could not be
-        opened only because their key is not configured or is refused, newest first."""
-        return [
-            d
-            for d in reversed(self.damaged)
-            if (d.keyspace, d.shard) == (keyspace, shard)
-            and d.key_unavailable
-            and (newer_than is None or d.backup_id > newer_than)
-        ]
-
-    def skipped(
-        self, keyspace: str, shard: str, now: datetime, newer_than: str | None = None
-    ) -> list[str]:
-        """What `latest` passes over for the shard, and why, newest first; only what is
-        newer than backup `newer_than`, if given."""
-        found = [
-            (d.backup_id, f"damaged backup {d.backup_id} ({d.reason})")
-            for d in self.damaged
-            if (d.keyspace, d.shard) == (keyspace, shard)
-        ]
-        found += [
-            (
-                m.backup_id,
-                f"future-dated backup {m.backup_id} (dated {dated(m):%Y-%m-%d %H:%M:%S} UTC, "
-                f"more than {FUTURE_TOLERANCE.seconds // 60} minutes ahead of this host's "
-                "clock: a writer's clock is wrong, or the backup is forged)",
-            )
-            for m in self.backups
-            if (m.keyspace, m.shard) == (keyspace, shard) and future_dated(m, now)
-        ]
-        return [
-            text
-            for backup_id, text in sorted(found, reverse=True)
-            if newer_than is None or backup_id > newer_than
-        ]
-
-
 class Repository:
     def __init__(
         self,
@@ -168,8 +87,7 @@ class Repository:
         self._data_keys: dict[
             str, bytes | None
         ] = {}  # per backup prefix, once its manifest is read
-        self._damaged: dict[str, list[DamagedBackup]] = {}  # per shard, as last listed
-        self._damaged_lock = threading.Lock()
+        self._damaged = DamagedCounts()
 
     @property
     def url(self) -> str:
@@ -206,22 +124,8 @@ class Repository:
         raise: they say nothing about the backup.
         """
         prefix = shard_prefix(keyspace, shard) if keyspace and shard else ""
-        manifests: list[Manifest] = []
-        damaged: list[DamagedBackup] = []
-        for obj in self.store.list(prefix):
-            parsed = parse_key(obj.key)
-            if not parsed or parsed[3] != MANIFEST:
-                continue
-            try:
-                manifests.append(self._read_manifest(obj.key))
-            except ObjectNotFound:
-                continue  # removed since the listing (prune)
-            except IntegrityError as exc:
-                unavailable = isinstance(exc, KeyUnavailableError)
-                damaged.append(DamagedBackup(*parsed[:3], str(exc), unavailable))
-        identity = lambda b: (b.keyspace, b.shard, b.backup_id)  # noqa: E731
-        catalog = Catalog(sorted(manifests, key=identity), sorted(damaged, key=identity))
-        self._remember_damaged(catalog.damaged, f"{keyspace}/{shard}" if prefix else None)
+        catalog = read_catalog(self.store, prefix, self._read_manifest)
+        self._damaged.record(catalog.damaged, f"{keyspace}/{shard}" if prefix else None)
         return catalog
 
     def backups(self, keyspace: str | None = None, shard: str | None = None) -> list[Manifest]:
@@ -234,18 +138,7 @@ class Repository:
 
     def damaged_counts(self) -> dict[str, int]:
         """Damaged backups per shard, as the latest listings found them."""
-        with self._damaged_lock:
-            return {name: len(found) for name, found in self._damaged.items()}
-
-    def _remember_damaged(self, damaged: list[DamagedBackup], shard_name: str | None) -> None:
-        by_shard: dict[str, list[DamagedBackup]] = defaultdict(list)
-        for backup in damaged:
-            by_shard[backup.shard_name].append(backup)
-        with self._damaged_lock:
-            if shard_name is None:
-                self._damaged = dict(by_shard)
-            else:
-                self._damaged[shard_name] = by_shard.get(shard_name, [])
+        return self._damaged.counts()
 
     def find(self, keyspace: str, shard: str, backup_id: str | None) -> Manifest:
         """A shard's backup by id, or its newest usable one when `backup_id` is None or
@@ -291,15 +184,9 @@ class Repository:
     ) -> list[tuple[str, str, str]]:
         """(keyspace, shard, backup_id) of every prefix that holds objects or partial
         writes (a crash's leftovers) but no manifest, optionally of one shard."""
-        prefix = shard_prefix(keyspace, shard) if keyspace and shard else ""
-        seen: dict[tuple[str, str, str], bool] = {}
-        keys = [obj.key for obj in self.store.list(prefix)]
-        for key in [*keys, *self.store.partial_writes(prefix)]:
-            parsed = parse_key(key)
-            if parsed:
-                ident = parsed[:3]
-                seen[ident] = seen.get(ident, False) or parsed[3] == MANIFEST
-        return sorted(ident for ident, complete in seen.items() if not complete)
+        return incomplete_prefixes(
+            self.store, shard_prefix(keyspace, shard) if keyspace and shard else ""
+        )
 
     def _read_manifest(self, key: str) -> Manifest:
         prefix = key.removesuffix(MANIFEST)
