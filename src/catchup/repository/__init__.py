@@ -36,7 +36,7 @@ from catchup.errors import (
 from catchup.repository.catalog import (
     Catalog,
     DamagedBackup,
-    DamagedCounts,
+    DamagedBook,
     incomplete_prefixes,
     read_catalog,
 )
@@ -87,7 +87,7 @@ class Repository:
         self._data_keys: dict[
             str, bytes | None
         ] = {}  # per backup prefix, once its manifest is read
-        self._damaged = DamagedCounts()
+        self._damaged = DamagedBook()
 
     @property
     def url(self) -> str:

@@ -132,7 +132,7 @@ def incomplete_prefixes(store: Store, prefix: str) -> list[tuple[str, str, str]]
     return sorted(ident for ident, complete in seen.items() if not complete)
 
 
-class DamagedCounts:
+class DamagedBook:
     """Damaged backups per shard, as the latest listings found them (for /metrics)."""
 
     def __init__(self) -> None:
