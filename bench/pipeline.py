@@ -35,8 +35,7 @@ from benchlib import MIB, dir_bytes, machine, today, write_section
 from catchup.codec import CodecSettings
 from catchup.codec.keys import Keyring, generate_key_file
 from catchup.repository import Repository
-from catchup.repository.layout import new_backup_id
-from catchup.repository.manifest import Manifest, SourceInfo
+from catchup.repository.manifest import BackupHeader, Manifest, SourceInfo
 from catchup.storage.local import LocalStore
 
 BEGIN, END = "<!-- pipeline:begin -->", "<!-- pipeline:end -->"
@@ -88,10 +87,8 @@ def timed(action: object) -> float:
     return time.perf_counter() - started
 
 
-def draft() -> Manifest:
-    now = datetime.now(UTC)
-    return Manifest(
-        backup_id=new_backup_id(),
+def header() -> BackupHeader:
+    return BackupHeader(
         keyspace="bench",
         shard="0",
         engine="mariadb",
@@ -100,22 +97,16 @@ def draft() -> Manifest:
         parent=None,
         position="",
         source=SourceInfo(endpoint="bench", role="primary"),
-        started_at=now,
-        created_at=now,
+        started_at=datetime.now(UTC),
         bytes_from_source=0,
-        data_bytes=0,
-        stored_bytes=0,
         durations={},
-        compression={},
-        directories=[],
-        files=[],
     )
 
 
 def ours_backup(data: Path, repo_dir: Path, keyring: Keyring, jobs: int, level: int) -> Manifest:
     repository = Repository(LocalStore(repo_dir), keyring)
     listing = repository.scan(data, lambda rel: False)
-    return repository.write_backup(draft(), data, listing, CodecSettings(level, 0), jobs)
+    return repository.write_backup(header(), data, listing, CodecSettings(level, 0), jobs)
 
 
 def ours_restore(repo_dir: Path, keyring: Keyring, target: Path, jobs: int) -> None:

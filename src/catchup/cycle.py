@@ -31,7 +31,7 @@ from catchup.errors import (
     LogsPurgedError,
     SourceError,
 )
-from catchup.repository import Manifest, Repository
+from catchup.repository import BackupHeader, Manifest, Repository
 from catchup.repository.manifest import SourceInfo
 
 log = logging.getLogger("catchup.cycle")
@@ -125,8 +125,8 @@ def run_cycle(
             position = catch_up(instance, checkpoint, clock, cancel)
             server_version = instance.server_version()
             stop(instance, clock)
-            draft = draft_manifest(shard, plan, position, server_version, source, started_at, clock)
-            manifest = back_up(repository, instance, draft, config, clock, confirm)
+            header = backup_header(shard, plan, position, server_version, source, started_at, clock)
+            manifest = back_up(repository, instance, header, config, clock, confirm)
         release_source(source, manifest)
         return manifest
 
@@ -302,7 +302,7 @@ def release_source(source: Source, manifest: Manifest) -> None:
         )
 
 
-def draft_manifest(
+def backup_header(
     shard: Shard,
     plan: Plan,
     position: str,
@@ -310,10 +310,9 @@ def draft_manifest(
     source: Source,
     started_at: datetime,
     clock: StepClock,
-) -> Manifest:
-    """Every manifest field known before the upload; sizes and files come with it."""
-    return Manifest(
-        backup_id="",
+) -> BackupHeader:
+    """What the cycle knows of its backup before the upload; the repository adds the rest."""
+    return BackupHeader(
         keyspace=shard.keyspace,
         shard=shard.shard,
         engine=shard.engine,
@@ -324,21 +323,15 @@ def draft_manifest(
         position=position,
         source=SourceInfo(endpoint=shard.endpoint, role=shard.role, identity=source.identity()),
         started_at=started_at,
-        created_at=started_at,
         bytes_from_source=source.bytes_sent,
-        data_bytes=0,
-        stored_bytes=0,
         durations=dict(clock.durations),
-        compression={},
-        directories=[],
-        files=[],
     )
 
 
 def back_up(
     repository: Repository,
     instance: Replica,
-    draft: Manifest,
+    header: BackupHeader,
     config: Config,
     clock: StepClock,
     confirm: Callable[[], None],
@@ -352,15 +345,7 @@ def back_up(
             done += n
             clock.progress(done, listing.total_bytes)
 
-        def commit(manifest: Manifest) -> Manifest:
-            durations = {**manifest.durations, "back up": round(time.monotonic() - started, 3)}
-            return manifest.model_copy(
-                update={"durations": durations, "created_at": datetime.now(UTC)}
-            )
-
-        started = time.monotonic()
-        draft = draft.model_copy(update={"backup_id": repository.new_backup_id()})
         codec = CodecSettings(config.compression.level, config.compression.threads)
         return repository.write_backup(
-            draft, instance.data_dir, listing, codec, config.jobs, advance, commit, confirm=confirm
+            header, instance.data_dir, listing, codec, config.jobs, advance, confirm=confirm
         )

@@ -16,12 +16,11 @@ from catchup.codec.kms import KmsService
 from catchup.config import EncryptionSettings
 from catchup.cycle import LogReporter
 from catchup.repository import Repository
-from catchup.repository.layout import new_backup_id
 from catchup.storage.local import LocalStore
 from tests.conftest import run_cli
 from tests.integration.test_s3_repository import aws_environment, kms_client, moto_port
 from tests.unit.test_manifest_trust import FUTURE_ID, flip, plant
-from tests.unit.test_repository import draft, make_data_dir
+from tests.unit.test_repository import header, make_data_dir
 
 pytestmark = pytest.mark.integration
 __all__ = ["aws_environment", "moto_port"]  # fixtures, imported to be used here
@@ -41,9 +40,7 @@ def kms_keyring(port: int, key: str, previous: tuple[str, ...] = ()) -> Keyring:
 
 def write(repo: Repository, data: Path) -> str:
     listing = repo.scan(data, lambda rel: rel.startswith("relay-bin"))
-    manifest = repo.write_backup(
-        draft(new_backup_id(), shard="s1"), data, listing, CodecSettings(1), 2
-    )
+    manifest = repo.write_backup(header("s1"), data, listing, CodecSettings(1), 2)
     return manifest.backup_id
 
 

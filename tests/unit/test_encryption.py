@@ -14,7 +14,7 @@ from catchup.codec.keys import Keyring, generate_key_file, load_key_file
 from catchup.errors import ConfigError, IntegrityError
 from catchup.repository import Repository
 from catchup.storage.local import LocalStore
-from tests.unit.test_repository import draft, make_data_dir
+from tests.unit.test_repository import header, make_data_dir
 
 MARKER = b"MARKER-7f3a9c-do-not-leak"
 
@@ -98,9 +98,7 @@ def encrypted_backup(tmp_path: Path, keyring: Keyring):
     (data / "shop" / "secret.ibd").write_bytes(MARKER * 1000)
     repo = Repository(LocalStore(tmp_path / "repo"), keyring)
     listing = repo.scan(data, lambda rel: False)
-    from catchup.repository.layout import new_backup_id
-
-    return repo, repo.write_backup(draft(new_backup_id()), data, listing, CodecSettings(1), 2)
+    return repo, repo.write_backup(header(), data, listing, CodecSettings(1), 2)
 
 
 def test_an_encrypted_repository_leaks_neither_data_nor_names(tmp_path):
@@ -138,11 +136,7 @@ def test_key_rotation(tmp_path):
     rotated = Keyring.from_files([tmp_path / "new.json", tmp_path / "old.json"])
     repo = Repository(LocalStore(tmp_path / "repo"), rotated)
     listing = repo.scan(tmp_path / "data", lambda rel: False)
-    from catchup.repository.layout import new_backup_id
-
-    second = repo.write_backup(
-        draft(new_backup_id()), tmp_path / "data", listing, CodecSettings(1), 2
-    )
+    second = repo.write_backup(header(), tmp_path / "data", listing, CodecSettings(1), 2)
     assert first.encryption["key_id"] == old.key_id and second.encryption["key_id"] == new.key_id
     for manifest in repo.backups():
         repo.check_objects(manifest, jobs=2)  # both still restore while both keys are configured

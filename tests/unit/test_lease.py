@@ -20,14 +20,14 @@ from catchup.repository import Repository
 from catchup.repository.layout import new_backup_id
 from catchup.storage import StorageError
 from catchup.storage.local import LocalStore
-from tests.unit.test_repository import draft, make_data_dir, write
+from tests.unit.test_repository import header, make_data_dir, write
 
 LEASE = "ks/0/lease.json"
 
 
 def write_confirmed(repo: Repository, data: Path, confirm) -> None:
     listing = repo.scan(data, lambda rel: False)
-    repo.write_backup(draft(new_backup_id()), data, listing, CodecSettings(1), 2, confirm=confirm)
+    repo.write_backup(header(), data, listing, CodecSettings(1), 2, confirm=confirm)
 
 
 def other_host(**changes: object) -> Holder:

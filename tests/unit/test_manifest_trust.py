@@ -12,6 +12,7 @@ import os
 import shutil
 import socket
 import stat
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -29,10 +30,10 @@ from catchup.repository.envelope import _canonical
 from catchup.repository.layout import new_backup_id
 from catchup.repository.retention import expired_backups
 from catchup.repository.transfer import DataDirError
-from catchup.storage import StorageError
+from catchup.storage import StorageError, StoredObject
 from catchup.storage.local import LocalStore
 from tests.conftest import run_cli
-from tests.unit.test_repository import draft, make_data_dir
+from tests.unit.test_repository import header, make_data_dir, manifest_without_files, write
 
 FUTURE_ID = "29990101T000000000Z-abcdef"
 PAYLOAD = b"* * * * * root touch /tmp/owned\n"
@@ -43,9 +44,7 @@ def excluded(rel: str) -> bool:
 
 
 def backup(repo: Repository, data: Path, shard: str = "s1", **kw) -> Manifest:
-    listing = repo.scan(data, excluded)
-    fields = draft(kw.pop("backup_id", None) or new_backup_id(), shard=shard, **kw)
-    return repo.write_backup(fields, data, listing, CodecSettings(level=1), jobs=2)
+    return write(repo, data, shard=shard, jobs=2, **kw)
 
 
 def plant(
@@ -63,7 +62,7 @@ def plant(
     stored = zstandard.ZstdCompressor().compress(PAYLOAD)
     (prefix / "data" / "000000.zst").write_bytes(stored)
     when = datetime(2999, 1, 1, tzinfo=UTC) if backup_id == FUTURE_ID else datetime.now(UTC)
-    manifest = draft(backup_id, shard="s1", created=when).model_dump(mode="json")
+    manifest = manifest_without_files(backup_id, shard="s1", created=when).model_dump(mode="json")
     manifest.update(
         files=[
             {
@@ -349,26 +348,29 @@ def test_objects_are_confirmed_then_the_lock_is_checked_before_the_manifest(tmp_
     events: list[str] = []
 
     class Recording(LocalStore):
+        remove_first_object = False  # a prune from another host, right after the upload
+
         def put(self, key: str, data: bytes) -> None:
             events.append(f"put {key.rsplit('/', 1)[-1]}")
             super().put(key, data)
 
-    repo = Repository(Recording(tmp_path / "repo"))
+        def list(self, prefix: str) -> Iterator[StoredObject]:
+            if self.remove_first_object:
+                self.remove_first_object = False
+                (self.root / prefix / "data" / "000000.zst").unlink()
+            return super().list(prefix)
+
+    store = Recording(tmp_path / "repo")
+    repo = Repository(store)
     listing = repo.scan(data, excluded)
-
-    def remove_an_object(manifest: Manifest) -> Manifest:  # a prune from another host
-        prefix = tmp_path / "repo" / "ks" / "s1" / manifest.backup_id
-        (prefix / manifest.files[0].object).unlink()
-        return manifest
-
+    store.remove_first_object = True
     with pytest.raises(IntegrityError, match=r"not committed: object data/000000\.zst is missing"):
         repo.write_backup(
-            draft(new_backup_id(), shard="s1"),
+            header("s1"),
             data,
             listing,
             CodecSettings(1),
             2,
-            on_commit=remove_an_object,
             confirm=lambda: events.append("confirm"),
         )
     assert events == [] and not list((tmp_path / "repo").rglob("manifest.json"))
@@ -379,7 +381,7 @@ def test_objects_are_confirmed_then_the_lock_is_checked_before_the_manifest(tmp_
 
     with pytest.raises(IntegrityError, match="lease was lost"):
         repo.write_backup(
-            draft(new_backup_id(), shard="s1"),
+            header("s1"),
             data,
             listing,
             CodecSettings(1),
@@ -388,7 +390,7 @@ def test_objects_are_confirmed_then_the_lock_is_checked_before_the_manifest(tmp_
         )
     assert events == ["confirm"] and not list((tmp_path / "repo").rglob("*.zst"))
     repo.write_backup(
-        draft(new_backup_id(), shard="s1"),
+        header("s1"),
         data,
         listing,
         CodecSettings(1),

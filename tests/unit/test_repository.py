@@ -5,15 +5,18 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from unittest.mock import patch
 
 import pytest
 
 from catchup.codec import CodecSettings
 from catchup.errors import IntegrityError, NotFoundError, TargetNotEmptyError
 from catchup.fleet.prune import prune
-from catchup.repository import Manifest, Repository
+from catchup.repository import BackupHeader, Manifest, Repository
 from catchup.repository.envelope import _canonical
 from catchup.repository.layout import BACKUP_ID, new_backup_id
 from catchup.repository.manifest import SourceInfo
@@ -33,10 +36,8 @@ def make_data_dir(root: Path) -> Path:
     return data
 
 
-def draft(backup_id: str, shard: str = "0", created: datetime | None = None) -> Manifest:
-    now = created or datetime.now(UTC)
-    return Manifest(
-        backup_id=backup_id,
+def header(shard: str = "0", started: datetime | None = None) -> BackupHeader:
+    return BackupHeader(
         keyspace="ks",
         shard=shard,
         engine="mariadb",
@@ -45,23 +46,54 @@ def draft(backup_id: str, shard: str = "0", created: datetime | None = None) -> 
         parent=None,
         position="0-1-5",
         source=SourceInfo(endpoint="db:3306", role="primary"),
-        started_at=now,
-        created_at=now,
+        started_at=started or datetime.now(UTC),
         bytes_from_source=1,
+        durations={},
+    )
+
+
+def manifest_without_files(
+    backup_id: str, shard: str = "0", created: datetime | None = None
+) -> Manifest:
+    """A committed backup's manifest naming no file, for tests that store none."""
+    now = created or datetime.now(UTC)
+    return Manifest(
+        **dict(header(shard, now)),
+        backup_id=backup_id,
+        created_at=now,
         data_bytes=0,
         stored_bytes=0,
-        durations={},
         compression={},
         directories=[],
         files=[],
     )
 
 
-def write(repo: Repository, data: Path, backup_id: str | None = None, **kw) -> Manifest:
+@contextmanager
+def dated(repo: Repository, backup_id: str | None, created: datetime | None) -> Iterator[None]:
+    """The repository's next backup gets this id and commit time (when given), as a writer
+    with another clock would have given them."""
+    with ExitStack() as stack:
+        if backup_id:
+            stack.enter_context(patch.object(repo, "new_backup_id", return_value=backup_id))
+        if created:
+            stack.enter_context(patch.object(repo, "now", return_value=created))
+        yield
+
+
+def write(
+    repo: Repository,
+    data: Path,
+    backup_id: str | None = None,
+    shard: str = "0",
+    created: datetime | None = None,
+    jobs: int = 3,
+) -> Manifest:
     listing = repo.scan(data, lambda rel: rel.startswith("relay-bin"))
-    return repo.write_backup(
-        draft(backup_id or new_backup_id(), **kw), data, listing, CodecSettings(level=1), jobs=3
-    )
+    with dated(repo, backup_id, created):
+        return repo.write_backup(
+            header(shard, created), data, listing, CodecSettings(level=1), jobs=jobs
+        )
 
 
 def test_backup_ids_sort_by_time_and_match_the_layout():
@@ -84,6 +116,41 @@ def test_round_trip_restores_identical_files_and_directories(tmp_path):
         assert (target / rel).read_bytes() == (data / rel).read_bytes()
     assert (target / "empty_db").is_dir()
     assert not (target / "relay-bin.000001").exists()
+
+
+# The fields every manifest has stored since format 2, in their order
+# (docs/repository-format.md).
+STORED_FIELDS = [
+    *("format_version", "backup_id", "keyspace", "shard", "engine", "server_version", "kind"),
+    *("parent", "rebootstrap_reason", "position", "source", "started_at", "created_at"),
+    *("bytes_from_source", "data_bytes", "stored_bytes", "durations", "compression"),
+    *("encryption", "directories", "files"),
+]
+
+
+def test_the_repository_finishes_the_manifest_from_the_cycles_header(tmp_path):
+    data = make_data_dir(tmp_path)
+    repo = Repository(LocalStore(tmp_path / "repo"))
+    known = header("7").model_copy(update={"durations": {"catch up": 1.5}})
+    listing = repo.scan(data, lambda rel: rel.startswith("relay-bin"))
+    before = datetime.now(UTC)
+    manifest = repo.write_backup(known, data, listing, CodecSettings(level=1), jobs=2)
+    # What the cycle knew is kept as it was; the repository adds what the upload made.
+    assert manifest.model_dump(include=set(BackupHeader.model_fields) - {"durations"}) == (
+        known.model_dump(exclude={"durations"})
+    )
+    assert BACKUP_ID.match(manifest.backup_id) and before <= manifest.created_at
+    assert manifest.durations.keys() == {"catch up", "back up"}
+    assert manifest.durations["catch up"] == 1.5 and manifest.durations["back up"] >= 0
+    assert manifest.data_bytes == sum(f.size for f in manifest.files) == 2_700_000
+    assert manifest.stored_bytes == sum(f.stored_size for f in manifest.files)
+    assert manifest.compression == CodecSettings(level=1).describe()
+    assert manifest.encryption is None and manifest.directories == ["empty_db", "shop"]
+    assert repo.find("ks", "7", manifest.backup_id) == manifest
+    stored = json.loads((tmp_path / "repo" / "ks" / "7" / manifest.backup_id / "manifest.json")
+                        .read_text())  # fmt: skip
+    assert stored["version"] == 1 and list(stored["manifest"]) == STORED_FIELDS
+    assert stored["manifest"]["format_version"] == 2
 
 
 def test_manifest_is_written_last_and_a_failed_upload_leaves_nothing_visible(tmp_path):
@@ -167,7 +234,9 @@ def test_find_names_missing_backups_clearly(tmp_path):
 def test_retention_keeps_min_count_and_young_backups_and_always_the_newest():
     now = datetime(2026, 6, 1, tzinfo=UTC)
     chain = [
-        draft(new_backup_id(now - timedelta(days=d)), created=now - timedelta(days=d))
+        manifest_without_files(
+            new_backup_id(now - timedelta(days=d)), created=now - timedelta(days=d)
+        )
         for d in (30, 20, 10, 5, 1)
     ]
     expired = expired_backups(chain, min_count=2, min_age=timedelta(days=7), now=now)

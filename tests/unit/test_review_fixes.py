@@ -33,7 +33,7 @@ from catchup.repository.retention import expired_backups
 from catchup.storage.local import LocalStore
 from tests.conftest import REPO, run_cli
 from tests.unit.test_manifest_trust import FUTURE_ID, backup, cli_config, flip, plant
-from tests.unit.test_repository import draft, make_data_dir
+from tests.unit.test_repository import make_data_dir, manifest_without_files
 
 
 @pytest.fixture
@@ -162,12 +162,12 @@ def test_prune_on_a_host_with_a_slow_clock_keeps_the_just_committed_backup(tmp_p
 
 def test_a_future_dated_backup_expires_only_beyond_a_day_or_min_age():
     now = datetime.now(UTC)
-    present = draft(
+    present = manifest_without_files(
         new_backup_id(now - timedelta(days=40)), shard="s1", created=now - timedelta(days=40)
     )
 
     def ahead(delta: timedelta) -> Manifest:
-        return draft(new_backup_id(now + delta), shard="s1", created=now + delta)
+        return manifest_without_files(new_backup_id(now + delta), shard="s1", created=now + delta)
 
     backups = [
         present,

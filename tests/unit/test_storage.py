@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
-from catchup.config import StorageSettings
-from catchup.storage import StorageError, open_store
+from catchup.config import StorageSettings, parse_config
+from catchup.errors import ConfigError
+from catchup.storage import SCHEMES, Scheme, StorageError, open_store
 from catchup.storage.cloud import CloudStore
 from catchup.storage.local import LocalStore
 
@@ -61,3 +64,47 @@ def test_an_unreachable_s3_endpoint_is_one_clear_line():
     message = str(caught.value)
     assert message.startswith("s3://bucket/prefix: cannot read ks/0/x/manifest.json:")
     assert "\n" not in message
+
+
+def config_of(repository: str) -> None:
+    shard = {"keyspace": "k", "shard": "0", "source": "db:3306"}
+    parse_config({"repository": repository, "shards": [shard]})
+
+
+def test_the_url_schemes_are_listed_once_in_storage(monkeypatch, tmp_path):
+    """SCHEMES is the one list: a scheme added there is accepted by the config and opened by
+    open_store through its opener; without it, both refuse it and name the listed forms."""
+    opened: list[str] = []
+
+    def open_memory(url: str, rest: str, settings: StorageSettings | None) -> LocalStore:
+        opened.append(rest)
+        return LocalStore(tmp_path / rest)
+
+    monkeypatch.setitem(SCHEMES, "mem", Scheme("mem://bucket/prefix", open_memory, bucket=True))
+    config_of("mem://bucket/prefix")
+    assert isinstance(open_store("mem://bucket/prefix"), LocalStore)
+    assert opened == ["bucket/prefix"]
+    with pytest.raises(ConfigError, match="names no bucket; write it as mem://bucket/prefix"):
+        config_of("mem:///prefix")
+    monkeypatch.delitem(SCHEMES, "mem")
+    forms = (
+        "use a directory path, file://, s3://bucket/prefix, gs://bucket/prefix or "
+        "az://container/prefix"
+    )
+    with pytest.raises(ConfigError) as caught:
+        config_of("mem://bucket/prefix")
+    assert (
+        str(caught.value)
+        == f"config: repository = 'mem://bucket/prefix': scheme mem:// is not supported; {forms}"
+    )
+    with pytest.raises(ConfigError, match="scheme mem:// is not supported"):
+        open_store("mem://bucket/prefix")
+
+
+def test_the_configuration_reference_names_every_scheme():
+    reference = Path(__file__).parents[2] / "docs" / "configuration.md"
+    [row] = [
+        line for line in reference.read_text().splitlines() if line.startswith("| `repository` |")
+    ]
+    for scheme in SCHEMES.values():
+        assert f"`{scheme.example}" in row, scheme.example

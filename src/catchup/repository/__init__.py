@@ -18,10 +18,8 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
-import threading
-from collections import defaultdict
+import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -35,6 +33,13 @@ from catchup.errors import (
     NotFoundError,
     TargetNotEmptyError,
 )
+from catchup.repository.catalog import (
+    Catalog,
+    DamagedBackup,
+    DamagedBook,
+    incomplete_prefixes,
+    read_catalog,
+)
 from catchup.repository.envelope import BackupKeys, decode_manifest, encode_manifest
 from catchup.repository.layout import (
     MANIFEST,
@@ -43,13 +48,8 @@ from catchup.repository.layout import (
     parse_key,
     shard_prefix,
 )
-from catchup.repository.manifest import Manifest
-from catchup.repository.retention import (
-    FUTURE_TOLERANCE,
-    backup_id_time,
-    dated,
-    future_dated,
-)
+from catchup.repository.manifest import BackupHeader, Manifest
+from catchup.repository.retention import backup_id_time
 from catchup.repository.transfer import (
     DIR_MODE,
     ByteCounter,
@@ -62,87 +62,14 @@ from catchup.repository.transfer import (
 )
 from catchup.storage import ObjectNotFound, Store, open_store
 
-__all__ = ["Catalog", "DamagedBackup", "Manifest", "Repository", "open_repository"]
-
-
-@dataclass(frozen=True)
-class DamagedBackup:
-    """A backup whose manifest cannot be believed: unreadable, altered, not sealed, bound
-    to another place, or sealed with a key that is not configured."""
-
-    keyspace: str
-    shard: str
-    backup_id: str
-    reason: str
-    key_unavailable: bool = False  # its key is not configured or refused: not damage
-
-    @property
-    def shard_name(self) -> str:
-        return f"{self.keyspace}/{self.shard}"
-
-    def summary(self) -> dict[str, object]:
-        return {
-            "id": self.backup_id,
-            "shard": self.shard_name,
-            "state": "damaged",
-            "reason": self.reason,
-        }
-
-
-@dataclass(frozen=True)
-class Catalog:
-    """One listing: the intact backups (oldest first) and the damaged ones."""
-
-    backups: list[Manifest]
-    damaged: list[DamagedBackup]
-
-    def latest(self, keyspace: str, shard: str, now: datetime) -> Manifest | None:
-        """The shard's newest intact backup that is not dated in the future."""
-        for manifest in reversed(self.backups):
-            if (manifest.keyspace, manifest.shard) == (keyspace, shard) and not future_dated(
-                manifest, now
-            ):
-                return manifest
-        return None
-
-    def key_unavailable(
-        self, keyspace: str, shard: str, newer_than: str | None
-    ) -> list[DamagedBackup]:
-        """The shard's backups newer than `newer_than` (all, if None) that could not be
-        opened only because their key is not configured or is refused, newest first."""
-        return [
-            d
-            for d in reversed(self.damaged)
-            if (d.keyspace, d.shard) == (keyspace, shard)
-            and d.key_unavailable
-            and (newer_than is None or d.backup_id > newer_than)
-        ]
-
-    def skipped(
-        self, keyspace: str, shard: str, now: datetime, newer_than: str | None = None
-    ) -> list[str]:
-        """What `latest` passes over for the shard, and why, newest first; only what is
-        newer than backup `newer_than`, if given."""
-        found = [
-            (d.backup_id, f"damaged backup {d.backup_id} ({d.reason})")
-            for d in self.damaged
-            if (d.keyspace, d.shard) == (keyspace, shard)
-        ]
-        found += [
-            (
-                m.backup_id,
-                f"future-dated backup {m.backup_id} (dated {dated(m):%Y-%m-%d %H:%M:%S} UTC, "
-                f"more than {FUTURE_TOLERANCE.seconds // 60} minutes ahead of this host's "
-                "clock: a writer's clock is wrong, or the backup is forged)",
-            )
-            for m in self.backups
-            if (m.keyspace, m.shard) == (keyspace, shard) and future_dated(m, now)
-        ]
-        return [
-            text
-            for backup_id, text in sorted(found, reverse=True)
-            if newer_than is None or backup_id > newer_than
-        ]
+__all__ = [
+    "BackupHeader",
+    "Catalog",
+    "DamagedBackup",
+    "Manifest",
+    "Repository",
+    "open_repository",
+]
 
 
 class Repository:
@@ -160,8 +87,7 @@ class Repository:
         self._data_keys: dict[
             str, bytes | None
         ] = {}  # per backup prefix, once its manifest is read
-        self._damaged: dict[str, list[DamagedBackup]] = {}  # per shard, as last listed
-        self._damaged_lock = threading.Lock()
+        self._damaged = DamagedBook()
 
     @property
     def url(self) -> str:
@@ -198,22 +124,8 @@ class Repository:
         raise: they say nothing about the backup.
         """
         prefix = shard_prefix(keyspace, shard) if keyspace and shard else ""
-        manifests: list[Manifest] = []
-        damaged: list[DamagedBackup] = []
-        for obj in self.store.list(prefix):
-            parsed = parse_key(obj.key)
-            if not parsed or parsed[3] != MANIFEST:
-                continue
-            try:
-                manifests.append(self._read_manifest(obj.key))
-            except ObjectNotFound:
-                continue  # removed since the listing (prune)
-            except IntegrityError as exc:
-                unavailable = isinstance(exc, KeyUnavailableError)
-                damaged.append(DamagedBackup(*parsed[:3], str(exc), unavailable))
-        identity = lambda b: (b.keyspace, b.shard, b.backup_id)  # noqa: E731
-        catalog = Catalog(sorted(manifests, key=identity), sorted(damaged, key=identity))
-        self._remember_damaged(catalog.damaged, f"{keyspace}/{shard}" if prefix else None)
+        catalog = read_catalog(self.store, prefix, self._read_manifest)
+        self._damaged.record(catalog.damaged, f"{keyspace}/{shard}" if prefix else None)
         return catalog
 
     def backups(self, keyspace: str | None = None, shard: str | None = None) -> list[Manifest]:
@@ -226,18 +138,7 @@ class Repository:
 
     def damaged_counts(self) -> dict[str, int]:
         """Damaged backups per shard, as the latest listings found them."""
-        with self._damaged_lock:
-            return {name: len(found) for name, found in self._damaged.items()}
-
-    def _remember_damaged(self, damaged: list[DamagedBackup], shard_name: str | None) -> None:
-        by_shard: dict[str, list[DamagedBackup]] = defaultdict(list)
-        for backup in damaged:
-            by_shard[backup.shard_name].append(backup)
-        with self._damaged_lock:
-            if shard_name is None:
-                self._damaged = dict(by_shard)
-            else:
-                self._damaged[shard_name] = by_shard.get(shard_name, [])
+        return self._damaged.counts()
 
     def find(self, keyspace: str, shard: str, backup_id: str | None) -> Manifest:
         """A shard's backup by id, or its newest usable one when `backup_id` is None or
@@ -283,15 +184,9 @@ class Repository:
     ) -> list[tuple[str, str, str]]:
         """(keyspace, shard, backup_id) of every prefix that holds objects or partial
         writes (a crash's leftovers) but no manifest, optionally of one shard."""
-        prefix = shard_prefix(keyspace, shard) if keyspace and shard else ""
-        seen: dict[tuple[str, str, str], bool] = {}
-        keys = [obj.key for obj in self.store.list(prefix)]
-        for key in [*keys, *self.store.partial_writes(prefix)]:
-            parsed = parse_key(key)
-            if parsed:
-                ident = parsed[:3]
-                seen[ident] = seen.get(ident, False) or parsed[3] == MANIFEST
-        return sorted(ident for ident, complete in seen.items() if not complete)
+        return incomplete_prefixes(
+            self.store, shard_prefix(keyspace, shard) if keyspace and shard else ""
+        )
 
     def _read_manifest(self, key: str) -> Manifest:
         prefix = key.removesuffix(MANIFEST)
@@ -338,35 +233,40 @@ class Repository:
     def new_backup_id(self) -> str:
         return new_backup_id()
 
+    def now(self) -> datetime:
+        """The commit time a manifest records (a method, so a test can date a backup)."""
+        return datetime.now(UTC)
+
     def scan(self, data_dir: Path, excluded: Callable[[str], bool]) -> DataDirListing:
         return scan_data_dir(data_dir, excluded)
 
     def write_backup(
         self,
-        draft: Manifest,
+        header: BackupHeader,
         data_dir: Path,
         listing: DataDirListing,
         codec: CodecSettings,
         jobs: int,
         progress: ByteCounter | None = None,
-        on_commit: Callable[[Manifest], Manifest] = lambda manifest: manifest,
         confirm: Callable[[], None] = lambda: None,
     ) -> Manifest:
         """Store the data dir's files, then the manifest; only then is the backup visible.
 
-        `draft` carries every manifest field but the files and sizes; `on_commit`
-        may complete the manifest just before it is stored. Before the manifest is
-        stored, every object it names is confirmed in the store with its size, and
-        then `confirm` is called (a lock holder checks it still holds the shard):
-        either raising stops the commit. On failure the partial prefix is removed
-        if possible (else `prune` removes it).
+        The manifest is the header with what this adds: a new backup id, the files and
+        sizes, compression and encryption, the commit time and the 'back up' duration.
+        Before the manifest is stored, every object it names is confirmed in the store
+        with its size, and then `confirm` is called (a lock holder checks it still holds
+        the shard): either raising stops the commit. On failure the partial prefix is
+        removed if possible (else `prune` removes it).
         """
         if not listing.files:
             raise DataDirError(
                 f"the data dir '{data_dir}' holds no file to back up; refusing to commit an "
                 "empty backup (was the data dir emptied, or is the listing wrong?)"
             )
-        prefix = backup_prefix(draft.keyspace, draft.shard, draft.backup_id)
+        started = time.monotonic()
+        backup_id = self.new_backup_id()
+        prefix = backup_prefix(header.keyspace, header.shard, backup_id)
         active = self.keyring.active
         keys = BackupKeys.create(active, new_data_key(), prefix.rstrip("/")) if active else None
         encryptor = Encryptor(keys.data_key) if keys else None
@@ -374,17 +274,22 @@ class Repository:
             files = upload_files(
                 self.store, prefix, data_dir, listing, codec, jobs, encryptor, progress
             )
-            manifest = on_commit(
-                draft.model_copy(
-                    update={
-                        "files": files,
-                        "directories": listing.directories,
-                        "data_bytes": sum(f.size for f in files),
-                        "stored_bytes": sum(f.stored_size for f in files),
-                        "compression": codec.describe(),
-                        "encryption": keys.describe() if keys else None,
-                    }
-                )
+            manifest = Manifest(
+                **{
+                    **dict(header),
+                    "durations": {
+                        **header.durations,
+                        "back up": round(time.monotonic() - started, 3),
+                    },
+                },
+                backup_id=backup_id,
+                created_at=self.now(),
+                files=files,
+                directories=listing.directories,
+                data_bytes=sum(f.size for f in files),
+                stored_bytes=sum(f.stored_size for f in files),
+                compression=codec.describe(),
+                encryption=keys.describe() if keys else None,
             )
             blob = encode_manifest(manifest, keys, prefix.rstrip("/"))
             self._confirm_objects(prefix, manifest)

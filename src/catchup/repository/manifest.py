@@ -14,12 +14,21 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    SerializerFunctionWrapHandler,
     field_validator,
+    model_serializer,
     model_validator,
 )
 
 FORMAT_VERSION = 2  # 2: file hashes are "<algorithm>:<hex>", BLAKE3 for new backups
 Kind = Literal["bootstrap", "catchup"]
+# The order a manifest's fields are stored and shown in, as before the header was split off.
+FIELD_ORDER = (
+    *("format_version", "backup_id", "keyspace", "shard", "engine", "server_version", "kind"),
+    *("parent", "rebootstrap_reason", "position", "source", "started_at", "created_at"),
+    *("bytes_from_source", "data_bytes", "stored_bytes", "durations", "compression"),
+    *("encryption", "directories", "files"),
+)
 
 
 class Model(BaseModel):
@@ -65,9 +74,9 @@ class SourceInfo(Model):
     identity: str | None = None
 
 
-class Manifest(Model):
-    format_version: int = FORMAT_VERSION
-    backup_id: str
+class BackupHeader(Model):
+    """What a cycle knows of its backup before the upload; the repository finishes it."""
+
     keyspace: str
     shard: str
     engine: str
@@ -75,18 +84,32 @@ class Manifest(Model):
     kind: Kind
     parent: str | None  # the backup this one was caught up from; None for a bootstrap
     rebootstrap_reason: str | None = None  # why a chain was started again, if it was
-    position: str  # engine-specific: a MariaDB GTID position
+    # engine-specific: a MariaDB GTID position, or a PostgreSQL "LSN@timeline:slot"
+    position: str
     source: SourceInfo
     started_at: AwareDatetime  # naive times could not be compared with now: refused
-    created_at: AwareDatetime
     bytes_from_source: int
+    durations: dict[str, float]
+
+
+class Manifest(BackupHeader):
+    """A committed backup: its header and what `Repository.write_backup` stored."""
+
+    format_version: int = FORMAT_VERSION
+    backup_id: str
+    created_at: AwareDatetime
     data_bytes: int
     stored_bytes: int
-    durations: dict[str, float]
     compression: dict[str, object]
     encryption: dict[str, object] | None = None
     directories: list[str]
     files: list[FileEntry]
+
+    @model_serializer(mode="wrap")
+    def _in_field_order(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        fields: dict[str, Any] = handler(self)
+        # A field missing from FIELD_ORDER still comes, last.
+        return {name: fields[name] for name in FIELD_ORDER if name in fields} | fields
 
     @field_validator("directories")
     @classmethod

@@ -26,7 +26,7 @@ import obstore
 from obstore.exceptions import AlreadyExistsError, BaseError, PreconditionError
 from obstore.store import AzureStore, GCSStore, S3Store
 
-from catchup.config import StorageSettings
+from catchup.config.repository import StorageSettings
 from catchup.storage.store import ObjectNotFound, StorageError, StoredObject
 from catchup.streams import Readable, Writable
 
@@ -41,11 +41,10 @@ ACCESS_DENIED = ("AccessDenied", "InvalidAccessKeyId", "SignatureDoesNotMatch", 
 
 class CloudStore:
     def __init__(self, url: str, settings: StorageSettings) -> None:
-        match = re.match(r"^(s3|gs|az)://([^/]+)/?(.*)$", url)
+        # Which schemes reach this store is SCHEMES' business (storage/__init__.py).
+        match = re.match(r"^([a-z0-9]+)://([^/]+)/?(.*)$", url)
         if match is None:
-            raise StorageError(
-                f"repository = {url!r}: expected s3://bucket[/prefix], gs://… or az://…"
-            )
+            raise StorageError(f"repository = {url!r}: expected scheme://bucket[/prefix]")
         scheme, bucket, prefix = match.groups()
         self.url = url
         self.settings = settings
@@ -232,6 +231,8 @@ def _build(
         )
     if scheme == "gs":  # GCS takes no endpoint: its client always talks to Google
         return GCSStore(bucket, prefix=prefix, client_options=client, retry_config=retry)
+    if scheme != "az":
+        raise StorageError(f"{scheme}:// is not an object store catchup can open")
     endpoint: AzureConfig = {"endpoint": settings.endpoint} if settings.endpoint else {}
     return AzureStore(
         bucket, prefix=prefix, config=endpoint, client_options=client, retry_config=retry

@@ -1,0 +1,33 @@
+"""Settings of the ephemeral servers each engine runs (not of the sources)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+from pydantic import Field
+
+from catchup.config.base import Strict
+
+
+class MariaDBSettings(Strict):
+    """Knobs for the ephemeral MariaDB servers (not the source)."""
+
+    binaries: Path | None = None  # directory with mariadbd etc.; default: PATH and /usr/sbin
+    buffer_pool_mb: Annotated[int, Field(ge=16)] = 256
+    redo_log_mb: Annotated[int, Field(ge=16)] = 256  # during catch-up
+    archive_redo_log_mb: Annotated[int, Field(ge=16)] = 16  # shrunk to this before archiving
+    # zlib on the replication stream: the source spends a little CPU to send fewer bytes.
+    compress_replication: bool = True
+    # Optimistic parallel apply for hosts with cores to spare; no gain measured on 2 cores.
+    replica_parallel_threads: Annotated[int, Field(ge=0, le=64)] = 0
+
+
+class PostgresSettings(Strict):
+    """Knobs for the ephemeral PostgreSQL servers (not the source)."""
+
+    binaries: Path | None = None  # a bin dir; default: /usr/lib/postgresql/<source major>/bin
+    shared_buffers_mb: Annotated[int, Field(ge=16)] = 256
+    # Bootstrap again when the WAL since the last backup exceeds this x the database size:
+    # a fresh base backup then costs the source less than streaming that WAL.
+    rebootstrap_wal_ratio: Annotated[float, Field(gt=0)] = 1.0
