@@ -68,8 +68,12 @@ def repo(repo_dir: Path) -> Repository:
 
 
 def newest(repo_dir: Path, **fields: object) -> str:
-    """A valid plain backup of the shard, dated now, with `fields` in its manifest."""
+    """A valid plain backup of the shard, dated now and newer than any before it (ids of
+    one millisecond order by their random part), with `fields` in its manifest."""
+    planted = sorted(path.name for path in (repo_dir / "ks" / "s1").glob("20*"))
     backup_id = new_backup_id()
+    while planted and backup_id <= planted[-1]:
+        backup_id = new_backup_id()
     plant(repo_dir, backup_id, **fields)
     return backup_id
 
