@@ -1,4 +1,7 @@
-"""Fixtures that start real mariadbd sandbox sources and write configs for them."""
+"""Fixtures that start real servers: mariadbd sandbox sources with configs for them,
+the object stores of stores.py and the engines of engines.py. Every test in this
+directory needs a server, so each is marked `integration` here: `pytest -m "not
+integration"` runs the pure tests alone."""
 
 from __future__ import annotations
 
@@ -16,6 +19,17 @@ from catchup.demo.mariadb import MariaDBSandbox
 from catchup.demo.run import demo_config
 from catchup.fleet.run import ShardResult, backup_fleet
 from catchup.repository import Repository, open_repository
+from tests.integration.engines import engine
+from tests.integration.stores import azurite_port, moto_port, store
+
+__all__ = ["azurite_port", "engine", "moto_port", "store"]  # fixtures for every module here
+INTEGRATION = Path(__file__).parent
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if item.path.is_relative_to(INTEGRATION):
+            item.add_marker(pytest.mark.integration)
 
 
 @dataclass

@@ -18,12 +18,12 @@ from catchup.cycle import LogReporter
 from catchup.repository import Repository
 from catchup.storage.local import LocalStore
 from tests.conftest import run_cli
-from tests.integration.test_s3_repository import aws_environment, kms_client, moto_port
+from tests.integration.test_s3_repository import aws_environment, kms_client
 from tests.unit.test_manifest_trust import FUTURE_ID, flip, plant
 from tests.unit.test_repository import header, make_data_dir
 
 pytestmark = pytest.mark.integration
-__all__ = ["aws_environment", "moto_port"]  # fixtures, imported to be used here
+__all__ = ["aws_environment"]  # a fixture, imported to be used here
 
 
 def kms_keyring(port: int, key: str, previous: tuple[str, ...] = ()) -> Keyring:

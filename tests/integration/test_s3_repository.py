@@ -7,8 +7,6 @@ import json
 import os
 import re
 import sys
-import urllib.request
-from collections.abc import Iterator
 from pathlib import Path
 
 import boto3
@@ -19,27 +17,15 @@ from obstore.store import S3Store
 from catchup.codec.keys import generate_key_file
 from tests.conftest import run_cli, serve_on_loopback
 from tests.integration.faultproxy import FaultProxy
+from tests.integration.stores import CREDENTIALS, make_bucket
 
 MARKER = "S3-MARKER-4b1d-not-in-the-bucket"
-CREDENTIALS = {"AWS_ACCESS_KEY_ID": "catchup-test", "AWS_SECRET_ACCESS_KEY": "catchup-test-secret"}
-
-
-@pytest.fixture(scope="module")
-def moto_port() -> Iterator[int]:
-    moto = str(Path(sys.executable).parent / "moto_server")
-    with serve_on_loopback(lambda port: [moto, "-H", "127.0.0.1", "-p", str(port)], "moto") as port:
-        yield port
 
 
 @pytest.fixture(autouse=True)
 def aws_environment(monkeypatch):
     for name, value in CREDENTIALS.items():
         monkeypatch.setenv(name, value)
-
-
-def make_bucket(port: int, name: str) -> None:
-    request = urllib.request.Request(f"http://127.0.0.1:{port}/{name}", method="PUT")
-    urllib.request.urlopen(request, timeout=10).close()
 
 
 def s3_config(fleet, port: int, bucket: str, key_file: Path | None, **storage: object) -> None:

@@ -18,9 +18,9 @@ from catchup.cycle import LogReporter
 from catchup.fleet.lease import Holder, Record
 from catchup.fleet.run import ShardResult
 from tests.conftest import run_cli
-from tests.integration.test_s3_repository import CREDENTIALS, make_bucket, moto_port, s3_config
+from tests.integration.stores import CREDENTIALS, make_bucket
+from tests.integration.test_s3_repository import s3_config
 
-__all__ = ["moto_port"]
 pytestmark = pytest.mark.integration
 
 

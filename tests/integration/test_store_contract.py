@@ -1,55 +1,147 @@
-"""The compare-and-swap the shard lease relies on, on every store this machine can
-run: a local directory, S3 (moto, on loopback) and Azure (Azurite, on loopback)."""
+"""The store contract: what every store in tests/integration/stores.py's STORES
+must do, on a real server each (a local directory, S3 on moto, Azure on Azurite).
+The repository relies on nothing else."""
 
 from __future__ import annotations
 
-import secrets
-from collections.abc import Iterator
+import os
+import subprocess
+import sys
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from catchup.config import StorageSettings
 from catchup.errors import ShardBusyError
 from catchup.fleet.lease import RepositoryLeaser
-from catchup.storage import Store
-from catchup.storage.cloud import CloudStore
-from catchup.storage.local import LocalStore
-from tests.integration.test_azure_repository import (
-    ACCOUNT,
-    ACCOUNT_KEY,
-    azurite_port,
-    create_container,
-)
-from tests.integration.test_s3_repository import CREDENTIALS, make_bucket, moto_port
+from catchup.storage import ObjectNotFound, Store
+from tests.conftest import REPO
+from tests.integration.stores import PART_SIZE_MB
 
-__all__ = ["azurite_port", "moto_port"]  # module fixtures, shared with those test files
-pytestmark = pytest.mark.integration
 KEY = "ks/0/lease.json"
+MB = 1 << 20
 
 
-@pytest.fixture(params=["local", "s3", "azure"])
-def store(request, tmp_path, monkeypatch) -> Iterator[Store]:
-    name = f"cas-{secrets.token_hex(4)}"
-    if request.param == "local":
-        yield LocalStore(tmp_path / "repo")
-        return
-    if request.param == "s3":
-        port = request.getfixturevalue("moto_port")
-        for variable, value in CREDENTIALS.items():
-            monkeypatch.setenv(variable, value)
-        make_bucket(port, name)
-        settings = StorageSettings(
-            endpoint=f"http://127.0.0.1:{port}", region="us-east-1", path_style=True
-        )
-        yield CloudStore(f"s3://{name}/backups", settings)
-        return
-    port = request.getfixturevalue("azurite_port")
-    monkeypatch.setenv("AZURE_STORAGE_ACCOUNT_NAME", ACCOUNT)
-    monkeypatch.setenv("AZURE_STORAGE_ACCOUNT_KEY", ACCOUNT_KEY)
-    create_container(port, name)
-    settings = StorageSettings(endpoint=f"http://127.0.0.1:{port}/{ACCOUNT}")
-    yield CloudStore(f"az://{name}/backups", settings)
+def keys(store: Store, prefix: str = "") -> list[str]:
+    return sorted(obj.key for obj in store.list(prefix))
+
+
+def test_put_then_get(store):
+    store.put("ks/0/a", b"first")
+    assert store.get("ks/0/a") == b"first"
+    store.put("ks/0/a", b"second")
+    assert store.get("ks/0/a") == b"second", "put overwrites"
+    store.put("ks/0/empty", b"")
+    assert store.get("ks/0/empty") == b""
+
+
+def test_a_writer_crosses_parts_and_the_reader_returns_every_byte(store):
+    data = os.urandom(2 * PART_SIZE_MB * MB + 12345)
+    with store.writer("ks/0/big") as stream:
+        for start in range(0, len(data), 3 * MB):
+            stream.write(data[start : start + 3 * MB])
+    with store.reader("ks/0/big") as stream:
+        chunks = iter(lambda: stream.read(MB + 7), b"")
+        assert b"".join(chunks) == data
+    assert [(obj.key, obj.size) for obj in store.list("ks/")] == [("ks/0/big", len(data))]
+
+
+def test_an_abandoned_writer_leaves_nothing_visible(store):
+    with pytest.raises(RuntimeError, match="abandoned"), store.writer("ks/0/big") as stream:
+        stream.write(os.urandom((PART_SIZE_MB + 1) * MB))  # one part may reach the server
+        raise RuntimeError("abandoned")
+    assert keys(store) == []
+    with pytest.raises(ObjectNotFound):
+        store.get("ks/0/big")
+
+
+def test_missing_objects_raise_object_not_found(store):
+    with pytest.raises(ObjectNotFound, match="ks/0/absent"):
+        store.get("ks/0/absent")
+    with pytest.raises(ObjectNotFound, match="ks/0/absent"), store.reader("ks/0/absent"):
+        pass
+    assert store.read_versioned("ks/0/absent") is None
+
+
+def test_list_by_prefix_includes_nested_keys_and_sizes(store):
+    for key in ("ks/0/a", "ks/0/sub/b", "ks/0/sub/deeper/c", "ks/01/d", "other/e"):
+        store.put(key, key.encode())
+    assert keys(store, "ks/0/") == ["ks/0/a", "ks/0/sub/b", "ks/0/sub/deeper/c"]
+    assert keys(store, "ks/0/sub/") == ["ks/0/sub/b", "ks/0/sub/deeper/c"]
+    assert keys(store, "ks/") == ["ks/0/a", "ks/0/sub/b", "ks/0/sub/deeper/c", "ks/01/d"]
+    assert len(keys(store)) == 5
+    assert keys(store, "nothing/") == []
+    assert {obj.key: obj.size for obj in store.list("other/")} == {"other/e": len(b"other/e")}
+
+
+def test_delete_removes_one_object(store):
+    store.put("ks/0/a", b"a")
+    store.put("ks/0/b", b"b")
+    store.delete("ks/0/a")
+    assert keys(store) == ["ks/0/b"]
+    with pytest.raises(ObjectNotFound):
+        store.get("ks/0/a")
+
+
+def test_delete_prefix_removes_everything_under_it_and_nothing_else(store):
+    for key in ("ks/0/a", "ks/0/sub/b", "ks/01/c", "ks/1/d"):
+        store.put(key, b"x")
+    store.delete_prefix("ks/0/")
+    assert keys(store) == ["ks/01/c", "ks/1/d"]
+    store.put("ks/0/again", b"y")  # the prefix is usable again
+    assert store.get("ks/0/again") == b"y"
+
+
+# A writer killed mid-object, as a crash would leave it: its own process, killed -9.
+WRITE_AND_HANG = """
+import json, sys, time
+from catchup.config import StorageSettings
+from catchup.storage import open_store
+url, settings, key = sys.argv[1:]
+store = open_store(url, StorageSettings(**json.loads(settings)) if settings else None)
+with store.writer(key) as stream:
+    stream.write(b"x" * ({size}))
+    print("written", flush=True)
+    time.sleep(120)
+"""
+
+
+def crash_mid_write(store: Store, key: str) -> None:
+    settings = getattr(store, "settings", None)
+    child = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            WRITE_AND_HANG.format(size=(PART_SIZE_MB + 1) * MB),
+            store.url,
+            settings.model_dump_json(exclude_none=True) if settings else "",
+            key,
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+        cwd=REPO,
+    )
+    try:
+        assert child.stdout is not None
+        assert child.stdout.readline() == "written\n", "the writer did not start"
+    finally:
+        child.kill()
+        child.wait(10)
+
+
+def test_a_crashed_write_is_hidden_and_delete_prefix_removes_it(store):
+    store.put("ks/0/done", b"done")
+    crash_mid_write(store, "ks/0/sub/crashed")
+    assert keys(store) == ["ks/0/done"], "a crashed write is never listed"
+    with pytest.raises(ObjectNotFound):
+        store.get("ks/0/sub/crashed")
+    # Only a local directory can see a crashed write; a cloud upload never completed
+    # stays out of sight until the bucket's lifecycle rule expires it.
+    partial = list(store.partial_writes("ks/0/"))
+    assert all(key.startswith("ks/0/sub/") for key in partial), partial
+    assert bool(partial) == store.url.startswith("file://")
+    store.delete_prefix("ks/0/")
+    assert keys(store) == []
+    assert list(store.partial_writes("ks/")) == [], "delete_prefix removes partial writes too"
 
 
 def test_create_only_if_absent(store):

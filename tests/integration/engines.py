@@ -1,0 +1,73 @@
+"""The engines the cycle contract suite (test_engine_contract.py) runs on, each as a
+real sandbox source from catchup.demo, and what differs between them: how a
+source loses the log a backup chain needs, and how a killed replica fails. A new
+engine gets the whole suite by one entry in ENGINES."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from catchup.demo.mariadb import MariaDBSandbox
+from catchup.demo.postgres import PostgresSandbox
+from catchup.demo.sandbox import Sandbox
+from catchup.fleet.run import ShardResult
+
+
+@dataclass(frozen=True)
+class EngineCase:
+    name: str
+    new_source: Callable[[Path, int], Sandbox]  # a sandbox in a directory, with a server id
+    lose_log: Callable[[Sandbox, ShardResult], None]  # after `backup`: catch-up is impossible
+    replica_died: str  # a regex of the error a cycle fails with when its replica is killed
+
+
+def purge_binlogs(source: Sandbox, backup: ShardResult) -> None:
+    assert isinstance(source, MariaDBSandbox)
+    source.purge_binlogs()
+
+
+def drop_slot(source: Sandbox, backup: ShardResult) -> None:
+    assert isinstance(source, PostgresSandbox)
+    slot = backup.position.partition(":")[2]
+    source.execute("SELECT pg_drop_replication_slot(%s)", (slot,))
+
+
+ENGINES = {
+    "mariadb": EngineCase(
+        "mariadb",
+        lambda root, server_id: MariaDBSandbox(root, server_id),
+        purge_binlogs,
+        "ephemeral mariadbd died",
+    ),
+    "postgres": EngineCase(
+        "postgres",
+        lambda root, server_id: PostgresSandbox(root),
+        drop_slot,
+        "ephemeral postgres died|stopped in state",
+    ),
+}
+
+
+@pytest.fixture(params=list(ENGINES))
+def engine(request: pytest.FixtureRequest) -> EngineCase:
+    """Each engine of ENGINES in turn."""
+    return ENGINES[request.param]
+
+
+def processes_under(root: Path) -> list[int]:
+    """Pids of the processes whose command line mentions `root`: a replica's servers."""
+    pids = []
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            cmdline = (proc / "cmdline").read_bytes()
+        except OSError:
+            continue
+        if str(root).encode() in cmdline:
+            pids.append(int(proc.name))
+    return pids
