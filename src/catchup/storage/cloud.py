@@ -229,7 +229,8 @@ def _build(
         return S3Store(
             bucket, prefix=prefix, config=config, client_options=client, retry_config=retry
         )
-    if scheme == "gs":  # GCS takes no endpoint: its client always talks to Google
+    if scheme == "gs":  # no `endpoint`: obstore takes a GCS base URL only from the
+        # service-account file (`gcs_base_url`), which is where an emulator is named
         return GCSStore(bucket, prefix=prefix, client_options=client, retry_config=retry)
     if scheme != "az":
         raise StorageError(f"{scheme}:// is not an object store catchup can open")
