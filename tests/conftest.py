@@ -14,6 +14,7 @@ import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+import httpx
 import pytest
 
 from catchup.engines.relay import free_port
@@ -60,3 +61,20 @@ def serve_on_loopback(command: Callable[[int], list[str]], what: str) -> Iterato
     finally:
         server.terminate()
         server.wait(10)
+
+
+def wait_until_ready(
+    process: subprocess.Popen, client: httpx.Client, output: Callable[[], str]
+) -> None:
+    """Return once the daemon `process` answers /readyz through `client`; fail with its
+    `output()` if it exits first, or after 30 s."""
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            if client.get("/readyz").status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        assert process.poll() is None, output()
+        assert time.monotonic() < deadline, "the daemon did not become ready"
+        time.sleep(0.1)

@@ -6,7 +6,7 @@ integration"` runs the pure tests alone."""
 from __future__ import annotations
 
 import tomllib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -20,6 +20,7 @@ from catchup.demo.run import demo_config
 from catchup.fleet.run import ShardResult, backup_fleet
 from catchup.repository import Repository, open_repository
 from tests.integration.engines import engine
+from tests.integration.processes import processes_under
 from tests.integration.stores import azurite_port, moto_port, store
 
 __all__ = ["azurite_port", "engine", "moto_port", "store"]  # fixtures for every module here
@@ -79,12 +80,30 @@ class Fleet:
             cancel or CancelToken(),
         )
 
+    def backup_then_catch_up(self, change: Callable[[], object]) -> ShardResult:
+        """Back the one shard up, make `change` on its source, and back it up again: the
+        second backup must be a good catch-up, which is returned."""
+        [first] = self.backup()
+        assert first.ok, first.error
+        change()
+        [second] = self.backup()
+        assert second.ok and second.kind == "catchup", second.error
+        return second
+
     def add_source(self, server_id: int = 1, size_mb: float = 2) -> MariaDBSandbox:
         source = MariaDBSandbox(self.root / "sandbox" / f"src-{len(self.sources)}", server_id)
         self.sources.append(source)
         source.start()
         source.load_demo_data(size_mb)
         return source
+
+    def add_replica(self, primary: MariaDBSandbox, server_id: int) -> MariaDBSandbox:
+        """A replica of `primary`, started and caught up with it."""
+        replica = MariaDBSandbox(self.root / "sandbox" / "replica", server_id, replica_of=primary)
+        self.sources.append(replica)
+        replica.start()
+        replica.wait_replicated()
+        return replica
 
     def instance_dirs(self) -> list[Path]:
         instances = self.root / "work" / "instances"
@@ -101,14 +120,4 @@ def fleet(short_tmp: Path) -> Iterator[Fleet]:
 
 def mariadbd_processes_under(root: Path) -> list[int]:
     """Pids of mariadbd processes whose command line mentions `root`."""
-    pids = []
-    for proc in Path("/proc").iterdir():
-        if not proc.name.isdigit():
-            continue
-        try:
-            cmdline = (proc / "cmdline").read_bytes()
-        except OSError:
-            continue
-        if b"mariadbd" in cmdline and str(root).encode() in cmdline:
-            pids.append(int(proc.name))
-    return pids
+    return processes_under(root, b"mariadbd")

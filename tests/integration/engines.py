@@ -56,18 +56,3 @@ ENGINES = {
 def engine(request: pytest.FixtureRequest) -> EngineCase:
     """Each engine of ENGINES in turn."""
     return ENGINES[request.param]
-
-
-def processes_under(root: Path) -> list[int]:
-    """Pids of the processes whose command line mentions `root`: a replica's servers."""
-    pids = []
-    for proc in Path("/proc").iterdir():
-        if not proc.name.isdigit():
-            continue
-        try:
-            cmdline = (proc / "cmdline").read_bytes()
-        except OSError:
-            continue
-        if str(root).encode() in cmdline:
-            pids.append(int(proc.name))
-    return pids

@@ -21,7 +21,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from catchup.engines.relay import free_port
-from tests.conftest import REPO
+from tests.conftest import REPO, wait_until_ready
 from tests.integration.conftest import Fleet, mariadbd_processes_under
 
 TOKEN = "test-token-" + "0123456789abcdef"
@@ -52,16 +52,7 @@ def daemon(fleet: Fleet, *args: str) -> Iterator[tuple[subprocess.Popen, httpx.C
     )
     client = httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=30)
     try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                if client.get("/readyz").status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            assert process.poll() is None, (fleet.root / f"daemon-{port}.log").read_text()
-            assert time.monotonic() < deadline, "the daemon did not become ready"
-            time.sleep(0.1)
+        wait_until_ready(process, client, lambda: (fleet.root / f"daemon-{port}.log").read_text())
         yield process, client
     finally:
         client.close()

@@ -15,8 +15,10 @@ from catchup.cancel import CancelToken
 from catchup.cycle import CycleOptions
 from catchup.demo.run import prove_equal
 from catchup.demo.sandbox import Sandbox
+from catchup.fleet.run import ShardResult
 from tests.integration.conftest import Fleet
-from tests.integration.engines import EngineCase, processes_under
+from tests.integration.engines import EngineCase
+from tests.integration.processes import processes_under
 from tests.integration.test_faults import HookReporter
 
 SIZE_MB = 1  # PostgreSQL's smallest pgbench scale is about 15 MB
@@ -30,11 +32,18 @@ def add_source(fleet: Fleet, engine: EngineCase, server_id: int = 1) -> Sandbox:
     return source
 
 
-def test_bootstrap_then_catch_up_restores_exactly_the_source(fleet, engine):
+def backed_up_source(fleet: Fleet, engine: EngineCase) -> tuple[Sandbox, ShardResult]:
+    """A source of `engine`, the fleet's one shard, and its first backup, asserted good."""
     source = add_source(fleet, engine)
     fleet.write_config()
     [first] = fleet.backup()
-    assert first.ok and first.kind == "bootstrap" and first.parent is None, first.error
+    assert first.ok, first.error
+    return source, first
+
+
+def test_bootstrap_then_catch_up_restores_exactly_the_source(fleet, engine):
+    source, first = backed_up_source(fleet, engine)
+    assert first.kind == "bootstrap" and first.parent is None, first.kind
     source.apply_workload(0.05)
     [second] = fleet.backup()
     assert second.ok and second.kind == "catchup", second.error
@@ -51,10 +60,7 @@ def test_bootstrap_then_catch_up_restores_exactly_the_source(fleet, engine):
 
 
 def test_a_source_that_lost_the_log_bootstraps_again_unless_told_not_to(fleet, engine):
-    source = add_source(fleet, engine)
-    fleet.write_config()
-    [first] = fleet.backup()
-    assert first.ok, first.error
+    source, first = backed_up_source(fleet, engine)
     source.apply_workload(0.02)
     engine.lose_log(source, first)
 
@@ -93,10 +99,7 @@ def test_a_backup_chain_from_another_source_is_refused(fleet, engine):
 
 
 def test_a_replica_killed_mid_catch_up_commits_nothing_and_the_next_cycle_succeeds(fleet, engine):
-    source = add_source(fleet, engine)
-    fleet.write_config()
-    [first] = fleet.backup()
-    assert first.ok, first.error
+    source, first = backed_up_source(fleet, engine)
     source.apply_workload(0.05)
     work = fleet.root / "work"
     killed: list[int] = []

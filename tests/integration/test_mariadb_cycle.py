@@ -162,24 +162,20 @@ def test_a_backup_from_another_history_is_refused(fleet):
 
 
 def test_a_replica_as_the_source(fleet):
-    from catchup.demo.mariadb import MariaDBSandbox
 
     primary = fleet.add_source()
-    replica = MariaDBSandbox(fleet.root / "sandbox" / "replica", server_id=2, replica_of=primary)
-    fleet.sources.append(replica)
-    replica.start()
-    replica.wait_replicated()
+    replica = fleet.add_replica(primary, server_id=2)
     fleet.write_config([replica], role="replica")
     config_text = fleet.config_path.read_text()
     assert replica.endpoint in config_text and 'role = "replica"' in config_text
     checked = run_cli("check", "--json", "-c", str(fleet.config_path))
     assert checked.returncode == 0, checked.stdout
-    [first] = fleet.backup()
-    assert first.ok, first.error
-    primary.apply_workload(0.03)  # written on the primary, caught up from the replica
-    replica.wait_replicated()
-    [second] = fleet.backup()
-    assert second.ok and second.kind == "catchup", second.error
+
+    def write_on_the_primary() -> None:  # and catch up from the replica
+        primary.apply_workload(0.03)
+        replica.wait_replicated()
+
+    second = fleet.backup_then_catch_up(write_on_the_primary)
     assert second.position == primary.position() == replica.position()
     manifest = fleet.repository.find("commerce", "0", second.backup_id)
     assert manifest.source.role == "replica"

@@ -13,7 +13,6 @@ from pathlib import Path
 import pytest
 
 from catchup.cycle import LogReporter
-from catchup.demo.mariadb import MariaDBSandbox
 from catchup.engines.mariadb import instance as instance_module
 from catchup.engines.mariadb.instance import provision
 from catchup.engines.mariadb.server import MariaDBServer, ServerFiles
@@ -87,10 +86,7 @@ def test_the_ephemeral_server_has_no_secret_and_a_private_socket(
 
 def test_replica_server_ids_avoid_the_sources_history_and_its_replicas(fleet, monkeypatch) -> None:
     primary = fleet.add_source(server_id=1)
-    replica = MariaDBSandbox(fleet.root / "sandbox" / "replica", server_id=77, replica_of=primary)
-    fleet.sources.append(replica)
-    replica.start()
-    replica.wait_replicated()
+    replica = fleet.add_replica(primary, server_id=77)
     fleet.write_config([primary])
     assert fleet.backup()[0].ok
 
@@ -178,10 +174,7 @@ def test_events_come_back_as_the_source_has_them(fleet, short_tmp) -> None:
 
 def test_a_changed_source_is_refused_or_warned_about(fleet) -> None:
     a = fleet.add_source(server_id=1)
-    b = MariaDBSandbox(fleet.root / "sandbox" / "replica", server_id=2, replica_of=a)
-    fleet.sources.append(b)
-    b.start()
-    b.wait_replicated()
+    b = fleet.add_replica(a, server_id=2)
     fleet.write_config([a])
     [first] = fleet.backup()
     assert first.ok, first.error

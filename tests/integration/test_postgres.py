@@ -8,14 +8,22 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
+from psycopg import Connection
 
+from catchup.cancel import CancelToken
 from catchup.demo.postgres import PostgresSandbox
+from catchup.engines.postgres import PostgresEngine
+from catchup.engines.postgres.instance import PostgresReplica
 from catchup.engines.postgres.server import PostgresFiles, PostgresServer, find_binaries
+from catchup.engines.postgres.source import PostgresSource
 from catchup.engines.postgres.verify import table_checksums
 from tests.conftest import REPO, run_cli
+from tests.integration.processes import processes_under
 from tests.integration.test_faults import HookReporter
 
 
@@ -51,21 +59,38 @@ def write_config(fleet, body: str, extra: str = "") -> None:
 
 
 def postgres_processes_under(root: Path, servers_only: bool = False) -> list[int]:
-    pids = []
-    for proc in Path("/proc").iterdir():
-        if proc.name.isdigit():
-            try:
-                cmdline = (proc / "cmdline").read_bytes()
-            except OSError:
-                continue
-            server = b"/bin/postgres\x00-D" in cmdline
-            if (
-                b"postgres" in cmdline
-                and str(root).encode() in cmdline
-                and (server or not servers_only)
-            ):
-                pids.append(int(proc.name))
-    return pids
+    return processes_under(root, b"/bin/postgres\x00-D" if servers_only else b"postgres")
+
+
+@contextmanager
+def restored_server(target: Path, port: int) -> Iterator[tuple[PostgresServer, Connection]]:
+    """A server on the data directory `restore` wrote under `target`, connected once its
+    recovery has ended; stopped on leaving."""
+    server = PostgresServer(PostgresFiles(target), find_binaries(15), port=port, settings={})
+    server.write_config({})
+    server.start()
+    try:
+        server.wait_ready()
+        with server.connect() as conn:
+            while conn.execute("SELECT pg_is_in_recovery()").fetchone()[0]:
+                time.sleep(0.05)
+            yield server, conn
+    finally:
+        server.stop()
+
+
+@contextmanager
+def bootstrapped_instance(fleet) -> Iterator[tuple[PostgresSource, PostgresReplica]]:
+    """The source of the fleet's one shard, opened, and an instance bootstrapped from it."""
+    config = fleet.config
+    [shard] = config.shards
+    engine = PostgresEngine()
+    with (
+        engine.open_source(config, shard) as view,
+        engine.provision(config, shard, view) as instance,
+    ):
+        instance.bootstrap(CancelToken(), lambda done, total: None)
+        yield view, instance
 
 
 def test_three_cycles_restore_to_exactly_the_source_at_the_lsn(fleet, pg, short_tmp):
@@ -94,19 +119,10 @@ def test_three_cycles_restore_to_exactly_the_source_at_the_lsn(fleet, pg, short_
         "restore", "pg/0", "--target-dir", str(target / "data"), "-c", str(fleet.config_path)
     )
     assert restored.returncode == 0, restored.stderr
-    server = PostgresServer(PostgresFiles(target), find_binaries(15), port=5499, settings={})
-    server.write_config({})
-    server.start()
-    try:
-        server.wait_ready()
-        with server.connect() as conn:
-            while conn.execute("SELECT pg_is_in_recovery()").fetchone()[0]:
-                time.sleep(0.05)
-            assert table_checksums(conn) == source.checksums()
+    with restored_server(target, 5499) as (server, conn):
+        assert table_checksums(conn) == source.checksums()
         lsn = listed[2]["position"].partition("@")[0]
         assert f'recovery stopping after WAL location (LSN) "{lsn}"' in server.files.log.read_text()
-    finally:
-        server.stop()
 
     verify = run_cli("verify", "pg/0", "--json", "-c", str(fleet.config_path))
     assert json.loads(verify.stdout)["verified"], verify.stdout
@@ -199,12 +215,12 @@ def test_a_standby_as_the_source(fleet, pg, short_tmp):
                 'engine = "postgres"', 'engine = "postgres"\nrole = "replica"'
             ),
         )
-        [first] = fleet.backup()
-        assert first.ok, first.error
-        primary.apply_workload(0.01)  # written on the primary, caught up from its standby
-        standby.wait_replicated()
-        [second] = fleet.backup()
-        assert second.ok and second.kind == "catchup", second.error
+
+        def write_on_the_primary() -> None:  # and catch up from its standby
+            primary.apply_workload(0.01)
+            standby.wait_replicated()
+
+        second = fleet.backup_then_catch_up(write_on_the_primary)
         manifest = fleet.repository.find("pg", "0", second.backup_id)
         assert manifest.source.role == "replica"
         verify = run_cli("verify", "pg/0", "--json", "-c", str(fleet.config_path))

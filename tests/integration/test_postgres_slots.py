@@ -20,7 +20,12 @@ from catchup.engines.postgres.lsn import format_lsn
 from catchup.errors import CatchupError
 from tests.conftest import run_cli
 from tests.integration.test_faults import HookReporter
-from tests.integration.test_postgres import pg, pg_shard, write_config  # noqa: F401 - fixture
+from tests.integration.test_postgres import (  # noqa: F401 - fixture
+    bootstrapped_instance,
+    pg,
+    pg_shard,
+    write_config,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -150,14 +155,7 @@ def test_a_password_that_needs_quoting_works_for_bootstrap_and_catch_up(fleet, p
 def test_the_bootstrap_instance_config_is_private_while_it_runs(fleet, pg):
     source = pg(size_mb=15)
     write_config(fleet, pg_shard(source))
-    config = fleet.config
-    [shard] = config.shards
-    engine = PostgresEngine()
-    with (
-        engine.open_source(config, shard) as view,
-        engine.provision(config, shard, view) as instance,
-    ):
-        instance.bootstrap(CancelToken(), lambda done, total: None)
+    with bootstrapped_instance(fleet) as (view, instance):
         checkpoint = view.checkpoint()
         instance.catch_up(checkpoint, CancelToken(), lambda done, total: None)
         assert instance.files.config.stat().st_mode & 0o777 == 0o600

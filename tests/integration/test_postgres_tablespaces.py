@@ -13,17 +13,19 @@ from pathlib import Path
 import pytest
 
 from catchup.cancel import CancelToken
-from catchup.engines.postgres import PostgresEngine
 from catchup.engines.postgres.server import (
-    PostgresFiles,
-    PostgresServer,
-    find_binaries,
     give_to_server_user,
 )
 from catchup.engines.postgres.verify import table_checksums
 from catchup.errors import CatchUpFailedError
 from tests.conftest import run_cli
-from tests.integration.test_postgres import pg, pg_shard, write_config  # noqa: F401 - fixture
+from tests.integration.test_postgres import (  # noqa: F401 - fixture
+    bootstrapped_instance,
+    pg,
+    pg_shard,
+    restored_server,
+    write_config,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -87,19 +89,10 @@ def test_a_tablespace_round_trips_and_nothing_is_written_outside_the_work_dir(fl
     assert "unix_socket_directories" in restored.stdout + restored.stderr  # the hint says
     assert (target / "data" / "pg_tblspc" / oid).is_dir()
     assert not (target / "data" / "pg_tblspc" / oid).is_symlink()
-    server = PostgresServer(PostgresFiles(target), find_binaries(15), port=5498, settings={})
-    server.write_config({})
-    server.start()
-    try:
-        server.wait_ready()
-        with server.connect() as conn:
-            while conn.execute("SELECT pg_is_in_recovery()").fetchone()[0]:
-                time.sleep(0.05)
-            assert table_checksums(conn) == source.checksums()
-            (count,) = conn.execute("SELECT count(*) FROM far WHERE v = 'late'").fetchone()
-            assert count == 5000
-    finally:
-        server.stop()
+    with restored_server(target, 5498) as (_, conn):
+        assert table_checksums(conn) == source.checksums()
+        (count,) = conn.execute("SELECT count(*) FROM far WHERE v = 'late'").fetchone()
+        assert count == 5000
 
     verify = run_cli("verify", "pg/0", "--json", "-c", str(fleet.config_path))
     assert json.loads(verify.stdout)["verified"], verify.stdout
@@ -137,14 +130,7 @@ def test_a_backup_whose_tablespace_is_an_empty_directory_is_not_built_on(fleet, 
     oid = make_tablespace(source, short_tmp / "ts-old", "old_ts")
     source.execute("CREATE TABLE t_old TABLESPACE old_ts AS SELECT 1 AS one")
     write_config(fleet, pg_shard(source))
-    config = fleet.config
-    [shard] = config.shards
-    engine = PostgresEngine()
-    with (
-        engine.open_source(config, shard) as view,
-        engine.provision(config, shard, view) as instance,
-    ):
-        instance.bootstrap(CancelToken(), lambda done, total: None)
+    with bootstrapped_instance(fleet) as (view, instance):
         tablespace = instance.data_dir / "pg_tblspc" / oid
         assert any(tablespace.iterdir())
         shutil.rmtree(tablespace)

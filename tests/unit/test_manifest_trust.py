@@ -12,7 +12,7 @@ import os
 import shutil
 import socket
 import stat
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -363,16 +363,13 @@ def test_objects_are_confirmed_then_the_lock_is_checked_before_the_manifest(tmp_
     store = Recording(tmp_path / "repo")
     repo = Repository(store)
     listing = repo.scan(data, excluded)
+
+    def write(confirm: Callable[[], object]) -> None:
+        repo.write_backup(header("s1"), data, listing, CodecSettings(1), 2, confirm=confirm)
+
     store.remove_first_object = True
     with pytest.raises(IntegrityError, match=r"not committed: object data/000000\.zst is missing"):
-        repo.write_backup(
-            header("s1"),
-            data,
-            listing,
-            CodecSettings(1),
-            2,
-            confirm=lambda: events.append("confirm"),
-        )
+        write(lambda: events.append("confirm"))
     assert events == [] and not list((tmp_path / "repo").rglob("manifest.json"))
 
     def lost_lease() -> None:
@@ -380,23 +377,9 @@ def test_objects_are_confirmed_then_the_lock_is_checked_before_the_manifest(tmp_
         raise IntegrityError("the shard's lease was lost")
 
     with pytest.raises(IntegrityError, match="lease was lost"):
-        repo.write_backup(
-            header("s1"),
-            data,
-            listing,
-            CodecSettings(1),
-            2,
-            confirm=lost_lease,
-        )
+        write(lost_lease)
     assert events == ["confirm"] and not list((tmp_path / "repo").rglob("*.zst"))
-    repo.write_backup(
-        header("s1"),
-        data,
-        listing,
-        CodecSettings(1),
-        2,
-        confirm=lambda: events.append("confirm"),
-    )
+    write(lambda: events.append("confirm"))
     assert events == ["confirm", "confirm", "put manifest.json"]
 
 

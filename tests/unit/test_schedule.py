@@ -74,6 +74,14 @@ def daemon_parts(cfg, clock, limit: int = 2):
     return book, executor, dispatcher, Scheduler(cfg, book, dispatcher, clock)
 
 
+def dispatching(shards: int, limit: int):
+    """A config of `shards` shards, a clock stopped at 10:00 and a daemon's parts that
+    dispatch at most `limit` cycles at once."""
+    cfg = config(shards=shards)
+    clock = Clock(at("2026-11-24T10:00:00"))
+    return cfg, clock, *daemon_parts(cfg, clock, limit)
+
+
 def wait_until(predicate, timeout: float = 5) -> None:
     deadline = time.monotonic() + timeout
     while not predicate():
@@ -183,9 +191,7 @@ def test_a_due_shard_waits_for_its_window_and_then_starts():
 
 
 def test_at_most_n_cycles_at_once_and_one_per_shard():
-    cfg = config(shards=4)
-    clock = Clock(at("2026-11-24T10:00:00"))
-    book, executor, dispatcher, _ = daemon_parts(cfg, clock, limit=2)
+    cfg, clock, book, executor, dispatcher, _ = dispatching(shards=4, limit=2)
     run = book.new_run("api", cfg.shards, clock())
     dispatcher.submit(run)
     wait_until(lambda: len(executor.started) == 2)
@@ -204,9 +210,7 @@ def test_at_most_n_cycles_at_once_and_one_per_shard():
 
 
 def test_cancelling_a_run_drops_queued_cycles_and_cancels_running_ones():
-    cfg = config(shards=3)
-    clock = Clock(at("2026-11-24T10:00:00"))
-    book, executor, dispatcher, _ = daemon_parts(cfg, clock, limit=1)
+    cfg, clock, book, executor, dispatcher, _ = dispatching(shards=3, limit=1)
     run = book.new_run("api", cfg.shards, clock())
     dispatcher.submit(run)
     wait_until(lambda: executor.started == ["ks/s0"])
@@ -217,9 +221,7 @@ def test_cancelling_a_run_drops_queued_cycles_and_cancels_running_ones():
 
 
 def test_drain_abandon_cancels_running_cycles_and_refuses_new_work():
-    cfg = config(shards=2)
-    clock = Clock(at("2026-11-24T10:00:00"))
-    book, executor, dispatcher, _ = daemon_parts(cfg, clock, limit=1)
+    cfg, clock, book, executor, dispatcher, _ = dispatching(shards=2, limit=1)
     dispatcher.submit(book.new_run("api", cfg.shards, clock()))
     wait_until(lambda: executor.started == ["ks/s0"])
     assert dispatcher.drain(abandon=True, timeout=5)

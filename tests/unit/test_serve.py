@@ -11,7 +11,6 @@ import os
 import ssl
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -24,7 +23,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 from catchup.engines.relay import free_port
-from tests.conftest import REPO, run_cli
+from tests.conftest import REPO, run_cli, wait_until_ready
 
 TOKEN = "tls-test-token-0123456789abcdef"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
@@ -109,16 +108,7 @@ def serving(config: Path, ca: Path | None) -> Iterator[tuple[int, httpx.Client]]
         trust = ssl.create_default_context(cafile=str(ca))
         client = httpx.Client(base_url=f"https://127.0.0.1:{port}", verify=trust, timeout=10)
     try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                if client.get("/readyz").status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            assert process.poll() is None, process.communicate()[0]
-            assert time.monotonic() < deadline, "the daemon did not become ready"
-            time.sleep(0.1)
+        wait_until_ready(process, client, lambda: process.communicate()[0])
         yield port, client
     finally:
         client.close()
