@@ -9,19 +9,16 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Generic, Protocol, TypeVar
 
-ServerT = TypeVar("ServerT", covariant=True)
-FilesT = TypeVar("FilesT", covariant=True)
+ServerT = TypeVar("ServerT")
+FilesT = TypeVar("FilesT")
 SourceT = TypeVar("SourceT")
 
 
 class ReplicaInstance(Protocol[ServerT, FilesT]):
     """The ephemeral instance a replica runs on, as the shared part sees it."""
 
-    @property
-    def server(self) -> ServerT: ...
-
-    @property
-    def files(self) -> FilesT: ...
+    server: ServerT
+    files: FilesT
 
     @property
     def data_dir(self) -> Path: ...
