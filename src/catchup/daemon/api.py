@@ -6,6 +6,7 @@ no data and asks for the token) needs `Authorization: Bearer <token>`.
 """
 
 import hmac
+from collections.abc import Callable
 from datetime import datetime, timedelta
 from importlib import resources
 from typing import Annotated, Any, Literal
@@ -13,6 +14,7 @@ from typing import Annotated, Any, Literal
 from fastapi import APIRouter, Depends, FastAPI, HTTPException, Query, Response
 from fastapi.responses import HTMLResponse, JSONResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from fastapi.types import DecoratedCallable
 from pydantic import BaseModel, ConfigDict, Field, SecretStr
 
 from catchup import __version__
@@ -160,7 +162,12 @@ def token_guard(token: SecretStr) -> Any:
     return Depends(require_token)
 
 
-UNAUTHORIZED: dict[int | str, dict[str, Any]] = {401: {"model": Message}}
+def failures(*codes: int) -> dict[int | str, dict[str, Any]]:
+    """The documented error answers of an endpoint: each a `Message`."""
+    return {code: {"model": Message} for code in codes}
+
+
+UNAUTHORIZED = failures(401)
 
 
 def create_app(daemon: Daemon, token: SecretStr) -> FastAPI:
@@ -176,19 +183,18 @@ def create_app(daemon: Daemon, token: SecretStr) -> FastAPI:
         """The process answers."""
         return {"status": "ok"}
 
-    @app.get("/readyz", tags=["health"], responses={503: {"model": Message}})
+    @app.get("/readyz", tags=["health"], responses=failures(503))
     def readiness() -> Any:
         """The scheduler runs and the daemon is not stopping."""
         if daemon.ready:
             return {"status": "ready"}
         return JSONResponse({"detail": "not ready"}, status_code=503)
 
-    @api.post(
-        "/runs",
-        status_code=202,
-        response_model=RunView,
-        responses={409: {"model": Message}, 422: {"model": Message}},
-    )
+    def starts_run(path: str, *codes: int) -> Callable[[DecoratedCallable], DecoratedCallable]:
+        """A POST that answers 202 at once with the run it started or changed."""
+        return api.post(path, status_code=202, response_model=RunView, responses=failures(*codes))
+
+    @starts_run("/runs", 409, 422)
     def trigger_run(request: TriggerRequest) -> RunView:
         """Back up the named shards (or all) now; returns the run at once."""
         if bool(request.shards) == request.all:
@@ -213,17 +219,12 @@ def create_app(daemon: Daemon, token: SecretStr) -> FastAPI:
             raise HTTPException(404, f"no run {run_id!r}; list them at /api/runs")
         return run
 
-    @api.get("/runs/{run_id}", response_model=RunView, responses={404: {"model": Message}})
+    @api.get("/runs/{run_id}", response_model=RunView, responses=failures(404))
     def get_run(run_id: str) -> RunView:
         with daemon.book.lock:
             return RunView.of(find_run(run_id))
 
-    @api.post(
-        "/runs/{run_id}/cancel",
-        status_code=202,
-        response_model=RunView,
-        responses={404: {"model": Message}, 409: {"model": Message}},
-    )
+    @starts_run("/runs/{run_id}/cancel", 404, 409)
     def cancel_run(run_id: str) -> RunView:
         """Drop the run's queued cycles and cancel its running ones (they clean up)."""
         run = find_run(run_id)
@@ -233,7 +234,7 @@ def create_app(daemon: Daemon, token: SecretStr) -> FastAPI:
         with daemon.book.lock:
             return RunView.of(run)
 
-    @api.get("/backups", responses={404: {"model": Message}, 503: {"model": Message}})
+    @api.get("/backups", responses=failures(404, 503))
     def list_backups(
         shard: Annotated[str | None, Query(max_length=200)] = None,
     ) -> list[dict[str, Any]]:

@@ -10,13 +10,13 @@ from datetime import datetime
 
 from catchup.errors import IntegrityError, KeyUnavailableError
 from catchup.repository.layout import MANIFEST, parse_key
-from catchup.repository.manifest import Manifest
+from catchup.repository.manifest import ListedBackup, Manifest
 from catchup.repository.retention import FUTURE_TOLERANCE, dated, future_dated
 from catchup.storage import ObjectNotFound, Store
 
 
 @dataclass(frozen=True)
-class DamagedBackup:
+class DamagedBackup(ListedBackup):
     """A backup whose manifest cannot be believed: unreadable, altered, not sealed, bound
     to another place, or sealed with a key that is not configured."""
 
@@ -26,17 +26,8 @@ class DamagedBackup:
     reason: str
     key_unavailable: bool = False  # its key is not configured or refused: not damage
 
-    @property
-    def shard_name(self) -> str:
-        return f"{self.keyspace}/{self.shard}"
-
     def summary(self) -> dict[str, object]:
-        return {
-            "id": self.backup_id,
-            "shard": self.shard_name,
-            "state": "damaged",
-            "reason": self.reason,
-        }
+        return self.listed(state="damaged", reason=self.reason)
 
 
 @dataclass(frozen=True)

@@ -7,7 +7,7 @@ any change a reader of an older version could misread.
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
 from pydantic import (
     AwareDatetime,
@@ -29,6 +29,30 @@ FIELD_ORDER = (
     *("bytes_from_source", "data_bytes", "stored_bytes", "durations", "compression"),
     *("encryption", "directories", "files"),
 )
+
+
+class _Named(Protocol):
+    @property
+    def keyspace(self) -> str: ...
+
+    @property
+    def shard(self) -> str: ...
+
+    @property
+    def backup_id(self) -> str: ...
+
+
+class ListedBackup:
+    """What every backup `catchup list` shows, intact or damaged, is named by. A mixin
+    without fields of its own, so a model's field order stays its own."""
+
+    @property
+    def shard_name(self: _Named) -> str:
+        return f"{self.keyspace}/{self.shard}"
+
+    def listed(self: _Named, **fields: object) -> dict[str, object]:
+        """`fields` after the backup's name: one `catchup list --json` entry."""
+        return {"id": self.backup_id, "shard": f"{self.keyspace}/{self.shard}", **fields}
 
 
 class Model(BaseModel):
@@ -92,7 +116,7 @@ class BackupHeader(Model):
     durations: dict[str, float]
 
 
-class Manifest(BackupHeader):
+class Manifest(BackupHeader, ListedBackup):
     """A committed backup: its header and what `Repository.write_backup` stored."""
 
     format_version: int = FORMAT_VERSION
@@ -126,22 +150,16 @@ class Manifest(BackupHeader):
             seen.add(entry.path)
         return self
 
-    @property
-    def shard_name(self) -> str:
-        return f"{self.keyspace}/{self.shard}"
-
     def summary(self) -> dict[str, object]:
         """The fields `catchup list --json` prints."""
-        return {
-            "id": self.backup_id,
-            "shard": self.shard_name,
-            "engine": self.engine,
-            "kind": self.kind,
-            "parent": self.parent,
-            "position": self.position,
-            "bytes_from_source": self.bytes_from_source,
-            "created_at": self.created_at.isoformat(),
-            "data_bytes": self.data_bytes,
-            "stored_bytes": self.stored_bytes,
-            "rebootstrap_reason": self.rebootstrap_reason,
-        }
+        return self.listed(
+            engine=self.engine,
+            kind=self.kind,
+            parent=self.parent,
+            position=self.position,
+            bytes_from_source=self.bytes_from_source,
+            created_at=self.created_at.isoformat(),
+            data_bytes=self.data_bytes,
+            stored_bytes=self.stored_bytes,
+            rebootstrap_reason=self.rebootstrap_reason,
+        )

@@ -20,6 +20,7 @@ from catchup.engines import Finding, StepProgress
 from catchup.engines.mariadb import bootstrap, catchup, restore, verify
 from catchup.engines.mariadb.server import ADMIN_USER, MariaDBServer, ServerFiles, select_value
 from catchup.engines.mariadb.source import MariaDBSource
+from catchup.engines.replica import InstanceReplica
 from catchup.engines.workdir import instance_dir, record_server
 from catchup.errors import InstanceError
 
@@ -123,26 +124,11 @@ def provision(work_dir: Path, label: str, settings: MariaDBSettings) -> Iterator
             instance.destroy()
 
 
-class MariaDBReplica:
+class MariaDBReplica(InstanceReplica[MariaDBServer, ServerFiles, MariaDBSource]):
     """A cycle's instance, fed by its source: bootstrapped from a dump or restored,
     then caught up through the source's binlog."""
 
-    def __init__(self, instance: MariaDBInstance, source: MariaDBSource, stall_timeout: float):
-        self.instance = instance
-        self.source = source
-        self.stall_timeout = stall_timeout
-
-    @property
-    def server(self) -> MariaDBServer:
-        return self.instance.server
-
-    @property
-    def files(self) -> ServerFiles:
-        return self.instance.files
-
-    @property
-    def data_dir(self) -> Path:
-        return self.instance.data_dir
+    instance: MariaDBInstance
 
     def bootstrap(self, cancel: CancelToken, progress: StepProgress) -> None:
         bootstrap.bootstrap(self.server, self.source, cancel, progress)
@@ -175,9 +161,6 @@ class MariaDBReplica:
         with self.server.connect() as conn, conn.cursor() as cursor:
             cursor.execute("DROP USER IF EXISTS %s@'localhost'", (ADMIN_USER,))
         self.server.stop()
-
-    def server_version(self) -> str:
-        return self.instance.server_version()
 
     def is_archived(self, relative_path: str) -> bool:
         return "/" in relative_path or not NOT_ARCHIVED.match(relative_path)

@@ -16,6 +16,7 @@ from catchup.config import Config, Shard
 from catchup.engines import Finding, Verdict
 from catchup.engines.mariadb.gtid import Gtid, Position, judge_coverage, parse_state
 from catchup.engines.relay import CountingRelay
+from catchup.engines.source import RelayedSource
 from catchup.errors import SourceError
 
 SYSTEM_DATABASES = ("mysql", "information_schema", "performance_schema", "sys")
@@ -176,12 +177,11 @@ def describe_source_error(shard: Shard, exc: Exception) -> str:
     return f"{where}: {message} (error {code})"
 
 
-class MariaDBSource:
+class MariaDBSource(RelayedSource[MariaDBSession]):
     """The shard's MariaDB source for one cycle: a session and the relay it goes through."""
 
     def __init__(self, session: MariaDBSession, relay: CountingRelay, password: str | None) -> None:
-        self.session = session
-        self.relay = relay
+        super().__init__(session, relay)
         self.password = password
         # Read with the checkpoint, so the catch-up asks the source for nothing but the
         # binlog (a frozen source then shows as a stall): server ids a replica must not
@@ -189,17 +189,9 @@ class MariaDBSource:
         self.taken_server_ids: set[int] = set()
         self.event_statuses: dict[tuple[str, str], str] = {}
 
-    @property
-    def bytes_sent(self) -> int:
-        return self.relay.bytes_from_source
-
-    def server_version(self) -> str:
-        return self.session.facts().version
-
     def require_ready(self) -> None:
         if not self.session.facts().log_bin:
-            raise SourceError(
-                f"shard {self.session.shard.name}: source {self.session.shard.endpoint} has "
+            raise self.not_ready(
                 "log_bin off, so it keeps no binlog to catch up from; set log_bin=ON (and a "
                 "server_id) on the source, restart it, and run again"
             )

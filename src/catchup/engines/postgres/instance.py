@@ -23,6 +23,7 @@ from catchup.engines.postgres.server import (
     run_tool,
 )
 from catchup.engines.postgres.source import PostgresSource
+from catchup.engines.replica import InstanceReplica
 from catchup.engines.workdir import instance_dir, record_server
 from catchup.errors import InstanceError
 
@@ -98,27 +99,17 @@ def provision(config: Config, shard: Shard, server_version: str) -> Iterator[Pos
                 shutil.rmtree(instance.files.sockets, ignore_errors=True)
 
 
-class PostgresReplica:
+class PostgresReplica(InstanceReplica[PostgresServer, PostgresFiles, PostgresSource]):
     """A cycle's instance, fed by its source: bootstrapped from a base backup or
     restored, then caught up as a standby of the source."""
+
+    instance: PostgresInstance
 
     def __init__(
         self, instance: PostgresInstance, source: PostgresSource, shard: Shard, stall_timeout: float
     ) -> None:
-        self.instance, self.source, self.shard = instance, source, shard
-        self.stall_timeout = stall_timeout
-
-    @property
-    def server(self) -> PostgresServer:
-        return self.instance.server
-
-    @property
-    def files(self) -> PostgresFiles:
-        return self.instance.files
-
-    @property
-    def data_dir(self) -> Path:
-        return self.instance.data_dir
+        super().__init__(instance, source, stall_timeout)
+        self.shard = shard
 
     def bootstrap(self, cancel: CancelToken, progress: StepProgress) -> None:
         bootstrap.bootstrap(self.server, self.source, cancel, progress)
@@ -141,9 +132,6 @@ class PostgresReplica:
     def stop_for_archive(self) -> None:
         """Already shut down at the target: keep only the WAL a restore needs."""
         catchup.keep_restore_wal(self.server)
-
-    def server_version(self) -> str:
-        return self.instance.server_version()
 
     def is_archived(self, relative_path: str) -> bool:
         return not NOT_ARCHIVED.match(relative_path)

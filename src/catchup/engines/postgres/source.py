@@ -34,6 +34,7 @@ from catchup.engines.postgres.lsn import (
     split_position,
 )
 from catchup.engines.relay import CountingRelay
+from catchup.engines.source import RelayedSource
 from catchup.errors import SourceError
 
 SLOT_NAME_LIMIT = 63  # NAMEDATALEN - 1
@@ -239,24 +240,17 @@ class PostgresSession:
         return [(oid, name) for oid, name in rows]
 
 
-class PostgresSource:
+class PostgresSource(RelayedSource[PostgresSession]):
     """The shard's PostgreSQL source for one cycle: a session and the relay it goes through."""
 
     def __init__(self, session: PostgresSession, relay: CountingRelay, settings: PostgresSettings):
-        self.session, self.relay, self.settings = session, relay, settings
+        super().__init__(session, relay)
+        self.settings = settings
         self.released = False  # release() was called: a backup of this cycle is listed
-
-    @property
-    def bytes_sent(self) -> int:
-        return self.relay.bytes_from_source
-
-    def server_version(self) -> str:
-        return self.session.facts().version
 
     def require_ready(self) -> None:
         if self.session.facts().wal_level == "minimal":
-            raise SourceError(
-                f"shard {self.session.shard.name}: source {self.session.shard.endpoint} has "
+            raise self.not_ready(
                 "wal_level = minimal, which cannot be replicated; set it to replica and restart"
             )
 
