@@ -51,6 +51,19 @@ def test_a_second_runner_on_another_host_is_refused_then_served_after_release(tm
     RepositoryLeaser(store, 60).acquire("ks", "0").confirm()
 
 
+def test_taking_over_a_released_lease_is_routine_an_abandoned_one_is_logged(tmp_path, caplog):
+    store = LocalStore(tmp_path / "repo")
+    RepositoryLeaser(store, 60, other_host()).acquire("ks", "0").release()
+    with caplog.at_level("WARNING", logger="catchup"):
+        RepositoryLeaser(store, 60).acquire("ks", "0").confirm()
+    assert "taking over" not in caplog.text  # every cycle after the first would say it
+    RepositoryLeaser(store, 1, other_host()).acquire("ks", "1")  # and never renewed
+    time.sleep(1.1)
+    with caplog.at_level("WARNING", logger="catchup"):
+        RepositoryLeaser(store, 60).acquire("ks", "1")
+    assert "taking over the lease of pid 4242 on other-host" in caplog.text
+
+
 def test_the_lease_is_never_taken_for_a_backup(tmp_path):
     repo = Repository(LocalStore(tmp_path / "repo"))
     RepositoryLeaser(repo.store, 60).acquire("ks", "0")

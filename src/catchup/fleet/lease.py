@@ -200,12 +200,14 @@ class Record:
     holder: Holder
     acquired_at: datetime
     expires_at: datetime
+    released: bool = False  # given up on purpose: taking it over is routine, not news
 
     def encode(self) -> bytes:
         document = {
             "holder": asdict(self.holder),
             "acquired_at": self.acquired_at.isoformat(),
             "expires_at": self.expires_at.isoformat(),
+            "released": self.released,
         }
         return json.dumps(document, indent=1).encode()
 
@@ -218,6 +220,7 @@ class Record:
                 Holder(**document["holder"]),
                 datetime.fromisoformat(document["acquired_at"]),
                 datetime.fromisoformat(document["expires_at"]),
+                bool(document.get("released", False)),
             )
         except (ValueError, TypeError, KeyError):
             return None
@@ -275,7 +278,7 @@ class RepositoryLease:
                 f"(repository lease until {other.expires_at:%Y-%m-%d %H:%M:%S}Z); wait for that "
                 "run to finish (a lease whose holder died expires by itself)"
             )
-        if other:
+        if other and not other.released:
             log.warning(
                 "shard=%s taking over the lease of %s (%s)",
                 self.name,
@@ -321,7 +324,7 @@ class RepositoryLease:
         """Expire the lease now, if it is still ours, so the next runner need not wait."""
         try:
             with self._lock:
-                record = Record(self.holder, self.acquired_at, datetime.now(UTC))
+                record = Record(self.holder, self.acquired_at, datetime.now(UTC), released=True)
                 self._swap(record.encode(), self.version)
         except StorageError as exc:
             log.warning("shard=%s lease not released (%s); it expires by itself", self.name, exc)
