@@ -9,11 +9,11 @@ from __future__ import annotations
 from datetime import UTC, datetime
 
 from catchup.config import Config, Shard
-from catchup.engines import Finding
+from catchup.engines import Coverage, Finding
 from catchup.engines.registry import engine_for
 from catchup.errors import CatchupError
 from catchup.repository import Repository
-from catchup.repository.retention import future_dated
+from catchup.repository.retention import dated, future_dated
 
 
 def check_fleet(
@@ -24,8 +24,9 @@ def check_fleet(
     Only a missing password raises (a usage mistake, before any shard is contacted).
     """
     report: dict[str, list[Finding]] = {"repository": check_repository(repository)}
-    config.require_passwords(config.select(shards))
-    for shard in config.select(shards):
+    selected = config.select(shards)
+    config.require_passwords(selected)
+    for shard in selected:
         report[shard.name] = check_shard(config, shard, repository)
     return report
 
@@ -66,7 +67,7 @@ def check_repository(repository: Repository) -> list[Finding]:
                     "future-dated backup",
                     False,
                     f"{manifest.shard_name} {manifest.backup_id} is dated "
-                    f"{manifest.created_at:%Y-%m-%d %H:%M:%S} UTC, ahead of this host's clock; "
+                    f"{dated(manifest):%Y-%m-%d %H:%M:%S} UTC, ahead of this host's clock; "
                     "it is not used as latest",
                 )
             )
@@ -88,7 +89,7 @@ def check_shard(config: Config, shard: Shard, repository: Repository) -> list[Fi
                 findings.append(
                     Finding(
                         "newest backup",
-                        verdict.coverage.value == "covered",
+                        verdict.coverage is Coverage.COVERED,
                         f"{latest.backup_id} at {latest.position}: {verdict.reason}",
                     )
                 )

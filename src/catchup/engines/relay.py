@@ -18,7 +18,6 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-import pwd
 import socket
 import sys
 import threading
@@ -27,17 +26,6 @@ from pathlib import Path
 
 BUFFER = 256 * 1024
 log = logging.getLogger("catchup.relay")
-
-
-def default_peer_uids() -> frozenset[int]:
-    """catchup's own uid and, when it is root, the OS user its PostgreSQL servers run as."""
-    from catchup.engines.postgres.server import SERVER_USER  # one name, kept where it is used
-
-    uids = {os.geteuid()}
-    if os.geteuid() == 0:
-        with contextlib.suppress(KeyError):
-            uids.add(pwd.getpwnam(SERVER_USER).pw_uid)
-    return frozenset(uids)
 
 
 def _decode_address(text: str) -> tuple[str, int]:
@@ -125,7 +113,9 @@ class CountingRelay:
         peer_uids: Collection[int] | None = None,
     ) -> None:
         self._target = (host, port, unix_socket)
-        self._peer_uids = frozenset(default_peer_uids() if peer_uids is None else peer_uids)
+        # By default only catchup's own uid; an engine whose servers run as another OS
+        # user names it too.
+        self._peer_uids = frozenset({os.geteuid()} if peer_uids is None else peer_uids)
         self.refused: list[str] = []  # why each refused connection was refused
         self._listener = socket.create_server(("127.0.0.1", 0))
         self.port: int = self._listener.getsockname()[1]

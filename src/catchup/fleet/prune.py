@@ -51,10 +51,8 @@ def prune(
     something to remove; `dry_run` stops there and says what would go now.
     """
     policy = Policy(min_count, min_age, incomplete_grace, now or datetime.now(UTC))
-    shards = {(m.keyspace, m.shard) for m in repository.backups()}
-    shards |= {(keyspace, shard) for keyspace, shard, _ in repository.incomplete()}
     result = PruneResult()
-    for keyspace, shard in sorted(shards):
+    for keyspace, shard in repository.shards():  # each is then listed on its own
         plan = PruneResult()
         _prune_shard(repository, keyspace, shard, policy, plan, None)
         if dry_run or not plan.removed:  # a shard with nothing to remove needs no lock

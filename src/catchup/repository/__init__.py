@@ -37,6 +37,7 @@ from catchup.repository.catalog import (
     Catalog,
     DamagedBackup,
     DamagedBook,
+    backup_prefixes,
     incomplete_prefixes,
     read_catalog,
 )
@@ -187,6 +188,11 @@ class Repository:
         return incomplete_prefixes(
             self.store, shard_prefix(keyspace, shard) if keyspace and shard else ""
         )
+
+    def shards(self) -> list[tuple[str, str]]:
+        """(keyspace, shard) of every shard with anything stored, from one listing: no
+        manifest is read."""
+        return sorted({ident[:2] for ident in backup_prefixes(self.store, "")})
 
     def _read_manifest(self, key: str) -> Manifest:
         prefix = key.removesuffix(MANIFEST)

@@ -110,9 +110,9 @@ def read_catalog(store: Store, prefix: str, read_manifest: Callable[[str], Manif
     return Catalog(sorted(manifests, key=identity), sorted(damaged, key=identity))
 
 
-def incomplete_prefixes(store: Store, prefix: str) -> list[tuple[str, str, str]]:
-    """(keyspace, shard, backup_id) of every backup under `prefix` that holds objects or
-    partial writes (a crash's leftovers) but no manifest."""
+def backup_prefixes(store: Store, prefix: str) -> dict[tuple[str, str, str], bool]:
+    """Every backup prefix under `prefix` that holds objects or partial writes (a crash's
+    leftovers), as (keyspace, shard, backup_id), with whether its manifest exists."""
     seen: dict[tuple[str, str, str], bool] = {}
     keys = [obj.key for obj in store.list(prefix)]
     for key in [*keys, *store.partial_writes(prefix)]:
@@ -120,6 +120,12 @@ def incomplete_prefixes(store: Store, prefix: str) -> list[tuple[str, str, str]]
         if parsed:
             ident = parsed[:3]
             seen[ident] = seen.get(ident, False) or parsed[3] == MANIFEST
+    return seen
+
+
+def incomplete_prefixes(store: Store, prefix: str) -> list[tuple[str, str, str]]:
+    """(keyspace, shard, backup_id) of every backup under `prefix` without a manifest."""
+    seen = backup_prefixes(store, prefix)
     return sorted(ident for ident, complete in seen.items() if not complete)
 
 

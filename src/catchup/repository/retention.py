@@ -18,8 +18,9 @@ retention; it is kept until the clocks agree and it ages like any other.
 from __future__ import annotations
 
 from collections import defaultdict
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 
+from catchup.repository.layout import backup_time
 from catchup.repository.manifest import Manifest
 
 FUTURE_TOLERANCE = timedelta(minutes=10)
@@ -29,7 +30,7 @@ FAR_FUTURE = timedelta(days=1)
 def backup_id_time(backup_id: str) -> datetime | None:
     """The UTC time a backup id starts with ("20261124T023647009Z-…"), if it parses."""
     try:
-        return datetime.strptime(backup_id[:18], "%Y%m%dT%H%M%S%f").replace(tzinfo=UTC)
+        return backup_time(backup_id)
     except ValueError:
         return None
 

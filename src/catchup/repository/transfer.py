@@ -169,23 +169,18 @@ def download_files(
     def download(entry: FileEntry) -> None:
         name = prefix + entry.object
         with store.reader(name) as source:
-            if below is None:
-                with open(os.devnull, "wb") as sink:
-                    decode(
-                        ProgressReader(source, progress),
-                        sink,
-                        entry.hash,
-                        entry.size,
-                        name,
-                        encryptor,
-                    )
-                return
-            with os.fdopen(below.create_file(entry.path), "wb") as sink:
+            sink = (
+                open(os.devnull, "wb")  # noqa: SIM115 - closed by the with below
+                if below is None
+                else os.fdopen(below.create_file(entry.path), "wb")
+            )
+            with sink:
                 decode(
                     ProgressReader(source, progress), sink, entry.hash, entry.size, name, encryptor
                 )
-                sink.flush()
-                os.fchmod(sink.fileno(), entry.mode & PERMISSIONS)
+                if below is not None:  # the recorded mode only once the hash matched
+                    sink.flush()
+                    os.fchmod(sink.fileno(), entry.mode & PERMISSIONS)
 
     try:
         if below:

@@ -33,6 +33,16 @@ from catchup.engines.serverprocess import ServerProcess, log_tail, short_socket_
 from catchup.errors import ConfigError, InstanceError
 
 SERVER_USER = "postgres"
+
+
+def client_uids() -> frozenset[int]:
+    """Who may reach the source through catchup's relay: catchup itself and, when it is
+    root, the OS user its PostgreSQL servers (and their walreceivers) run as."""
+    uids = {os.geteuid()}
+    if os.geteuid() == 0:
+        with contextlib.suppress(KeyError):
+            uids.add(pwd.getpwnam(SERVER_USER).pw_uid)
+    return frozenset(uids)
 SOCKET_PATH_LIMIT = 90  # the socket file name is appended to the directory
 
 

@@ -33,6 +33,7 @@ from catchup.engines.postgres.lsn import (
     position_slot,
     split_position,
 )
+from catchup.engines.postgres.server import client_uids
 from catchup.engines.relay import CountingRelay
 from catchup.engines.source import RelayedSource
 from catchup.errors import SourceError
@@ -332,7 +333,7 @@ class PostgresSource(RelayedSource[PostgresSession]):
 @contextlib.contextmanager
 def open_source(config: Config, shard: Shard) -> Iterator[PostgresSource]:
     user, password = config.login(shard)
-    with CountingRelay(shard.host, shard.port, shard.socket) as relay:
+    with CountingRelay(shard.host, shard.port, shard.socket, client_uids()) as relay:
         session = PostgresSession(shard, user, password, relay)
         source = PostgresSource(session, relay, config.postgres)
         try:
