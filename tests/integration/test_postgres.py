@@ -20,15 +20,13 @@ from catchup.cancel import CancelToken
 from catchup.demo.postgres import PostgresSandbox
 from catchup.engines.postgres import PostgresEngine
 from catchup.engines.postgres.instance import PostgresReplica
-from catchup.engines.postgres.lsn import parse_lsn
+from catchup.engines.postgres.lsn import parse_lsn, stopped_at
 from catchup.engines.postgres.server import PostgresFiles, PostgresServer, find_binaries
 from catchup.engines.postgres.source import PostgresSource
 from catchup.engines.postgres.verify import table_checksums
 from tests.conftest import REPO, run_cli
 from tests.integration.processes import processes_under
 from tests.integration.test_faults import HookReporter
-
-LONG_PAGE_HEADER = 40  # XLogLongPageHeaderData, at the start of a WAL segment
 
 
 def pg_shard(source: PostgresSandbox, shard: str = "0") -> str:
@@ -133,7 +131,7 @@ def test_three_cycles_restore_to_exactly_the_source_at_the_lsn(fleet, pg, short_
             r'recovery stopping after WAL location \(LSN\) "([0-9A-F/]+)"',
             server.files.log.read_text(),
         )
-        assert target_lsn <= parse_lsn(stopped) <= target_lsn + LONG_PAGE_HEADER, stopped
+        assert stopped_at(parse_lsn(stopped), target_lsn), stopped
 
     verify = run_cli("verify", "pg/0", "--json", "-c", str(fleet.config_path))
     assert json.loads(verify.stdout)["verified"], verify.stdout

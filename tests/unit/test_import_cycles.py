@@ -19,7 +19,6 @@ import catchup
 SOURCE = Path(catchup.__file__).parent
 
 
-
 def modules(root: Path) -> dict[str, Path]:
     found = {}
     for path in root.rglob("*.py"):

@@ -40,3 +40,15 @@ HELD = SlotState(True, "reserved", 0x1000)
 def test_judge_coverage(backup, tl, current, current_tl, slot, db, expected):
     verdict = judge_coverage(backup, tl, current, current_tl, slot, db, 1.0)
     assert verdict.coverage is expected, verdict.reason
+
+
+def test_recovery_stopped_at_a_target_on_a_page_boundary_is_past_the_page_header():
+    from catchup.engines.postgres.lsn import stopped_at
+
+    assert stopped_at(parse_lsn("0/454A0C8"), parse_lsn("0/454A0C8"))
+    assert not stopped_at(parse_lsn("0/454A0D0"), parse_lsn("0/454A0C8"))
+    # pg_current_wal_lsn() at a page boundary: the next record follows the page header.
+    assert stopped_at(parse_lsn("0/454A018"), parse_lsn("0/454A000"))
+    assert stopped_at(parse_lsn("0/5000028"), parse_lsn("0/5000000"))
+    assert not stopped_at(parse_lsn("0/454A000"), parse_lsn("0/4549FF0"))
+    assert not stopped_at(parse_lsn("0/454A100"), parse_lsn("0/454A000"))

@@ -20,7 +20,6 @@ from tests.unit.test_repository import make_data_dir, write
 SOURCE = Path(catchup.__file__).parent
 
 
-
 def defined_names(root: Path) -> dict[str, list[str]]:
     """Module-level classes and capitalised assignments (type aliases), by name."""
     found: dict[str, list[str]] = defaultdict(list)

@@ -18,9 +18,7 @@ KEPT = ("PATH", "LANG", "LANGUAGE", "TZ", "TMPDIR")
 def child_environment(**extra: str) -> dict[str, str]:
     """A minimal environment: locale, time zone, PATH, and `extra` as given."""
     kept = {
-        name: value
-        for name, value in os.environ.items()
-        if name in KEPT or name.startswith("LC_")
+        name: value for name, value in os.environ.items() if name in KEPT or name.startswith("LC_")
     }
     kept.setdefault("PATH", "/usr/local/bin:/usr/bin:/bin:/usr/local/sbin:/usr/sbin:/sbin")
     return {**kept, **extra}

@@ -245,9 +245,7 @@ class RestoreTarget:
             raise
 
 
-def run_parallel(
-    func: Callable[..., T], tasks: Sequence[tuple[object, ...]], jobs: int
-) -> list[T]:
+def run_parallel(func: Callable[..., T], tasks: Sequence[tuple[object, ...]], jobs: int) -> list[T]:
     """Run `func(*task)` for each task on `jobs` threads; the first error stops the rest."""
     failed = threading.Event()
 

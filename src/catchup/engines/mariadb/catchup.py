@@ -28,6 +28,7 @@ POLL_SECONDS = 0.5
 # stall, not as a failure, until the stall timeout says otherwise.
 TRANSIENT_IO_ERRORS = {2003, 2005, 2006, 2013, 1158, 1159, 1160, 1161}
 
+
 @dataclass(frozen=True)
 class ReplicationSource:
     host: str

@@ -8,6 +8,9 @@ from dataclasses import dataclass
 from catchup.engines import Coverage, Verdict
 
 WAL_SEGMENT = 16 * 1024 * 1024
+WAL_PAGE = 8192
+# XLogPageHeaderData and XLogLongPageHeaderData (a segment's first page), MAXALIGNed.
+PAGE_HEADERS = (24, 40)
 
 
 def parse_lsn(text: str) -> int:
@@ -19,6 +22,15 @@ def parse_lsn(text: str) -> int:
 
 def format_lsn(value: int) -> str:
     return f"{value >> 32:X}/{value & 0xFFFFFFFF:X}"
+
+
+def stopped_at(stop: int, target: int) -> bool:
+    """Whether recovery that stopped after the record starting at `stop` stopped at
+    `target`: replay stops at the first record starting at or after it, which is past the
+    page header when `target` (an insert position, say) falls on a page boundary."""
+    if target % WAL_PAGE:
+        return stop == target
+    return stop - target in PAGE_HEADERS
 
 
 def segment_name(timeline: int, lsn: int, segment_size: int = WAL_SEGMENT) -> str:

@@ -43,6 +43,8 @@ def client_uids() -> frozenset[int]:
         with contextlib.suppress(KeyError):
             uids.add(pwd.getpwnam(SERVER_USER).pw_uid)
     return frozenset(uids)
+
+
 SOCKET_PATH_LIMIT = 90  # the socket file name is appended to the directory
 
 

@@ -8,7 +8,7 @@ from typing import Any
 import psycopg
 
 from catchup.engines import Finding
-from catchup.engines.postgres.lsn import format_lsn, parse_lsn, split_position
+from catchup.engines.postgres.lsn import format_lsn, parse_lsn, split_position, stopped_at
 from catchup.engines.postgres.restore import superuser
 from catchup.engines.postgres.server import (
     PostgresServer,
@@ -27,7 +27,7 @@ def verify(server: PostgresServer, user: str, expected_position: str) -> list[Fi
     findings = [
         Finding(
             "position",
-            stopped is not None and parse_lsn(stopped.group(1)) == expected,
+            stopped is not None and stopped_at(parse_lsn(stopped.group(1)), expected),
             f"recovery stopped at {stopped.group(1) if stopped else '(no stop found)'}; "
             f"manifest {format_lsn(expected)}",
         )

@@ -113,9 +113,7 @@ class KubernetesExecutor:
             self.batch.create_namespaced_job(self.settings.namespace, job)
         except ApiException as exc:
             if exc.status == 409:  # the name encodes the run: someone runs this very cycle
-                raise ShardBusyError(
-                    f"shard {shard.name}: Job {object_name(job)} exists"
-                ) from None
+                raise ShardBusyError(f"shard {shard.name}: Job {object_name(job)} exists") from None
             raise
         log.info("shard=%s job=%s created", shard.name, object_name(job))
 

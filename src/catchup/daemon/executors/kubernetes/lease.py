@@ -101,9 +101,7 @@ class KubernetesLease:
         )
         holder = lease_holder(current)
         if holder != self.leaser.holder:
-            raise LeaseLostError(
-                f"shard {self.shard.name}: its Lease is now held by {holder}"
-            )
+            raise LeaseLostError(f"shard {self.shard.name}: its Lease is now held by {holder}")
 
     def release(self) -> None:
         namespace = self.leaser.namespace
