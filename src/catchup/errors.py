@@ -81,3 +81,11 @@ class TargetNotEmptyError(UsageError):
 
 class Cancelled(CatchupError):
     exit_code = ExitCode.INTERRUPTED
+
+
+class LogStreamError(CatchupError):
+    """The tool streaming a source's log stopped (the archiver restarts it with backoff)."""
+
+
+class ArchiveGapError(IntegrityError):
+    """The archive does not cover what was asked: a gap, or outside its window."""

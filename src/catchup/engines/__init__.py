@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
+from datetime import datetime
 from enum import Enum
 from pathlib import Path
 from typing import Protocol, TypeVar
@@ -44,6 +45,62 @@ class Finding:
     check: str
     ok: bool
     detail: str
+
+
+@dataclass(frozen=True)
+class LogMark:
+    """How far a prefix of a log file goes, in the engine's terms."""
+
+    position: str  # the engine's position after the last whole transaction in it, or ""
+    time: datetime | None  # that transaction's commit time (UTC), if it has one
+
+
+@dataclass(frozen=True)
+class LogTarget:
+    """Where a point-in-time restore stops: at a commit time or at a position (one is set).
+
+    Both are inclusive: a time target replays every transaction committed at or before
+    `time`; a position target replays up to and including the transaction at `position`.
+    """
+
+    time: datetime | None = None
+    position: str | None = None
+
+    def describe(self) -> str:
+        return self.time.isoformat() if self.time else f"position {self.position}"
+
+
+class LogStream(Protocol):
+    """The source's log as the server's own tool writes it into a local spool directory.
+
+    File names are unique within a shard's whole log history (the engine makes them so,
+    e.g. with the timeline or the source's server id); each file only grows, and its
+    bytes, once settled, never change. The archiver uploads what is new in each file.
+    """
+
+    @property
+    def start(self) -> str:
+        """The position the stream began at: the end of the archive when the engine could
+        resume exactly there, else a later one (the archiver records a gap between)."""
+        ...
+
+    def poll(self) -> list[tuple[str, int]]:
+        """(name, settled length) of every spool file, in log order. Raises LogStreamError
+        with the tool's own words when it has exited."""
+        ...
+
+    def path(self, name: str) -> Path:
+        """Where the spool file `name` is on disk now."""
+        ...
+
+    def mark(self, name: str, length: int) -> LogMark:
+        """The position and commit time after the last whole transaction in the first
+        `length` bytes of file `name` (every earlier file included)."""
+        ...
+
+    def forget(self, name: str) -> None:
+        """The file is archived and the tool writes a later one: remove it from the spool."""
+        ...
 
 
 class Source(Protocol):
@@ -106,6 +163,18 @@ class Instance(Protocol):
         """A checksum of every user table, to compare with the source."""
         ...
 
+    def replay_log(
+        self, position: str, log_dir: Path, target: LogTarget, cancel: CancelToken
+    ) -> str:
+        """On a restored backup standing at `position`, replay the archived log files in
+        `log_dir` (restored by name, in full) up to exactly `target`; leave the server
+        running and open for checks; return the position reached."""
+        ...
+
+    def stop_for_restore(self) -> None:
+        """Shut down cleanly, so that a stock server starts on the data dir as it is."""
+        ...
+
 
 class Replica(Protocol):
     """A cycle's ephemeral instance, tied to the source it copies: it builds the next
@@ -159,4 +228,22 @@ class Engine(Protocol[S]):
     def prepare_restored(self, data_dir: Path, position: str) -> str:
         """Make a restored data dir start on a stock server at exactly `position`;
         returns how to start it, for the operator."""
+        ...
+
+    def stream_log(
+        self, config: Config, shard: Shard, spool: Path, resume: str | None
+    ) -> AbstractContextManager[LogStream]:
+        """Stream the source's log into `spool` with the server's own tool, from `resume`
+        (the end of the archive; None: from the source's current position), under this
+        archiver's own replication identity (server id, slot). Stops the tool on exit."""
+        ...
+
+    def compare_positions(self, a: str, b: str) -> int | None:
+        """-1, 0 or 1 as `a` is before, at or after `b` in one history; None when neither
+        contains the other (different histories)."""
+        ...
+
+    def parse_position(self, text: str) -> str:
+        """A position typed by an operator (`--to-position`), normalised; ValueError with
+        the expected form if it is not one."""
         ...
