@@ -123,7 +123,7 @@ def test_a_second_run_on_a_busy_shard_is_refused(fleet):
     with shard_lock(config.work_dir, fleet.repository.store, "commerce", "0", 60):
         result = run_cli("backup", "commerce/0", "-c", str(fleet.config_path))
     assert result.returncode == 3, result.stdout + result.stderr
-    assert "already being backed up" in result.stdout + result.stderr
+    assert "being backed up or pruned on this host" in result.stdout + result.stderr
     assert fleet.repository.backups() == []
     assert run_cli("backup", "commerce/0", "-c", str(fleet.config_path)).returncode == 0
 

@@ -270,7 +270,7 @@ def test_shard_lock_refuses_on_the_same_host_by_flock_first(tmp_path):
     store = LocalStore(tmp_path / "repo")
     with shard_lock(tmp_path / "work", store, "ks", "0", 60):
         with (
-            pytest.raises(ShardBusyError, match="already being backed up"),
+            pytest.raises(ShardBusyError, match="being backed up or pruned on this host"),
             shard_lock(tmp_path / "work", store, "ks", "0", 60),
         ):
             pass

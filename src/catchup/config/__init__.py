@@ -26,6 +26,7 @@ from catchup.config.daemon import (
 )
 from catchup.config.engines import MariaDBSettings, PostgresSettings
 from catchup.config.repository import (
+    ArchiveSettings,
     Compression,
     EncryptionSettings,
     LockSettings,
@@ -39,6 +40,7 @@ from catchup.storage import parse_url
 __all__ = [
     "CONFIG_ENV",
     "NAME_PATTERN",
+    "ArchiveSettings",
     "Compression",
     "Config",
     "Credentials",
@@ -76,6 +78,7 @@ class Config(Strict):
     credentials: Credentials = Credentials()
     retention: Retention = Retention()
     lock: LockSettings = LockSettings()
+    archive: ArchiveSettings = ArchiveSettings()
     compression: Compression = Compression()
     mariadb: MariaDBSettings = MariaDBSettings()
     postgres: PostgresSettings = PostgresSettings()
@@ -108,6 +111,10 @@ class Config(Strict):
             if name not in keyspaces:
                 raise ValueError(f"schedule.keyspaces.{name!r}: no shard has this keyspace")
         return self
+
+    def archived(self, shard: Shard) -> bool:
+        """Whether `catchup serve` runs an archiver for `shard`."""
+        return self.archive.enabled if shard.archive is None else shard.archive
 
     def credentials_for(self, shard: Shard) -> Credentials:
         return shard.credentials or self.credentials

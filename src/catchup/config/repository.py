@@ -17,6 +17,20 @@ class Retention(Strict):
     # An incomplete prefix younger than this is never removed, even with the shard's lease
     # held: a writer that does not take the lease (an older catchup) may still be uploading.
     incomplete_grace_hours: Annotated[float, Field(ge=0)] = 6.0
+    # The log archive is kept from the oldest retained backup on; this keeps it (and so the
+    # point-in-time window) at least this many days back, older backups included.
+    pitr_days: Annotated[float, Field(ge=0)] = 0.0
+
+
+class ArchiveSettings(Strict):
+    """The continuous log archive (fleet/archiver.py)."""
+
+    # `catchup serve` runs an archiver for every shard (a shard may set archive = false).
+    enabled: bool = False
+    # The segment being written is stored at least this often: the RPO is this plus one upload.
+    flush_seconds: Annotated[float, Field(ge=0.2, le=3600)] = 5.0
+    # A stopped archiver is restarted after 1 s, doubling up to this.
+    restart_max_seconds: Annotated[float, Field(ge=1, le=3600)] = 60.0
 
 
 class LockSettings(Strict):

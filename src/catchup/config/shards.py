@@ -59,6 +59,7 @@ class Shard(Strict):
     socket: Path | None = None
     role: Literal["primary", "replica"] = "primary"
     credentials: Credentials | None = None
+    archive: bool | None = None  # run its log archiver in `catchup serve`; default archive.enabled
 
     @field_validator("source")
     @classmethod

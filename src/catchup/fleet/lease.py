@@ -48,6 +48,26 @@ log = logging.getLogger("catchup.lease")
 LEASE_OBJECT = "lease.json"
 
 
+@dataclass(frozen=True)
+class Purpose:
+    """What a lease is for: backups and prunes share one, each shard's archiver has its
+    own (it runs all the time, beside the cycles)."""
+
+    lease_object: str  # under <keyspace>/<shard>/
+    lock_file: str  # the flock's file name suffix
+    busy: str  # "shard x/y <busy> by <holder>"
+    advice: str
+
+
+BACKUP = Purpose(LEASE_OBJECT, "", "is being backed up or pruned", "wait for that run to finish")
+ARCHIVE = Purpose(
+    "archive/lease.json",
+    ".archive",
+    "is being archived",
+    "only one archiver per shard runs; stop the other one or let it be",
+)
+
+
 class LeaseLostError(CatchupError):
     """A lease was taken over, or could not be renewed before it expired."""
 
@@ -230,22 +250,31 @@ class Record:
 class RepositoryLeaser:
     """Leases as objects in the repository itself: they work across hosts."""
 
-    def __init__(self, store: Store, ttl: float, identity: Holder | None = None) -> None:
+    def __init__(
+        self,
+        store: Store,
+        ttl: float,
+        identity: Holder | None = None,
+        purpose: Purpose | None = None,
+    ) -> None:
         self.store = store
         self.ttl = ttl
         self.identity = identity or Holder.this_process()
+        self.purpose = purpose or BACKUP
 
     def acquire(self, keyspace: str, shard: str) -> RepositoryLease:
         name = f"{keyspace}/{shard}"
         holder = Holder(**{**asdict(self.identity), "token": secrets.token_hex(8)})
-        lease = RepositoryLease(self.store, f"{keyspace}/{shard}/{LEASE_OBJECT}", name, holder)
+        key = f"{keyspace}/{shard}/{self.purpose.lease_object}"
+        lease = RepositoryLease(self.store, key, name, holder, self.purpose)
         lease.take(self.ttl, self.identity)
         return lease
 
 
 class RepositoryLease:
-    def __init__(self, store: Store, key: str, name: str, holder: Holder) -> None:
+    def __init__(self, store: Store, key: str, name: str, holder: Holder, purpose: Purpose) -> None:
         self.store, self.key, self.name, self.holder = store, key, name, holder
+        self.purpose = purpose
         self.ttl: float | None = None
         self.version = ""
         self.acquired_at = datetime.now(UTC)
@@ -274,9 +303,9 @@ class RepositoryLease:
         other = Record.decode(data)
         if other and other.expires_at > datetime.now(UTC) and not other.holder.dead_here(here):
             raise ShardBusyError(
-                f"shard {self.name} is being backed up or pruned by {other.holder.describe()} "
-                f"(repository lease until {other.expires_at:%Y-%m-%d %H:%M:%S}Z); wait for that "
-                "run to finish (a lease whose holder died expires by itself)"
+                f"shard {self.name} {self.purpose.busy} by {other.holder.describe()} "
+                f"(repository lease until {other.expires_at:%Y-%m-%d %H:%M:%S}Z); "
+                f"{self.purpose.advice} (a lease whose holder died expires by itself)"
             )
         if other and not other.released:
             log.warning(

@@ -20,27 +20,29 @@ from pathlib import Path
 
 from catchup.cancel import NEVER, CancelToken
 from catchup.errors import ShardBusyError
-from catchup.fleet.lease import Held, Leaser, RepositoryLeaser, hold
+from catchup.fleet.lease import ARCHIVE, BACKUP, Held, Leaser, Purpose, RepositoryLeaser, hold
 from catchup.storage import Store
 
 
 class FlockLeaser:
     """The host's lock: an flock under `work_dir/locks/`."""
 
-    def __init__(self, work_dir: Path) -> None:
+    def __init__(self, work_dir: Path, purpose: Purpose = BACKUP) -> None:
         self.locks = work_dir / "locks"
+        self.purpose = purpose
 
     def acquire(self, keyspace: str, shard: str) -> FlockLease:
         self.locks.mkdir(parents=True, exist_ok=True)
-        handle = os.open(self.locks / f"{keyspace}.{shard}.lock", os.O_RDWR | os.O_CREAT, 0o644)
+        name = f"{keyspace}.{shard}{self.purpose.lock_file}.lock"
+        handle = os.open(self.locks / name, os.O_RDWR | os.O_CREAT, 0o644)
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             holder = os.pread(handle, 64, 0).decode(errors="replace").strip() or "unknown"
             os.close(handle)
             raise ShardBusyError(
-                f"shard {keyspace}/{shard} is already being backed up (pid {holder}); "
-                "wait for that run to finish"
+                f"shard {keyspace}/{shard} {self.purpose.busy} on this host (pid {holder}); "
+                f"{self.purpose.advice}"
             ) from None
         os.ftruncate(handle, 0)
         os.pwrite(handle, str(os.getpid()).encode(), 0)
@@ -78,5 +80,23 @@ def shard_lock(
     `held.confirm()` right before committing anything.
     """
     leasers: list[Leaser] = [FlockLeaser(work_dir), RepositoryLeaser(store, lease_seconds)]
+    with hold(leasers, keyspace, shard, cancel) as held:
+        yield held
+
+
+@contextmanager
+def archive_lock(
+    work_dir: Path,
+    store: Store,
+    keyspace: str,
+    shard: str,
+    lease_seconds: float,
+    cancel: CancelToken = NEVER,
+) -> Iterator[Held]:
+    """The shard archiver's own pair of leases: one archiver per shard, on any host."""
+    leasers: list[Leaser] = [
+        FlockLeaser(work_dir, ARCHIVE),
+        RepositoryLeaser(store, lease_seconds, purpose=ARCHIVE),
+    ]
     with hold(leasers, keyspace, shard, cancel) as held:
         yield held

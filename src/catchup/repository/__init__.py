@@ -33,6 +33,13 @@ from catchup.errors import (
     NotFoundError,
     TargetNotEmptyError,
 )
+from catchup.repository.archive import (
+    ArchiveIndex,
+    ArchiveRecord,
+    ArchiveWriter,
+    read_index,
+    restore_files,
+)
 from catchup.repository.catalog import (
     Catalog,
     DamagedBackup,
@@ -193,6 +200,23 @@ class Repository:
         """(keyspace, shard) of every shard with anything stored, from one listing: no
         manifest is read."""
         return sorted({ident[:2] for ident in backup_prefixes(self.store, "")})
+
+    # --- the log archive -------------------------------------------------------
+
+    def archive_index(self, keyspace: str, shard: str) -> ArchiveIndex:
+        """The shard's log archive, checked; with keys configured only sealed records count."""
+        return read_index(self.store, self.keyring, not self.keyring.configured, keyspace, shard)
+
+    def archive_writer(
+        self, index: ArchiveIndex, session: str, source: str, codec: CodecSettings
+    ) -> ArchiveWriter:
+        return ArchiveWriter(self.store, self.keyring, index, session, source, codec)
+
+    def restore_log(
+        self, index: ArchiveIndex, records: list[ArchiveRecord], target: Path, jobs: int
+    ) -> list[str]:
+        """Write archived log files back, whole, into `target`; their names in log order."""
+        return restore_files(self.store, index, records, target, jobs)
 
     def _read_manifest(self, key: str) -> Manifest:
         prefix = key.removesuffix(MANIFEST)
