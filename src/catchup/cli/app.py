@@ -12,7 +12,7 @@ from typing import Annotated
 import typer
 
 from catchup import __version__
-from catchup.cli import backup, catalog, check, demo, keygen, prune, restore, serve, verify
+from catchup.cli import archive, backup, catalog, check, demo, keygen, prune, restore, serve, verify
 from catchup.cli.options import CONFIG_HELP
 from catchup.cli.output import err, out, user_errors
 from catchup.errors import ExitCode
@@ -62,6 +62,7 @@ COMMANDS: list[tuple[str, Callable[..., None]]] = [
     ("verify", verify.verify),
     ("keygen", keygen.keygen),
     ("prune", prune.prune_command),
+    ("archive", archive.archive),
     ("check", check.check),
     ("serve", serve.serve),
     ("demo", demo.demo),

@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
 from catchup.cli.options import ConfigOption, JsonOption
 from catchup.cli.output import human_bytes, new_table, out, print_json, quoted
 from catchup.config import load_config
-from catchup.repository import DamagedBackup, Manifest, open_repository
+from catchup.engines.registry import engine_for
+from catchup.pitr import window_members
+from catchup.repository import DamagedBackup, Manifest, Repository, open_repository
 from catchup.repository.retention import future_dated
 
 
@@ -34,8 +36,15 @@ def list_backups(
     ]
     rows += [(d.shard_name, d.backup_id, d, "damaged") for d in catalog.damaged]
     rows.sort(key=lambda row: row[:2])
+    windows = restorable_windows(repository, catalog.backups)
     if json_output:
-        print_json([{**entry.summary(), "state": state} for _, _, entry, state in rows])
+        print_json(
+            [
+                {**entry.summary(), "state": state}
+                | ({"pitr_window": windows.get(entry.backup_id)} if state != "damaged" else {})
+                for _, _, entry, state in rows
+            ]
+        )
         return
     table = new_table(
         f"Backups in {quoted(repository.url)}",
@@ -57,6 +66,12 @@ def list_backups(
             m.created_at.strftime("%Y-%m-%d %H:%M:%S"),
         )
     out.print(table)
+    for name, stretches in sorted(shard_windows(catalog.backups, windows).items()):
+        for stretch in stretches:
+            out.print(
+                f"point-in-time window {quoted(name)}: {quoted(stretch['from_time'])} to "
+                f"{quoted(stretch['to_time'] or stretch['to_position'])}"
+            )
     for damaged in catalog.damaged:
         out.print(
             f"[red]damaged[/red] {quoted(damaged.shard_name)} {quoted(damaged.backup_id)}: "
@@ -95,3 +110,33 @@ def show(
     field("steps", ", ".join(f"{k} {v:.2f}s" for k, v in manifest.durations.items()))
     if manifest.rebootstrap_reason:
         field("re-bootstrapped", manifest.rebootstrap_reason)
+
+
+def restorable_windows(
+    repository: Repository, backups: list[Manifest]
+) -> dict[str, dict[str, Any] | None]:
+    """Per backup id, the stretch of the log archive it can be rolled forward through
+    (None without an archive reaching it)."""
+    found: dict[str, dict[str, Any] | None] = {}
+    shards = sorted({(m.keyspace, m.shard, m.engine) for m in backups})
+    for keyspace, shard, engine_name in shards:
+        index = repository.archive_index(keyspace, shard)
+        if not index.records:
+            continue
+        engine = engine_for(engine_name)
+        mine = [m for m in backups if (m.keyspace, m.shard) == (keyspace, shard)]
+        for stretch, members in window_members(engine, mine, index):
+            for manifest in members:
+                found[manifest.backup_id] = stretch
+    return found
+
+
+def shard_windows(
+    backups: list[Manifest], windows: dict[str, dict[str, Any] | None]
+) -> dict[str, list[dict[str, Any]]]:
+    by_shard: dict[str, list[dict[str, Any]]] = {}
+    for manifest in backups:
+        stretch = windows.get(manifest.backup_id)
+        if stretch and stretch not in by_shard.setdefault(manifest.shard_name, []):
+            by_shard[manifest.shard_name].append(stretch)
+    return by_shard

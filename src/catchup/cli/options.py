@@ -32,6 +32,22 @@ ConfigOption = Annotated[
     typer.Option("--config", "-c", help=CONFIG_HELP, callback=global_config),
 ]
 JsonOption = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON.")]
+ToTimeOption = Annotated[
+    str | None,
+    typer.Option(
+        "--to-time",
+        help="Roll forward from the log archive to this time, inclusive (ISO 8601 with a "
+        "zone, e.g. 2026-12-03T10:14:00Z).",
+    ),
+]
+ToPositionOption = Annotated[
+    str | None,
+    typer.Option(
+        "--to-position",
+        help="Roll forward from the log archive to this position, inclusive (a GTID "
+        "position for MariaDB, an LSN for PostgreSQL).",
+    ),
+]
 
 
 def find_backup(

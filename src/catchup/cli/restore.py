@@ -7,11 +7,20 @@ from typing import Annotated
 
 import typer
 
-from catchup.cli.options import ConfigOption, JsonOption, find_backup
+from catchup.cli.options import (
+    ConfigOption,
+    JsonOption,
+    ToPositionOption,
+    ToTimeOption,
+    find_backup,
+)
 from catchup.cli.output import human_bytes, out, print_json, quoted
 from catchup.cli.signals import cancellable
-from catchup.config import load_config
+from catchup.config import Config, load_config
 from catchup.engines.registry import engine_for
+from catchup.errors import UsageError
+from catchup.pitr import hand_over, parse_target, replay_to
+from catchup.repository import open_repository
 
 
 def restore(
@@ -20,11 +29,17 @@ def restore(
     target_dir: Annotated[
         Path, typer.Option("--target-dir", "-t", help="An empty or new directory.")
     ] = ...,  # type: ignore[assignment]
+    to_time: ToTimeOption = None,
+    to_position: ToPositionOption = None,
     config_path: ConfigOption = None,
     json_output: JsonOption = False,
 ) -> None:
-    """Restore a backup into a data dir a stock server starts on."""
+    """Restore a backup into a data dir a stock server starts on; with --to-time or
+    --to-position, the newest backup before it, rolled forward from the log archive."""
     config = load_config(config_path)
+    if to_time is not None or to_position is not None:
+        restore_to_point(config, shard, backup_id, target_dir, to_time, to_position, json_output)
+        return
     _, repository, manifest = find_backup(config, shard, backup_id)
     with cancellable():
         repository.restore(manifest, target_dir, config.jobs)
@@ -37,5 +52,37 @@ def restore(
             f"Restored {manifest.shard_name} backup {manifest.backup_id} ({manifest.kind}, "
             f"{human_bytes(manifest.data_bytes)}, every file's hash checked) into "
             f"{target_dir}.\nPosition: {manifest.position}\n{hint}"
+        )
+    )
+
+
+def restore_to_point(
+    config: Config,
+    shard: str,
+    backup_id: str,
+    target_dir: Path,
+    to_time: str | None,
+    to_position: str | None,
+    json_output: bool,
+) -> None:
+    selected = config.shard(shard)
+    if backup_id != "latest":
+        raise UsageError(
+            f"backup id {backup_id!r} with --to-time/--to-position: the base backup is "
+            "chosen for you (the newest before the target); leave the id out"
+        )
+    target = parse_target(engine_for(selected.engine), to_time, to_position)
+    repository = open_repository(config)
+    with cancellable() as cancel:
+        result = replay_to(config, selected, repository, target, cancel, hand_over(target_dir))
+    if json_output:
+        print_json({**result.to_json(), "target_dir": str(target_dir.absolute())})
+        return
+    out.print(
+        quoted(
+            f"Restored {selected.name} to {target.describe()}: backup {result.backup_id}, then "
+            f"{result.log_files} archived log files ({human_bytes(result.log_bytes)}) replayed "
+            f"up to position {result.position}; the server was shut down cleanly. Data dir: "
+            f"{target_dir}.\n{result.hint}"
         )
     )

@@ -2,15 +2,24 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, NoReturn
 
 import typer
 
-from catchup.cli.options import ConfigOption, JsonOption, find_backup
+from catchup.cli.options import (
+    ConfigOption,
+    JsonOption,
+    ToPositionOption,
+    ToTimeOption,
+    find_backup,
+)
 from catchup.cli.output import out, print_findings, print_json, quoted
 from catchup.cli.signals import cancellable
-from catchup.config import load_config
-from catchup.errors import ExitCode
+from catchup.config import Config, load_config
+from catchup.engines.registry import engine_for
+from catchup.errors import ExitCode, UsageError
+from catchup.pitr import check_instance, parse_target, replay_to
+from catchup.repository import open_repository
 from catchup.verification import check_stored_objects, verify_backup
 
 
@@ -23,11 +32,16 @@ def verify(
             "--deep", help="Only re-read every stored object (authenticity, hashes); no server."
         ),
     ] = False,
+    to_time: ToTimeOption = None,
+    to_position: ToPositionOption = None,
     config_path: ConfigOption = None,
     json_output: JsonOption = False,
 ) -> None:
-    """Restore a backup into an ephemeral instance, start it and check every table."""
+    """Restore a backup into an ephemeral instance, start it and check every table; with
+    --to-time or --to-position, roll it forward from the log archive first."""
     config = load_config(config_path)
+    if to_time is not None or to_position is not None:
+        verify_at_point(config, shard, backup_id, to_time, to_position, json_output)
     selected, repository, manifest = find_backup(config, shard, backup_id)
     with cancellable() as cancel:
         if deep:
@@ -40,3 +54,32 @@ def verify(
         print_findings(f"Verify {quoted(shard)} {quoted(manifest.backup_id)}", report.findings)
         out.print("[green]verified[/green]" if report.ok else "[red]verification FAILED[/red]")
     raise typer.Exit(ExitCode.OK if report.ok else ExitCode.FAILED)
+
+
+def verify_at_point(
+    config: Config,
+    shard: str,
+    backup_id: str,
+    to_time: str | None,
+    to_position: str | None,
+    json_output: bool,
+) -> NoReturn:
+    selected = config.shard(shard)
+    if backup_id != "latest":
+        raise UsageError(
+            f"backup id {backup_id!r} with --to-time/--to-position: the base backup is "
+            "chosen for you (the newest before the target); leave the id out"
+        )
+    target = parse_target(engine_for(selected.engine), to_time, to_position)
+    with cancellable() as cancel:
+        result = replay_to(
+            config, selected, open_repository(config), target, cancel, check_instance(False)
+        )
+    ok = all(f.ok for f in result.findings)
+    if json_output:
+        print_json(result.to_json())
+    else:
+        title = f"Verify {quoted(shard)} at {quoted(target.describe())} from {result.backup_id}"
+        print_findings(title, result.findings)
+        out.print("[green]verified[/green]" if ok else "[red]verification FAILED[/red]")
+    raise typer.Exit(ExitCode.OK if ok else ExitCode.FAILED)

@@ -171,8 +171,9 @@ class Instance(Protocol):
         running and open for checks; return the position reached."""
         ...
 
-    def stop_for_restore(self) -> None:
-        """Shut down cleanly, so that a stock server starts on the data dir as it is."""
+    def stop_for_restore(self) -> str:
+        """Shut down cleanly, so that a stock server starts on the data dir as it is;
+        returns how to start it, for the operator."""
         ...
 
 

@@ -119,7 +119,10 @@ class Archiver:
                 self.engine.stream_log(self.config, shard, spool, resume) as stream,
             ):
                 start = Mark(position=stream.start)
-                if end is not None and self.engine.compare_positions(stream.start, end.position):
+                if (
+                    end is not None
+                    and self.engine.compare_positions(stream.start, end.position) != 0
+                ):
                     self._gap(writer, end, start)
                 self._set(state="streaming", position=stream.start, error=None)
                 self._stream(stream, writer, end or start, held.cancel)
@@ -189,10 +192,12 @@ def supervise(
     repository: Repository,
     cancel: CancelToken,
     status: ArchiverStatus | None = None,
+    once: bool = False,
 ) -> None:
     """Run the shard's archiver until cancelled, restarting it after any failure with
     backoff (1 s doubling to archive.restart_max_seconds). A lease held elsewhere is
-    waited for: that archiver may stop, and this one then takes over."""
+    waited for: that archiver may stop, and this one then takes over. `once`: return
+    at the first failure instead."""
     status = status or ArchiverStatus(shard.name)
     delay = 1.0
     while not cancel.cancelled:
@@ -209,6 +214,8 @@ def supervise(
         except Exception as exc:  # a bug must not end the daemon's archiving for good
             log.exception("shard=%s archiver failed", shard.name)
             status.state, status.error = "stopped", f"{type(exc).__name__}: {exc}"
+        if once:
+            return
         if time.monotonic() - started > 10 * delay:
             delay = 1.0  # it ran a good while: this is a new failure, not the same one
         status.restarts += 1

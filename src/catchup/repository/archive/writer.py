@@ -95,7 +95,9 @@ class ArchiveWriter:
             }
         )
         key = record_key(self.prefix, seq)
-        if self.store.create(key, encode_record(record, self.keys, key)) is None:
+        blob = encode_record(record, self.keys, key)
+        if self.store.create(key, blob) is None and self.store.get(key) != blob:
+            # (Equal bytes: our own create, whose answer was lost and retried by the store.)
             raise ArchiveConflictError(
                 f"archive record {key} was written by another archiver; this one stops (only "
                 "one archiver per shard may run: check for a second `catchup archive`)"
