@@ -87,5 +87,8 @@ class LogStreamError(CatchupError):
     """The tool streaming a source's log stopped (the archiver restarts it with backoff)."""
 
 
-class ArchiveGapError(IntegrityError):
-    """The archive does not cover what was asked: a gap, or outside its window."""
+class ArchiveGapError(CatchupError):
+    """The archive does not reach what was asked (a gap, or outside its window): the
+    operator must pick another target."""
+
+    exit_code = ExitCode.USAGE

@@ -185,6 +185,25 @@ def window_members(
     return stretches
 
 
+def restorable_windows(
+    repository: Repository, backups: list[Manifest]
+) -> dict[str, dict[str, Any] | None]:
+    """Per backup id, the stretch of the log archive it can be rolled forward through
+    (None without an archive reaching it)."""
+    found: dict[str, dict[str, Any] | None] = {}
+    shards = sorted({(m.keyspace, m.shard, m.engine) for m in backups})
+    for keyspace, shard, engine_name in shards:
+        index = repository.archive_index(keyspace, shard)
+        if not index.records:
+            continue
+        engine = engine_for(engine_name)
+        mine = [m for m in backups if (m.keyspace, m.shard) == (keyspace, shard)]
+        for stretch, members in window_members(engine, mine, index):
+            for manifest in members:
+                found[manifest.backup_id] = stretch
+    return found
+
+
 def hand_over(target_dir: Path) -> Callable[[Instance, Replayed], None]:
     """A `finish` that stops the instance cleanly and moves its data dir to `target_dir`."""
     if target_dir.exists() and (not target_dir.is_dir() or any(target_dir.iterdir())):

@@ -10,9 +10,8 @@ import typer
 from catchup.cli.options import ConfigOption, JsonOption
 from catchup.cli.output import human_bytes, new_table, out, print_json, quoted
 from catchup.config import load_config
-from catchup.engines.registry import engine_for
-from catchup.pitr import window_members
-from catchup.repository import DamagedBackup, Manifest, Repository, open_repository
+from catchup.pitr import restorable_windows
+from catchup.repository import DamagedBackup, Manifest, open_repository
 from catchup.repository.retention import future_dated
 
 
@@ -110,25 +109,6 @@ def show(
     field("steps", ", ".join(f"{k} {v:.2f}s" for k, v in manifest.durations.items()))
     if manifest.rebootstrap_reason:
         field("re-bootstrapped", manifest.rebootstrap_reason)
-
-
-def restorable_windows(
-    repository: Repository, backups: list[Manifest]
-) -> dict[str, dict[str, Any] | None]:
-    """Per backup id, the stretch of the log archive it can be rolled forward through
-    (None without an archive reaching it)."""
-    found: dict[str, dict[str, Any] | None] = {}
-    shards = sorted({(m.keyspace, m.shard, m.engine) for m in backups})
-    for keyspace, shard, engine_name in shards:
-        index = repository.archive_index(keyspace, shard)
-        if not index.records:
-            continue
-        engine = engine_for(engine_name)
-        mine = [m for m in backups if (m.keyspace, m.shard) == (keyspace, shard)]
-        for stretch, members in window_members(engine, mine, index):
-            for manifest in members:
-                found[manifest.backup_id] = stretch
-    return found
 
 
 def shard_windows(

@@ -22,6 +22,7 @@ from catchup.daemon.metrics import exposition
 from catchup.daemon.runs import CycleRecord, Run, ShardRun, ShardState
 from catchup.daemon.service import Daemon
 from catchup.errors import CatchupError, ConfigError, ShardBusyError
+from catchup.pitr import restorable_windows
 
 # Without a schedule, a backup older than a day is late.
 DEFAULT_PERIOD = timedelta(days=1)
@@ -110,6 +111,7 @@ class ShardView(BaseModel):
     last_finished_at: datetime | None
     stalled: bool
     history: list[CycleRecord]  # a dataclass: pydantic validates it as it is
+    archive: dict[str, Any] | None = None  # its log archiver, when it runs one
 
 
 class Message(BaseModel):
@@ -125,7 +127,9 @@ def freshness(age: timedelta | None, period: timedelta) -> Freshness:
     return "late" if age <= period * 3 else "stale"
 
 
-def shard_view(daemon: Daemon, state: ShardState, now: datetime) -> ShardView:
+def shard_view(
+    daemon: Daemon, state: ShardState, now: datetime, archives: dict[str, dict[str, Any]]
+) -> ShardView:
     name = state.shard.name
     period = daemon.scheduler.period(name) or DEFAULT_PERIOD
     age = now - state.newest.created_at if state.newest else None
@@ -145,6 +149,7 @@ def shard_view(daemon: Daemon, state: ShardState, now: datetime) -> ShardView:
         last_finished_at=state.last_finished_at,
         stalled=state.stalled,
         history=list(state.history),
+        archive=archives.get(name),
     )
 
 
@@ -245,18 +250,23 @@ def create_app(daemon: Daemon, token: SecretStr) -> FastAPI:
             raise HTTPException(404, str(exc)) from None
         try:
             if selected is None:
-                return [m.summary() for m in daemon.repository.backups()]
-            backups = daemon.repository.backups(selected.keyspace, selected.shard)
+                backups = daemon.repository.backups()
+            else:
+                backups = daemon.repository.backups(selected.keyspace, selected.shard)
+            windows = restorable_windows(daemon.repository, backups)
         except CatchupError as exc:
             raise HTTPException(503, str(exc)) from None
-        return [m.summary() for m in backups]
+        return [{**m.summary(), "pitr_window": windows.get(m.backup_id)} for m in backups]
 
     @api.get("/shards", response_model=list[ShardView])
     def list_shards() -> list[ShardView]:
         """Per shard: freshness, what it is doing, the last result and recent cycles."""
         now = daemon.clock()
+        archives = daemon.archivers.summaries()
         with daemon.book.lock:
-            return [shard_view(daemon, state, now) for state in daemon.book.states.values()]
+            return [
+                shard_view(daemon, state, now, archives) for state in daemon.book.states.values()
+            ]
 
     app.include_router(api)
 

@@ -5,11 +5,13 @@ drift from what the API and the status page show.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from datetime import datetime
 
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from catchup.daemon.archivers import ArchiverPool
 from catchup.daemon.dispatch import Clock, Dispatcher
 from catchup.daemon.runs import FINISHED, RunBook
 
@@ -26,7 +28,9 @@ class FleetCollector(Collector):
         dispatcher: Dispatcher,
         clock: Clock,
         damaged_counts: DamagedCounts = dict,
+        archivers: ArchiverPool | None = None,
     ) -> None:
+        self.archivers = archivers
         self.book = book
         self.dispatcher = dispatcher
         self.clock = clock
@@ -113,13 +117,68 @@ class FleetCollector(Collector):
             queued.add_metric([], self.dispatcher.queue_length())
         yield from (last_success, age, phase, durations, pulled, last_pulled, data, stored)
         yield from (cycles, stalled, damaged, running, queued)
+        if self.archivers is not None:
+            yield from archive_metrics(self.archivers, now)
+
+
+def archive_metrics(pool: ArchiverPool, now: datetime) -> Iterator[Metric]:
+    lag = GaugeMetricFamily(
+        "catchup_archive_lag_seconds",
+        "Now minus the commit time of the newest archived transaction, while log the "
+        "source sent waits to be stored (0 when the archive holds all of it).",
+        labels=SHARD,
+    )
+    up = GaugeMetricFamily(
+        "catchup_archive_up", "1 while the shard's archiver is streaming.", labels=SHARD
+    )
+    newest = GaugeMetricFamily(
+        "catchup_archive_newest_commit_timestamp_seconds",
+        "Unix commit time of the newest archived transaction.",
+        labels=SHARD,
+    )
+    flushed = GaugeMetricFamily(
+        "catchup_archive_last_flush_timestamp_seconds",
+        "Unix time the archiver last stored everything it had received.",
+        labels=SHARD,
+    )
+    pending = GaugeMetricFamily(
+        "catchup_archive_pending_bytes", "Log received but not yet stored.", labels=SHARD
+    )
+    archived = CounterMetricFamily(
+        "catchup_archive_bytes", "Log bytes stored by this process's archiver.", labels=SHARD
+    )
+    gaps = CounterMetricFamily(
+        "catchup_archive_gaps", "Gaps this process's archiver recorded.", labels=SHARD
+    )
+    restarts = CounterMetricFamily(
+        "catchup_archive_restarts", "Times the shard's archiver was restarted.", labels=SHARD
+    )
+    for name, status in pool.statuses.items():
+        keyspace, _, shard = name.partition("/")
+        labels = [keyspace, shard]
+        with status.lock:
+            lag.add_metric(labels, status.lag_seconds(now))
+            up.add_metric(labels, int(status.state == "streaming"))
+            if status.newest_commit:
+                newest.add_metric(labels, status.newest_commit.timestamp())
+            if status.last_flush:
+                flushed.add_metric(labels, status.last_flush.timestamp())
+            pending.add_metric(labels, status.pending_bytes)
+            archived.add_metric(labels, status.archived_bytes)
+            gaps.add_metric(labels, status.gaps)
+            restarts.add_metric(labels, status.restarts)
+    yield from (lag, up, newest, flushed, pending, archived, gaps, restarts)
 
 
 def metrics_registry(
-    book: RunBook, dispatcher: Dispatcher, clock: Clock, damaged_counts: DamagedCounts = dict
+    book: RunBook,
+    dispatcher: Dispatcher,
+    clock: Clock,
+    damaged_counts: DamagedCounts = dict,
+    archivers: ArchiverPool | None = None,
 ) -> CollectorRegistry:
     registry = CollectorRegistry(auto_describe=False)
-    registry.register(FleetCollector(book, dispatcher, clock, damaged_counts))
+    registry.register(FleetCollector(book, dispatcher, clock, damaged_counts, archivers))
     return registry
 
 

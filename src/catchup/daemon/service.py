@@ -10,6 +10,7 @@ import threading
 from datetime import UTC, datetime
 
 from catchup.config import Config
+from catchup.daemon.archivers import ArchiverPool
 from catchup.daemon.dispatch import Clock, Dispatcher
 from catchup.daemon.executors import Executor, executor_for
 from catchup.daemon.metrics import metrics_registry
@@ -45,14 +46,16 @@ class Daemon:
             self.book, executor or executor_for(config, repository), limit, clock
         )
         self.scheduler = Scheduler(config, self.book, self.dispatcher, clock)
+        self.archivers = ArchiverPool(config, repository)
         self.registry = metrics_registry(
-            self.book, self.dispatcher, clock, repository.damaged_counts
+            self.book, self.dispatcher, clock, repository.damaged_counts, self.archivers
         )
         self.stopping = threading.Event()
         self.loop_thread = threading.Thread(target=self._loop, name="scheduler", daemon=True)
 
     def start(self) -> None:
         self.loop_thread.start()
+        self.archivers.start()
 
     def _loop(self) -> None:
         while not self.stopping.wait(TICK_SECONDS):
@@ -84,6 +87,7 @@ class Daemon:
 
     def stop(self, abandon: bool, timeout: float | None = None) -> bool:
         self.stopping.set()
+        self.archivers.stop()
         what = "cancelling" if abandon else "waiting for"
         log.info("stopping: %s %d running cycle(s)", what, len(self.dispatcher.running))
         return self.dispatcher.drain(abandon, timeout)

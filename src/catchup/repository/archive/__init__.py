@@ -14,7 +14,7 @@ sequence number, one fails. A gap record says the log between two positions is
 not in the archive (the archiver could not resume where it stopped).
 """
 
-from catchup.repository.archive.index import ArchiveIndex, Run, read_index
+from catchup.repository.archive.index import ArchiveIndex, Stretch, read_index
 from catchup.repository.archive.records import (
     ArchiveConflictError,
     ArchiveRecord,
@@ -32,7 +32,7 @@ __all__ = [
     "ArchiveWriter",
     "Compare",
     "Mark",
-    "Run",
+    "Stretch",
     "archive_prefix",
     "covered",
     "pieces_for_replay",

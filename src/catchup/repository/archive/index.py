@@ -23,7 +23,7 @@ from catchup.storage import Store
 
 
 @dataclass
-class Run:
+class Stretch:
     """A stretch of the archive without a gap: replay can cross any point inside it."""
 
     records: list[ArchiveRecord]
@@ -71,19 +71,19 @@ class ArchiveIndex:
                 lengths[record.file] = record.offset + record.size
         return lengths
 
-    def runs(self) -> list[Run]:
+    def runs(self) -> list[Stretch]:
         """Stretches between gaps and damage, oldest first."""
-        runs: list[Run] = []
+        runs: list[Stretch] = []
         current: list[ArchiveRecord] = []
         for record in self.records:
             if record.kind == "gap" or record.seq in self.breaks:
                 if current:
-                    runs.append(Run(current))
+                    runs.append(Stretch(current))
                 current = []
             if record.kind == "piece":
                 current.append(record)
         if current:
-            runs.append(Run(current))
+            runs.append(Stretch(current))
         return runs
 
     def gaps(self) -> list[ArchiveRecord]:
