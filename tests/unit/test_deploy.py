@@ -114,10 +114,21 @@ def cycle_job_spec() -> dict:
 
 def pod_specs() -> dict[str, dict]:
     return {
-        "daemon Deployment": the("Deployment")["spec"]["template"]["spec"],
+        "daemon Deployment": the("Deployment", "catchup-daemon")["spec"]["template"]["spec"],
         "CronJob": the("CronJob")["spec"]["jobTemplate"]["spec"]["template"]["spec"],
         "cycle Job": cycle_job_spec(),
+        "archiver Deployment": archiver()["spec"]["template"]["spec"],
     }
+
+
+def archiver() -> dict:
+    [doc] = [
+        d
+        for _, d in manifests()
+        if d["kind"] == "Deployment"
+        and d["metadata"]["labels"]["app.kubernetes.io/component"] == "archiver"
+    ]
+    return doc
 
 
 # The volume types the "restricted" Pod Security profile allows.
@@ -174,7 +185,9 @@ def test_the_daemon_gets_its_keys_and_token_but_never_the_source_password():
     config = shipped_config()
     secrets = {d["metadata"]["name"]: d for _, d in manifests() if d["kind"] == "Secret"}
     password = str(config.credentials.password_file)
-    daemon_files, daemon_env = files_in(the("Deployment")["spec"]["template"]["spec"], secrets)
+    daemon_files, daemon_env = files_in(
+        the("Deployment", "catchup-daemon")["spec"]["template"]["spec"], secrets
+    )
     assert password not in daemon_files
     assert {str(p) for p in config.encryption.key_files} <= daemon_files
     assert str(config.daemon.token_file) in daemon_files
@@ -196,7 +209,7 @@ def test_network_policies_deny_by_default_and_open_only_what_each_pod_needs():
     assert "ingress" not in deny and "egress" not in deny
 
     daemon = the("NetworkPolicy", "catchup-daemon")["spec"]
-    deployment = the("Deployment")["spec"]["template"]
+    deployment = the("Deployment", "catchup-daemon")["spec"]["template"]
     assert daemon["podSelector"]["matchLabels"].items() <= deployment["metadata"]["labels"].items()
     [api_port] = deployment["spec"]["containers"][0]["ports"]
     listen_port = int(shipped_config().daemon.listen.rpartition(":")[2])
@@ -216,3 +229,27 @@ def test_network_policies_deny_by_default_and_open_only_what_each_pod_needs():
         assert labels["app.kubernetes.io/component"] in components["values"]
     cycle_ports = {p["port"] for rule in cycle["egress"] for p in rule["ports"]}
     assert {3306, 5432, 443, 53} == cycle_ports
+
+
+def test_the_archiver_deployment_archives_a_shard_of_the_config_with_its_password():
+    config = shipped_config()
+    secrets = {d["metadata"]["name"]: d for _, d in manifests() if d["kind"] == "Secret"}
+    template = archiver()["spec"]["template"]
+    [container] = template["spec"]["containers"]
+    args = container["args"]
+    shard = args[args.index("archive") + 1]
+    assert config.shard(shard).name == shard
+    files, _ = files_in(template["spec"], secrets)
+    assert str(config.credentials.password_file) in files
+    assert {str(p) for p in config.encryption.key_files} <= files
+    # It reaches the sources like a cycle, and only Prometheus reaches its metrics port.
+    cycle = the("NetworkPolicy", "catchup-cycle")["spec"]
+    [components] = cycle["podSelector"]["matchExpressions"]
+    assert "archiver" in components["values"]
+    metrics = the("NetworkPolicy", "catchup-archiver-metrics")["spec"]
+    [port] = container["ports"]
+    listen = args[args.index("--metrics-listen") + 1]
+    assert port["containerPort"] == int(listen.rpartition(":")[2])
+    [ingress] = metrics["ingress"]
+    assert ingress["ports"] == [{"protocol": "TCP", "port": port["containerPort"]}]
+    assert archiver()["spec"]["replicas"] == 1

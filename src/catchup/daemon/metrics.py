@@ -5,7 +5,7 @@ drift from what the API and the status page show.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from datetime import datetime
+from datetime import UTC, datetime
 
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
@@ -14,6 +14,7 @@ from prometheus_client.registry import Collector
 from catchup.daemon.archivers import ArchiverPool
 from catchup.daemon.dispatch import Clock, Dispatcher
 from catchup.daemon.runs import FINISHED, RunBook
+from catchup.fleet.archiver import ArchiverStatus
 
 SHARD = ["keyspace", "shard"]
 
@@ -118,10 +119,10 @@ class FleetCollector(Collector):
         yield from (last_success, age, phase, durations, pulled, last_pulled, data, stored)
         yield from (cycles, stalled, damaged, running, queued)
         if self.archivers is not None:
-            yield from archive_metrics(self.archivers, now)
+            yield from archive_metrics(self.archivers.statuses, now)
 
 
-def archive_metrics(pool: ArchiverPool, now: datetime) -> Iterator[Metric]:
+def archive_metrics(statuses: dict[str, ArchiverStatus], now: datetime) -> Iterator[Metric]:
     lag = GaugeMetricFamily(
         "catchup_archive_lag_seconds",
         "Now minus the commit time of the newest archived transaction, while log the "
@@ -153,7 +154,7 @@ def archive_metrics(pool: ArchiverPool, now: datetime) -> Iterator[Metric]:
     restarts = CounterMetricFamily(
         "catchup_archive_restarts", "Times the shard's archiver was restarted.", labels=SHARD
     )
-    for name, status in pool.statuses.items():
+    for name, status in statuses.items():
         keyspace, _, shard = name.partition("/")
         labels = [keyspace, shard]
         with status.lock:
@@ -168,6 +169,16 @@ def archive_metrics(pool: ArchiverPool, now: datetime) -> Iterator[Metric]:
             gaps.add_metric(labels, status.gaps)
             restarts.add_metric(labels, status.restarts)
     yield from (lag, up, newest, flushed, pending, archived, gaps, restarts)
+
+
+class ArchiveCollector(Collector):
+    """The archive metrics alone, for a `catchup archive` process."""
+
+    def __init__(self, statuses: dict[str, ArchiverStatus]) -> None:
+        self.statuses = statuses
+
+    def collect(self) -> Iterator[Metric]:
+        yield from archive_metrics(self.statuses, datetime.now(UTC))
 
 
 def metrics_registry(
