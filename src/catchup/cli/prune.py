@@ -29,6 +29,7 @@ def prune_command(
         dry_run,
         incomplete_grace=timedelta(hours=config.retention.incomplete_grace_hours),
         lease_seconds=config.lock.lease_seconds,
+        pitr=timedelta(days=config.retention.pitr_days),
     )
     if json_output:
         print_json(

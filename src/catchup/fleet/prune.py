@@ -14,10 +14,12 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+from catchup.engines.registry import engine_for
 from catchup.errors import ShardBusyError
 from catchup.fleet.lease import Held, LeaseLostError
 from catchup.fleet.lock import shard_lock
-from catchup.repository import Repository
+from catchup.repository import Manifest, Repository
+from catchup.repository.archive import delete_records, expired_records
 from catchup.repository.layout import backup_time
 from catchup.repository.retention import expired_backups
 
@@ -42,6 +44,7 @@ def prune(
     now: datetime | None = None,
     incomplete_grace: timedelta = DEFAULT_GRACE,
     lease_seconds: float = DEFAULT_LEASE_SECONDS,
+    pitr: timedelta = timedelta(0),
 ) -> PruneResult:
     """Remove expired backups and incomplete prefixes; never a shard's newest complete backup.
 
@@ -49,8 +52,12 @@ def prune(
     id says when its upload began) and the shard lock is held, so no live writer
     can be uploading into it. A first look without the lock finds the shards with
     something to remove; `dry_run` stops there and says what would go now.
+
+    `pitr`: keep what a point-in-time restore to any moment of that long ago needs,
+    the newest backup before it included. The log archive is kept from the oldest
+    kept backup's position on; older records and pieces go under the same lock.
     """
-    policy = Policy(min_count, min_age, incomplete_grace, now or datetime.now(UTC))
+    policy = Policy(min_count, min_age, incomplete_grace, now or datetime.now(UTC), pitr)
     result = PruneResult()
     for keyspace, shard in repository.shards():  # each is then listed on its own
         plan = PruneResult()
@@ -77,6 +84,7 @@ class Policy:
     min_age: timedelta
     incomplete_grace: timedelta
     now: datetime
+    pitr: timedelta = timedelta(0)
 
 
 def _prune_shard(
@@ -90,7 +98,15 @@ def _prune_shard(
     """List the shard afresh, decide, and delete under `held` (None: a dry run)."""
     name = f"{keyspace}/{shard}"
     backups = repository.backups(keyspace, shard)
-    expired = expired_backups(backups, policy.min_count, policy.min_age, policy.now)
+    expired = expired_backups(
+        backups, policy.min_count, max(policy.min_age, policy.pitr), policy.now
+    )
+    if policy.pitr:
+        # The base of a restore to exactly `pitr` ago is the newest backup before then.
+        cutoff = policy.now - policy.pitr
+        bases = [m for m in backups if m.created_at <= cutoff]
+        if bases and bases[-1] in expired:
+            expired.remove(bases[-1])
     result.kept += len(backups) - len(expired)
     targets = [(m.backup_id, "expired") for m in expired]
     for _, _, backup_id in repository.incomplete(keyspace, shard):
@@ -106,3 +122,31 @@ def _prune_shard(
                 held.confirm()  # still ours, so no writer can have started since the listing
             repository.delete(keyspace, shard, backup_id)
         result.removed.append({"shard": name, "id": backup_id, "reason": reason})
+    kept = [m for m in backups if m not in expired]
+    if kept:
+        _prune_archive(repository, keyspace, shard, kept[0], result, held)
+
+
+def _prune_archive(
+    repository: Repository,
+    keyspace: str,
+    shard: str,
+    oldest_kept: Manifest,
+    result: PruneResult,
+    held: Held | None,
+) -> None:
+    """The archived log before the oldest kept backup: no restore can start before it."""
+    index = repository.archive_index(keyspace, shard)
+    engine = engine_for(oldest_kept.engine)
+    records = expired_records(index, engine.compare_positions, oldest_kept.position)
+    if not records:
+        return
+    if held is not None:
+        delete_records(repository.store, index, records)
+    result.removed.append(
+        {
+            "shard": f"{keyspace}/{shard}",
+            "id": f"archive records {records[0].seq}-{records[-1].seq}",
+            "reason": f"log before the oldest kept backup {oldest_kept.backup_id}",
+        }
+    )

@@ -201,7 +201,7 @@ class Repository:
         manifest is read."""
         return sorted({ident[:2] for ident in backup_prefixes(self.store, "")})
 
-    # --- the log archive -------------------------------------------------------
+    # --- the log archive (repository/archive/) --------------------------------
 
     def archive_index(self, keyspace: str, shard: str) -> ArchiveIndex:
         """The shard's log archive, checked; with keys configured only sealed records count."""
@@ -215,7 +215,6 @@ class Repository:
     def restore_log(
         self, index: ArchiveIndex, records: list[ArchiveRecord], target: Path, jobs: int
     ) -> list[str]:
-        """Write archived log files back, whole, into `target`; their names in log order."""
         return restore_files(self.store, index, records, target, jobs)
 
     def _read_manifest(self, key: str) -> Manifest:

@@ -22,7 +22,13 @@ from catchup.repository.archive.records import (
     Mark,
     archive_prefix,
 )
-from catchup.repository.archive.replay import covered, pieces_for_replay, restore_files
+from catchup.repository.archive.replay import (
+    covered,
+    delete_records,
+    expired_records,
+    pieces_for_replay,
+    restore_files,
+)
 from catchup.repository.archive.writer import ArchiveWriter
 
 __all__ = [
@@ -35,6 +41,8 @@ __all__ = [
     "Stretch",
     "archive_prefix",
     "covered",
+    "delete_records",
+    "expired_records",
     "pieces_for_replay",
     "read_index",
     "restore_files",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import io
 import os
 from collections.abc import Callable
@@ -18,8 +19,9 @@ from catchup.repository.archive.records import (
     Mark,
     archive_prefix,
     piece_key,
+    record_key,
 )
-from catchup.storage import Store
+from catchup.storage import ObjectNotFound, Store
 
 # --- reading the log back -----------------------------------------------------
 
@@ -120,3 +122,36 @@ def _require_whole(index: ArchiveIndex, records: list[ArchiveRecord]) -> None:
 def covered(index: ArchiveIndex) -> str:
     runs = index.runs()
     return "; ".join(run.describe() for run in runs) if runs else "nothing yet"
+
+
+def expired_records(index: ArchiveIndex, compare: Compare, oldest_kept: str) -> list[ArchiveRecord]:
+    """The oldest records no kept backup needs: each lies wholly at or before the oldest
+    kept backup's position, with every piece of its log file (replay reads whole files).
+    Only a prefix of the index goes, never its last record (the archiver resumes after
+    it), so what stays is still one chain."""
+    files_after = {
+        r.file
+        for r in index.records
+        if r.kind == "piece" and _after(compare, r.end.position, oldest_kept)
+    }
+    expired: list[ArchiveRecord] = []
+    for record in index.records[:-1]:
+        order = compare(record.end.position, oldest_kept)
+        if order is None or order > 0 or (record.kind == "piece" and record.file in files_after):
+            break
+        expired.append(record)
+    return expired
+
+
+def _after(compare: Compare, a: str, b: str) -> bool:
+    order = compare(a, b)
+    return order is None or order > 0
+
+
+def delete_records(store: Store, index: ArchiveIndex, records: list[ArchiveRecord]) -> None:
+    """Oldest first, each record before its piece: no record ever names a gone piece."""
+    prefix = archive_prefix(index.keyspace, index.shard)
+    for record in records:
+        store.delete(record_key(prefix, record.seq))
+        with contextlib.suppress(ObjectNotFound):
+            store.delete(piece_key(prefix, record.seq))
