@@ -137,6 +137,8 @@ def _prune_archive(
 ) -> None:
     """The archived log before the oldest kept backup: no restore can start before it."""
     index = repository.archive_index(keyspace, shard)
+    if not index.records:
+        return
     engine = engine_for(oldest_kept.engine)
     records = expired_records(index, engine.compare_positions, oldest_kept.position)
     if not records:
