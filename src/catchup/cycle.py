@@ -1,7 +1,7 @@
 """One backup cycle of one shard, step by step.
 
-    precheck → provision → restore (or bootstrap) → start → checkpoint →
-    catch up → stop → back up → destroy
+    precheck → provision → restore (or bootstrap) → restore log → start →
+    checkpoint → catch up → stop → back up → destroy
 
 The cycle knows no SQL and no bucket: it drives an engine's `Source`, the
 `Replica` the engine provisions for that source, and the `Repository`.
@@ -17,6 +17,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any, Protocol
 
 from catchup.cancel import CancelToken
@@ -24,7 +25,9 @@ from catchup.codec import CodecSettings
 from catchup.config import Config, Shard
 from catchup.engines import Coverage, Engine, Replica, Source
 from catchup.engines.registry import engine_for
+from catchup.engines.workdir import instance_dir
 from catchup.errors import (
+    ArchiveGapError,
     CatchupError,
     DivergedError,
     KeyUnavailableError,
@@ -32,6 +35,7 @@ from catchup.errors import (
     SourceError,
 )
 from catchup.repository import BackupHeader, Manifest, Repository
+from catchup.repository.archive import ArchiveIndex, ArchiveRecord, pieces_for_replay
 from catchup.repository.manifest import SourceInfo
 
 log = logging.getLogger("catchup.cycle")
@@ -68,6 +72,10 @@ class CycleOptions:
 class Plan:
     parent: Manifest | None  # the backup to restore and catch up; None: bootstrap
     rebootstrap_reason: str | None
+    # The log archive's pieces after the parent: replayed first, so the source sends only
+    # the rest (and a source that purged them needs no new chain).
+    archived: list[ArchiveRecord] = field(default_factory=list)
+    index: ArchiveIndex | None = None
 
 
 @dataclass
@@ -115,14 +123,19 @@ def run_cycle(
     with engine.open_source(config, shard) as source:
         with clock("precheck"):
             plan = precheck(repository, source, shard, options, reporter, config.on_source_change)
-        with provisioned(engine, config, shard, source, clock) as instance:
+        with (
+            provisioned(engine, config, shard, source, clock) as instance,
+            instance_dir(config.work_dir, f"log-{shard.keyspace}.{shard.shard}") as logs,
+        ):
+            archived = None
             if plan.parent is None:
                 bootstrap(instance, clock, cancel)
             else:
                 restore_previous(repository, plan.parent, instance, config, clock)
+                archived = restore_log(repository, plan, logs / "log", config, clock)
                 start(instance, clock, cancel)
             checkpoint = take_checkpoint(source, clock)
-            position = catch_up(instance, checkpoint, clock, cancel)
+            position = catch_up(instance, checkpoint, clock, cancel, archived)
             server_version = instance.server_version()
             stop(instance, clock)
             header = backup_header(shard, plan, position, server_version, source, started_at, clock)
@@ -182,9 +195,15 @@ def precheck(
             f"but the config says {shard.engine}; fix the config or use another keyspace"
         )
     check_source_identity(latest, source, shard, on_source_change, reporter)
+    index, archived = archived_after(repository, shard, latest)
     verdict = source.judge(latest.position)
+    if verdict.coverage in (Coverage.PURGED, Coverage.COSTLY) and archived:
+        # The archive holds the log after the backup: the source need only cover its end.
+        end = archived[-1].end.position
+        if source.judge(end).coverage is Coverage.COVERED:
+            return Plan(latest, None, archived, index)
     if verdict.coverage is Coverage.COVERED:
-        return Plan(latest, None)
+        return Plan(latest, None, archived, index)
     if verdict.coverage is Coverage.COSTLY:
         if not options.rebootstrap:
             return Plan(latest, None)  # still possible, only dearer: --no-rebootstrap allows it
@@ -204,6 +223,20 @@ def precheck(
         f"{latest.position} does not belong to this source ({verdict.reason}); was the source "
         "replaced or restored? Check it, then start a new chain with `catchup backup --bootstrap`"
     )
+
+
+def archived_after(
+    repository: Repository, shard: Shard, parent: Manifest
+) -> tuple[ArchiveIndex | None, list[ArchiveRecord]]:
+    """The shard's archived log after `parent`, in the stretch holding its position."""
+    index = repository.archive_index(shard.keyspace, shard.shard)
+    if not index.records:
+        return None, []
+    engine = engine_for(shard.engine)
+    try:
+        return index, pieces_for_replay(index, engine.compare_positions, parent.position)
+    except ArchiveGapError:  # a file's start was pruned: the source alone, as without
+        return index, []
 
 
 def check_source_identity(
@@ -264,6 +297,17 @@ def restore_previous(
         repository.restore(parent, instance.data_dir, config.jobs, advance)
 
 
+def restore_log(
+    repository: Repository, plan: Plan, target: Path, config: Config, clock: StepClock
+) -> Path | None:
+    """The archived log after the parent, as whole files in `target`, for the catch-up."""
+    if not plan.archived or plan.index is None:
+        return None
+    with clock("restore log"):
+        repository.restore_log(plan.index, plan.archived, target, config.jobs)
+    return target
+
+
 def start(instance: Replica, clock: StepClock, cancel: CancelToken) -> None:
     with clock("start"):
         instance.start(cancel)
@@ -274,9 +318,15 @@ def take_checkpoint(source: Source, clock: StepClock) -> str:
         return source.checkpoint()
 
 
-def catch_up(instance: Replica, checkpoint: str, clock: StepClock, cancel: CancelToken) -> str:
+def catch_up(
+    instance: Replica,
+    checkpoint: str,
+    clock: StepClock,
+    cancel: CancelToken,
+    archived: Path | None = None,
+) -> str:
     with clock("catch up"):
-        return instance.catch_up(checkpoint, cancel, clock.progress)
+        return instance.catch_up(checkpoint, cancel, clock.progress, archived)
 
 
 def stop(instance: Replica, clock: StepClock) -> None:

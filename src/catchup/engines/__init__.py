@@ -192,9 +192,17 @@ class Replica(Protocol):
         """Start the server on the restored data dir, isolated from clients."""
         ...
 
-    def catch_up(self, checkpoint: str, cancel: CancelToken, progress: StepProgress) -> str:
+    def catch_up(
+        self,
+        checkpoint: str,
+        cancel: CancelToken,
+        progress: StepProgress,
+        archived: Path | None = None,
+    ) -> str:
         """Replay the source's log up to `checkpoint`, or raise; returns the position the
-        data now stands at (the checkpoint itself, unless the engine can only stop past it)."""
+        data now stands at (the checkpoint itself, unless the engine can only stop past it).
+        `archived`: a dir of log files from the archive (whole, by name) that cover the
+        backup's position onwards: replay them first, so the source sends only the rest."""
         ...
 
     def stop_for_archive(self) -> None:

@@ -73,29 +73,38 @@ def _create(path: Path) -> io.BufferedWriter:
 
 
 def pieces_for_replay(
-    index: ArchiveIndex, compare: Compare, position: str, until: Callable[[Mark], bool]
+    index: ArchiveIndex,
+    compare: Compare,
+    position: str,
+    until: Callable[[Mark], bool] | None = None,
 ) -> list[ArchiveRecord]:
     """The pieces a replay from `position` needs, whole files from their first byte, up
     to the first piece for which `until(piece.end)` holds (the target is inside or before
-    it). ArchiveGapError, naming what is covered, when one run does not hold it all."""
-    for run in index.runs():
-        if not _within(compare, run.start.position, position, run.end.position):
+    it). ArchiveGapError, naming what is covered, when one stretch does not hold it all.
+    Without `until`: whatever the stretch holding `position` has after it (maybe none)."""
+    for stretch in index.runs():
+        if not _within(compare, stretch.start.position, position, stretch.end.position):
             continue
         needed: list[ArchiveRecord] = []
-        for record in run.records:
+        for record in stretch.records:
             after = compare(record.end.position, position)
             if after is not None and after <= 0 and not needed:
                 continue  # wholly before the backup's position
             needed.append(record)
-            if until(record.end):
-                files = {r.file for r in needed}
-                whole = [r for r in index.records if r.kind == "piece" and r.file in files]
-                _require_whole(index, whole)
-                return whole
-        raise ArchiveGapError(
-            f"the archive of {index.keyspace}/{index.shard} ends before the target: the "
-            f"stretch from the backup's position covers {run.describe()}"
-        )
+            if until is not None and until(record.end):
+                break
+        else:
+            if until is not None:
+                raise ArchiveGapError(
+                    f"the archive of {index.keyspace}/{index.shard} ends before the target: "
+                    f"the stretch from the backup's position covers {stretch.describe()}"
+                )
+        files = {r.file for r in needed}
+        whole = [r for r in index.records if r.kind == "piece" and r.file in files]
+        _require_whole(index, whole)
+        return whole
+    if until is None:
+        return []
     raise ArchiveGapError(
         f"the archive of {index.keyspace}/{index.shard} does not hold the log from position "
         f"{position}; it covers {covered(index)}"
