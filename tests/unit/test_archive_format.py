@@ -171,3 +171,34 @@ def test_a_second_writer_on_the_same_index_is_refused(tmp_path):
     with pytest.raises(ArchiveConflictError, match="another archiver"):
         second.append("log.1", 0, b"b", mark(0), mark(1))
     assert [r.session for r in repo.archive_index("ks", "0").records] == ["s1"]
+
+
+def test_prune_takes_whole_files_before_the_oldest_kept_backup_and_never_the_last(tmp_path):
+    from catchup.repository.archive import delete_records, expired_records
+
+    repo = repository(tmp_path, encrypted=False)
+    archive(repo, [("log.1", b"a" * 10), ("log.1", b"a" * 10), ("log.2", b"b" * 10)])
+    archive(repo, [("log.2", b"b" * 10), ("log.3", b"c" * 10)])
+    index = repo.archive_index("ks", "0")
+    # Kept backup at 25 (inside log.2): log.1 goes whole, log.2 stays whole.
+    assert [r.seq for r in expired_records(index, compare, "25")] == [0, 1]
+    # At 20 exactly (log.1's end) the same; at 15 (inside log.1) nothing.
+    assert [r.seq for r in expired_records(index, compare, "20")] == [0, 1]
+    assert expired_records(index, compare, "15") == []
+    # Far ahead: everything but the last record, which the archiver resumes after.
+    assert [r.seq for r in expired_records(index, compare, "99")] == [0, 1, 2, 3]
+    delete_records(repo.store, index, expired_records(index, compare, "25"))
+    after = repo.archive_index("ks", "0")
+    assert not after.problems and [r.seq for r in after.records] == [2, 3, 4]
+    records = pieces_for_replay(after, compare, "25", lambda end: int(end.position) >= 50)
+    assert [r.file for r in records] == ["log.2", "log.2", "log.3"]
+    assert not list((tmp_path / "repo" / "ks" / "0" / "archive" / "pieces").glob("*000[01].*"))
+
+
+def test_a_cycle_takes_what_the_archive_holds_after_its_parent(tmp_path):
+    repo = repository(tmp_path, encrypted=False)
+    archive(repo, [("log.1", b"a" * 10), ("log.2", b"b" * 10)])
+    index = repo.archive_index("ks", "0")
+    assert [r.file for r in pieces_for_replay(index, compare, "12")] == ["log.2"]
+    assert pieces_for_replay(index, compare, "20") == []  # nothing after it yet
+    assert pieces_for_replay(index, compare, "other3") == []  # another history: none
