@@ -253,3 +253,47 @@ def test_the_archiver_deployment_archives_a_shard_of_the_config_with_its_passwor
     [ingress] = metrics["ingress"]
     assert ingress["ports"] == [{"protocol": "TCP", "port": port["containerPort"]}]
     assert archiver()["spec"]["replicas"] == 1
+
+
+def test_the_alert_rules_name_only_metrics_catchup_exports():
+    import re
+
+    from prometheus_client import generate_latest
+
+    from catchup.config import parse_config
+    from catchup.daemon.archivers import ArchiverPool
+    from catchup.daemon.metrics import metrics_registry
+    from catchup.daemon.runs import RunBook
+
+    config = parse_config(
+        {
+            "repository": "/tmp/unused",
+            "archive": {"enabled": True},
+            "shards": [{"keyspace": "ks", "shard": "0", "source": "db:3306"}],
+        }
+    )
+
+    class Dispatcher:
+        running: dict = {}
+
+        def queue_length(self) -> int:
+            return 0
+
+    from datetime import UTC, datetime
+
+    book = RunBook(config.shards, 10)
+    pool = ArchiverPool(config, None)  # type: ignore[arg-type]
+    registry = metrics_registry(book, Dispatcher(), lambda: datetime.now(UTC), dict, pool)  # type: ignore[arg-type]
+    exported = {
+        line.split()[2]
+        for line in generate_latest(registry).decode().splitlines()
+        if line.startswith("# TYPE")
+    }
+    exported |= {f"{name}_total" for name in exported}
+    rules = yaml.safe_load((DEPLOY / "prometheus" / "alerts.yaml").read_text())
+    named = set()
+    for group in rules["groups"]:
+        for rule in group["rules"]:
+            named |= set(re.findall(r"\b(catchup_[a-z_]+)", rule["expr"]))
+    assert named and named <= exported, named - exported
+    assert any(n.startswith("catchup_archive_lag") for n in named)
