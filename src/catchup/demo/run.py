@@ -5,10 +5,15 @@ engine proven equal to its source.
    PostgreSQL (wal_level=replica), or both alternately (`--engine mixed`);
 2. load a realistic schema and data into each;
 3. back up every shard: the first cycle bootstraps from a consistent dump;
-4. apply a write workload (a few % of rows, DDL, a procedure call);
-5. back up every shard again: a catch-up cycle that pulls only the delta;
+4. start a log archiver per shard; apply a write workload (a few % of rows,
+   DDL, a procedure call) in two halves, noting every source's state between
+   them; measure the RPO when it ends (how long until the archive holds it);
+5. back up every shard again: a catch-up cycle that pulls only the delta, from
+   the archive first;
 6. restore one shard's newest backup per engine into an ephemeral instance and
-   compare every table's checksum and the position with its quiesced source.
+   compare every table's checksum and the position with its quiesced source;
+   restore the same shards to the moment between the halves, from the archive,
+   and compare them with the sources' state at that moment.
 """
 
 from __future__ import annotations
@@ -27,6 +32,13 @@ from pathlib import Path
 from catchup.cancel import CancelToken
 from catchup.config import Config, Shard, parse_config
 from catchup.cycle import CycleOptions, Reporter
+from catchup.demo.archive import (
+    PitrProof,
+    archiving,
+    capture_moment,
+    measure_rpo,
+    prove_point_in_time,
+)
 from catchup.demo.mariadb import MariaDBSandbox
 from catchup.demo.postgres import PostgresSandbox
 from catchup.demo.sandbox import Sandbox
@@ -72,14 +84,20 @@ class DemoResult:
     cycles: list[tuple[int, ShardResult]] = field(default_factory=list)
     proofs: list[Proof] = field(default_factory=list)
     sources: list[Sandbox] = field(default_factory=list)
+    pitr_proofs: list[PitrProof] = field(default_factory=list)
+    rpo_seconds: dict[str, float | None] = field(default_factory=dict)
 
     @property
     def verified(self) -> bool:
         return bool(self.proofs) and all(proof.ok for proof in self.proofs)
 
     @property
+    def pitr_verified(self) -> bool:
+        return bool(self.pitr_proofs) and all(proof.ok for proof in self.pitr_proofs)
+
+    @property
     def ok(self) -> bool:
-        return self.verified and all(result.ok for _, result in self.cycles)
+        return self.verified and self.pitr_verified and all(result.ok for _, result in self.cycles)
 
 
 def shard_names(count: int) -> list[str]:
@@ -109,6 +127,7 @@ def demo_config(
         f'work_dir = "{root / "work"}"\n'
         f"parallel = {parallel}\n\n"
         "[retention]\nmin_count = 2\nmin_age_days = 0\n\n"
+        "[archive]\nenabled = true\n\n"
         f"{shards}"
     )
 
@@ -185,18 +204,29 @@ def run_cycles(
     config = parse_config(tomllib.loads(result.config_path.read_text()), str(result.config_path))
     repository = open_repository(config)
 
-    for cycle, narration in (
-        (1, "Cycle 1: bootstrap every shard from a consistent dump"),
-        (2, "Cycle 2: catch up every shard from its previous backup"),
-    ):
-        if cycle == 2:
-            say(f"Applying a write workload (~{options.workload_fraction:.0%} of rows, DDL)")
-            on_each(sources, lambda source: source.apply_workload(options.workload_fraction))
-        say(narration)
+    def back_up(cycle: int) -> None:
         results = backup_fleet(
             config, config.shards, repository, CycleOptions(), reporter, cancel, options.parallel
         )
         result.cycles += [(cycle, r) for r in results]
+
+    say("Cycle 1: bootstrap every shard from a consistent dump")
+    back_up(1)
+    say(f"Starting a log archiver per shard (stored every {config.archive.flush_seconds:g} s)")
+    with archiving(config, repository) as pool:
+        half = options.workload_fraction / 2
+        say(
+            f"Applying a write workload (~{options.workload_fraction:.0%} of rows, DDL) in "
+            "two halves, noting every source's state between them"
+        )
+        on_each(sources, lambda source: source.apply_workload(half))
+        moments = capture_moment(sources)
+        on_each(sources, lambda source: source.apply_workload(half))
+        say("Measuring the RPO: how long until the archive holds the end of the workload")
+        for shard, source in zip(config.shards, sources, strict=True):
+            result.rpo_seconds[shard.name] = measure_rpo(pool, shard, source)
+        say("Cycle 2: catch up every shard from its previous backup and the archive")
+        back_up(2)
 
     first_of_each: dict[str, tuple[Shard, Sandbox]] = {}
     for shard, source in zip(config.shards, sources, strict=True):
@@ -206,6 +236,12 @@ def run_cycles(
         proof = prove_equal(config, repository, shard, source, cancel)
         if proof:
             result.proofs.append(proof)
+        moment = moments[sources.index(source)]
+        say(
+            f"Restoring shard {shard.name} to {moment.time:%H:%M:%S.%f}, mid-workload, from "
+            "the archive, and comparing it with the source's state then"
+        )
+        result.pitr_proofs.append(prove_point_in_time(config, repository, shard, moment, cancel))
 
 
 def prove_equal(
