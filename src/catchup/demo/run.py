@@ -114,6 +114,7 @@ def demo_config(
     parallel: int,
     role: str = "primary",
     repository: str | None = None,
+    archive: bool = False,
 ) -> str:
     shards = "\n".join(
         f'[[shards]]\nkeyspace = "{KEYSPACE}"\nshard = "{name}"\nengine = "{source.engine}"\n'
@@ -127,8 +128,8 @@ def demo_config(
         f'work_dir = "{root / "work"}"\n'
         f"parallel = {parallel}\n\n"
         "[retention]\nmin_count = 2\nmin_age_days = 0\n\n"
-        "[archive]\nenabled = true\n\n"
-        f"{shards}"
+        + ("[archive]\nenabled = true\n\n" if archive else "")
+        + shards
     )
 
 
@@ -200,7 +201,7 @@ def run_cycles(
     root = result.config_path.parent
     say(f"Loading about {options.size_mb:g} MB of realistic data into each")
     on_each(sources, lambda source: source.load_demo_data(options.size_mb))
-    result.config_path.write_text(demo_config(root, sources, options.parallel))
+    result.config_path.write_text(demo_config(root, sources, options.parallel, archive=True))
     config = parse_config(tomllib.loads(result.config_path.read_text()), str(result.config_path))
     repository = open_repository(config)
 
