@@ -89,7 +89,7 @@ def test_replay_takes_whole_files_up_to_the_target_only(tmp_path):
     # From 15 (inside log.2) to 20: log.2 from its first byte; log.1 and log.3 not needed.
     records = pieces_for_replay(index, compare, "15", lambda end: int(end.position) >= 20)
     assert [r.file for r in records] == ["log.2"]
-    with pytest.raises(ArchiveGapError, match="ends before the target.*30"):
+    with pytest.raises(ArchiveGapError, match=r"ends before the target.*30"):
         pieces_for_replay(index, compare, "15", lambda end: int(end.position) >= 31)
     with pytest.raises(ArchiveGapError, match="does not hold the log from position other5"):
         pieces_for_replay(index, compare, "other5", lambda end: True)
@@ -105,7 +105,7 @@ def test_a_gap_splits_the_window_and_no_replay_crosses_it(tmp_path):
     index = repo.archive_index("ks", "0")
     assert [run.describe()[:8] for run in index.runs()] == ["0 (2026-", "50 (2026"]
     assert len(index.gaps()) == 1 and "purged" in index.gaps()[0].reason
-    with pytest.raises(ArchiveGapError, match="covers 0 .* to 10"):
+    with pytest.raises(ArchiveGapError, match=r"covers 0 .* to 10"):
         pieces_for_replay(index, compare, "5", lambda end: int(end.position) >= 55)
     assert [r.file for r in pieces_for_replay(index, compare, "50", lambda e: True)] == ["log.5"]
 
@@ -118,9 +118,9 @@ def test_tampering_with_the_index_is_found_and_named(tmp_path, damage):
     victim = records[2]
     if damage == "altered":
         document = json.loads(victim.read_bytes())
-        sealed = bytearray(document["sealed_record"].encode())
+        sealed = bytearray(document["sealed_index"].encode())
         sealed[20] = ord("A") if sealed[20] != ord("A") else ord("B")
-        document["sealed_record"] = sealed.decode()
+        document["sealed_index"] = sealed.decode()
         victim.write_text(json.dumps(document))
         expected = "000000000002.json.*(altered|unreadable)"
     elif damage == "deleted":
@@ -202,3 +202,76 @@ def test_a_cycle_takes_what_the_archive_holds_after_its_parent(tmp_path):
     assert [r.file for r in pieces_for_replay(index, compare, "12")] == ["log.2"]
     assert pieces_for_replay(index, compare, "20") == []  # nothing after it yet
     assert pieces_for_replay(index, compare, "other3") == []  # another history: none
+
+
+def batched(repo: Repository, count: int, batch: int = 3) -> None:
+    index = repo.archive_index("ks", "0")
+    writer = repo.archive_writer(index, "s1", "src-1", CodecSettings(1))
+    writer.batch_size = batch
+    last = mark(0)
+    for n in range(count):
+        end = mark(10 * (n + 1))
+        writer.append(f"log.{n // 2}", writer.lengths.get(f"log.{n // 2}", 0), b"x" * 10, last, end)
+        last = end
+
+
+def test_records_are_gathered_into_batches_that_read_back_the_same(tmp_path):
+    repo = repository(tmp_path)
+    batched(repo, 7)
+    names = sorted(p.name for p in index_dir(tmp_path).iterdir())
+    assert names == [
+        "000000000000-000000000002.json",
+        "000000000003-000000000005.json",
+        "000000000006.json",
+    ]
+    index = repo.archive_index("ks", "0")
+    assert not index.problems and [r.seq for r in index.records] == list(range(7))
+    records = pieces_for_replay(index, compare, "0", lambda end: int(end.position) >= 70)
+    repo.restore_log(index, records, tmp_path / "logs", jobs=2)  # every piece's key found
+    assert (tmp_path / "logs" / "log.3").read_bytes() == b"x" * 10
+    # A second session continues the chain and the numbering.
+    batched(repo, 0)
+    archive(repo, [("log.9", b"y" * 5)], session="s2")
+    assert [r.seq for r in repo.archive_index("ks", "0").records][-1] == 7
+
+
+def test_a_tampered_or_deleted_batch_is_named_and_prune_keeps_partly_needed_batches(tmp_path):
+    from catchup.repository.archive import delete_records, expired_records
+
+    repo = repository(tmp_path)
+    batched(repo, 7)
+    batch = index_dir(tmp_path) / "000000000003-000000000005.json"
+    saved = batch.read_bytes()
+    batch.write_bytes(saved.replace(b'"sealed_index": "', b'"sealed_index": "AAAA'))
+    index = repo.archive_index("ks", "0")
+    assert any("000000000003-000000000005.json" in p for p in index.problems), index.problems
+    batch.unlink()
+    index = repo.archive_index("ks", "0")
+    assert any("records 3-5 of ks/0 are missing" in p for p in index.problems), index.problems
+    batch.write_bytes(saved)
+    index = repo.archive_index("ks", "0")
+    # Kept backup at 40 (record 3): batch 0-2 goes, batch 3-5 stays whole.
+    delete_records(repo.store, index, expired_records(index, compare, "40"))
+    after = repo.archive_index("ks", "0")
+    assert not after.problems and [r.seq for r in after.records] == [3, 4, 5, 6]
+
+
+def test_a_batch_left_beside_its_singles_reads_once_and_the_next_writer_cleans_up(tmp_path):
+    repo = repository(tmp_path)
+    index = repo.archive_index("ks", "0")
+    writer = repo.archive_writer(index, "s1", "src-1", CodecSettings(1))
+    writer.batch_size = 3
+    writer._delete_singles = lambda seqs: None  # a crash right after the batch's create
+    last = mark(0)
+    for n in range(4):
+        end = mark(10 * (n + 1))
+        writer.append(f"log.{n}", 0, b"z" * 10, last, end)
+        last = end
+    index = repo.archive_index("ks", "0")
+    assert index.stale == [0, 1, 2] and [r.seq for r in index.records] == [0, 1, 2, 3]
+    assert not index.problems
+    repo.archive_writer(index, "s2", "src-1", CodecSettings(1))
+    assert sorted(p.name for p in index_dir(tmp_path).iterdir()) == [
+        "000000000000-000000000002.json",
+        "000000000003.json",
+    ]

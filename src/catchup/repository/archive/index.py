@@ -8,12 +8,15 @@ from dataclasses import dataclass, field
 from catchup.codec.keys import Keyring
 from catchup.errors import IntegrityError, KeyUnavailableError
 from catchup.repository.archive.records import (
-    RECORD,
+    INDEX_OBJECT,
     ArchiveRecord,
+    Decoded,
     Mark,
     SessionKeys,
+    Wrapped,
     archive_prefix,
-    decode_record,
+    batch_key,
+    decode_index,
     record_digest,
     record_key,
 )
@@ -54,7 +57,11 @@ class ArchiveIndex:
     records: list[ArchiveRecord]
     problems: list[str] = field(default_factory=list)
     data_keys: dict[int, bytes | None] = field(default_factory=dict)
-    breaks: set[int] = field(default_factory=set)  # seqs that start a new run
+    breaks: set[int] = field(default_factory=set)  # seqs that start a new stretch
+    wraps: dict[str, Wrapped] = field(default_factory=dict)  # session data keys, wrapped
+    stale: list[int] = field(default_factory=list)  # single records a batch also holds
+    top: int = -1  # the highest sequence number stored
+    objects: list[tuple[int, int]] = field(default_factory=list)  # (first, last) per object
 
     @property
     def end(self) -> Mark | None:
@@ -62,7 +69,8 @@ class ArchiveIndex:
 
     @property
     def next_seq(self) -> int:
-        return self.records[-1].seq + 1 if self.records else 0
+        """After every record stored, readable or not: a writer never collides."""
+        return max(self.top, self.records[-1].seq if self.records else -1) + 1
 
     def archived_lengths(self) -> dict[str, int]:
         lengths: dict[str, int] = {}
@@ -101,65 +109,93 @@ def read_index(
 ) -> ArchiveIndex:
     """Every record of the shard's archive, checked: a record that fails authentication,
     is missing from the sequence or does not follow its predecessor is named in
-    `problems` and starts a new run, so no replay ever crosses it."""
+    `problems` and starts a new stretch, so no replay ever crosses it.
+
+    Records are stored one per object, then gathered into batches (writer.py); a
+    record both alone and in a batch (a batch written, its singles not yet deleted)
+    is read from the batch."""
     prefix = archive_prefix(keyspace, shard)
-    seqs = sorted(
-        int(match.group(1))
-        for obj in store.list(prefix + "index/")
-        if (match := RECORD.match(obj.key.removeprefix(prefix + "index/")))
+    batches: list[tuple[int, int]] = []
+    singles: list[int] = []
+    for obj in store.list(prefix + "index/"):
+        match = INDEX_OBJECT.match(obj.key.removeprefix(prefix + "index/"))
+        if match and match.group(2):
+            batches.append((int(match.group(1)), int(match.group(2))))
+        elif match:
+            singles.append(int(match.group(1)))
+    in_batches = {seq for first, last in batches for seq in range(first, last + 1)}
+    objects = sorted(
+        [(first, last, batch_key(prefix, first, last)) for first, last in batches]
+        + [(seq, seq, record_key(prefix, seq)) for seq in singles if seq not in in_batches]
     )
     keys = SessionKeys(keyring)
 
-    def read(seq: int) -> tuple[int, ArchiveRecord | None, bytes | None, str | None]:
-        key = record_key(prefix, seq)
+    def read(first: int, last: int, key: str) -> tuple[int, int, Decoded | None, str | None]:
         try:
-            record, data_key = decode_record(store.get(key), key, keys, read_plain, prefix)
+            decoded = decode_index(store.get(key), key, keys, read_plain, prefix)
         except KeyUnavailableError:
             raise
         except IntegrityError as exc:
-            return seq, None, None, str(exc)
-        if (record.seq, record.keyspace, record.shard) != (seq, keyspace, shard):
-            return seq, None, None, f"archive record {key} was moved from {record.seq}"
-        return seq, record, data_key, None
+            return first, last, None, str(exc)
+        seqs = [(r.seq, r.keyspace, r.shard) for r, _ in decoded.records]
+        if seqs != [(seq, keyspace, shard) for seq in range(first, last + 1)]:
+            return first, last, None, f"archive index {key} holds other records: moved there"
+        return first, last, decoded, None
 
     with ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
-        results = list(pool.map(read, seqs))
-    index = ArchiveIndex(keyspace, shard, [])
-    previous: ArchiveRecord | None = None
-    offsets: dict[str, int] = {}
-    for seq, record, data_key, problem in results:
-        if record is None:
-            index.problems.append(problem or f"archive record {seq} is unreadable")
-            previous = None
+        results = list(pool.map(lambda o: read(*o), objects))
+    index = ArchiveIndex(keyspace, shard, [], stale=sorted(set(singles) & in_batches))
+    index.top = max([last for _, last, _ in objects], default=-1)
+    index.objects = [(first, last) for first, last, _ in objects]
+    checker = ChainChecker(index, prefix)
+    for first, last, decoded, problem in results:
+        if decoded is None:
+            index.problems.append(problem or f"archive records {_seqs(first, last)} unreadable")
+            checker.previous = None
             continue
+        index.wraps.update(decoded.wraps)
+        for record, data_key in decoded.records:
+            checker.add(record, data_key)
+    return index
+
+
+class ChainChecker:
+    """Appends records to an index in order, noting every break in the chain."""
+
+    def __init__(self, index: ArchiveIndex, prefix: str) -> None:
+        self.index, self.prefix = index, prefix
+        self.previous: ArchiveRecord | None = None
+        self.offsets: dict[str, int] = {}
+
+    def add(self, record: ArchiveRecord, data_key: bytes | None) -> None:
+        index, previous, seq = self.index, self.previous, record.seq
         expected = previous.seq + 1 if previous else None
         if expected is not None and seq != expected:
             index.problems.append(
-                f"archive records {_seqs(expected, seq - 1)} of {keyspace}/{shard} are "
-                "missing: deleted from the store"
+                f"archive records {_seqs(expected, seq - 1)} of {index.keyspace}/"
+                f"{index.shard} are missing: deleted from the store"
             )
             index.breaks.add(seq)
         elif previous is not None and record.previous != record_digest(previous):
             index.problems.append(
-                f"archive record {record_key(prefix, seq)} does not follow record "
-                f"{previous.seq}: reordered, replaced or altered"
+                f"archive record {seq} ({record_key(self.prefix, seq)}) does not follow "
+                f"record {previous.seq}: reordered, replaced or altered"
             )
             index.breaks.add(seq)
         elif previous is None and index.records:
             index.breaks.add(seq)  # after an unreadable record
         if record.kind == "piece":
-            have = offsets.get(record.file, 0 if record.offset == 0 else None)
+            have = self.offsets.get(record.file, 0 if record.offset == 0 else None)
             if have is not None and record.offset != have:
                 index.problems.append(
-                    f"archive record {record_key(prefix, seq)} puts {record.file} bytes at "
-                    f"offset {record.offset}, but the archive holds it up to {have}"
+                    f"archive record {seq} puts {record.file} bytes at offset "
+                    f"{record.offset}, but the archive holds it up to {have}"
                 )
                 index.breaks.add(seq)
-            offsets[record.file] = record.offset + record.size
+            self.offsets[record.file] = record.offset + record.size
         index.records.append(record)
         index.data_keys[seq] = data_key
-        previous = record
-    return index
+        self.previous = record
 
 
 def _seqs(first: int, last: int) -> str:

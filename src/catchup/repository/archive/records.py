@@ -8,6 +8,7 @@ import hashlib
 import json
 import re
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Literal
 
 from pydantic import AwareDatetime, Field, ValidationError, field_validator
@@ -18,10 +19,11 @@ from catchup.errors import CatchupError, IntegrityError, KeyUnavailableError
 from catchup.repository.envelope import BackupKeys
 from catchup.repository.manifest import Model
 
-FORMAT = "catchup-archive-record"
+FORMAT = "catchup-archive-index"
 VERSION = 1
-SEALED = b"catchup sealed archive record "
-RECORD = re.compile(r"^(\d{12})\.json$")
+SEALED = b"catchup sealed archive index "
+# index/<seq>.json: one record; index/<first>-<last>.json: a batch of consecutive ones.
+INDEX_OBJECT = re.compile(r"^(\d{12})(?:-(\d{12}))?\.json$")
 FILE_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.~-]*$")  # one path segment, no '..'
 
 # How the engine orders two positions: -1, 0, 1, or None (different histories).
@@ -38,6 +40,10 @@ def archive_prefix(keyspace: str, shard: str) -> str:
 
 def record_key(prefix: str, seq: int) -> str:
     return f"{prefix}index/{seq:012d}.json"
+
+
+def batch_key(prefix: str, first: int, last: int) -> str:
+    return f"{prefix}index/{first:012d}-{last:012d}.json"
 
 
 def piece_key(prefix: str, seq: int) -> str:
@@ -83,20 +89,40 @@ def record_digest(record: ArchiveRecord) -> str:
     return hashlib.sha256(_canonical(record.model_dump(mode="json"))).hexdigest()
 
 
-def encode_record(record: ArchiveRecord, keys: BackupKeys | None, key: str) -> bytes:
-    """Sealed with the session's data key (bound to `key`), or checksummed without keys."""
-    body = _canonical(record.model_dump(mode="json"))
+Wrapped = tuple[str, bytes]  # a session's data key: the wrapping key's id, the wrapped key
+
+
+def encode_index(
+    records: list[ArchiveRecord],
+    wraps: dict[str, Wrapped],
+    keys: BackupKeys | None,
+    session: str,
+    key: str,
+) -> bytes:
+    """One index object: a record, or a batch of consecutive ones, with the wrapped data
+    keys of their sessions; sealed with the writing session's key (bound to `key`), or
+    checksummed without keys."""
+    body = _canonical(
+        {
+            "records": [record.model_dump(mode="json") for record in records],
+            "sessions": {
+                name: {"key_id": key_id, "wrapped_data_key": base64.b64encode(wrapped).decode()}
+                for name, (key_id, wrapped) in sorted(wraps.items())
+                if any(record.session == name for record in records)
+            },
+        }
+    )
     document: dict[str, object] = {"format": FORMAT, "version": VERSION}
     if keys is None:
-        document |= {"sha256": hashlib.sha256(body).hexdigest(), "record": json.loads(body)}
+        document |= {"sha256": hashlib.sha256(body).hexdigest(), "index": json.loads(body)}
     else:
         document |= {
             "encryption": {
                 **keys.describe(),
-                "session": record.session,
+                "session": session,
                 "wrapped_data_key": base64.b64encode(keys.wrapped).decode(),
             },
-            "sealed_record": base64.b64encode(
+            "sealed_index": base64.b64encode(
                 seal(keys.data_key, body, SEALED + key.encode())
             ).decode(),
         }
@@ -111,11 +137,11 @@ class SessionKeys:
         self.keyring = keyring
         self.known: dict[tuple[str, bytes], bytes] = {}
 
-    def unwrap(self, key_id: str, wrapped: bytes, context: str) -> bytes:
-        found = self.known.get((key_id, wrapped))
+    def unwrap(self, wrap: Wrapped, context: str) -> bytes:
+        found = self.known.get(wrap)
         if found is None:
-            key = self.keyring.get(key_id, f"archive {context}")
-            found = self.known[(key_id, wrapped)] = key.unwrap(wrapped, context.encode())
+            key = self.keyring.get(wrap[0], f"archive {context}")
+            found = self.known[wrap] = key.unwrap(wrap[1], context.encode())
         return found
 
 
@@ -124,68 +150,84 @@ def session_context(prefix: str, session: str) -> str:
     return f"{prefix}session/{session}"
 
 
-def decode_record(
+@dataclass
+class Decoded:
+    """An index object's records, each with its session's data key (None: plain)."""
+
+    records: list[tuple[ArchiveRecord, bytes | None]]
+    wraps: dict[str, Wrapped]
+
+
+def decode_index(
     blob: bytes, key: str, keys: SessionKeys, read_plain: bool, prefix: str
-) -> tuple[ArchiveRecord, bytes | None]:
-    """The record stored as `key` and its session's data key; IntegrityError if it was
-    altered, is not sealed while keys are configured, or was stored elsewhere first."""
+) -> Decoded:
+    """The records stored as `key`; IntegrityError if it was altered, is not sealed while
+    keys are configured, or was stored elsewhere first."""
     try:
         document = json.loads(blob)
         if not isinstance(document, dict) or document.get("format") != FORMAT:
-            raise ValueError("not a catchup archive record")
+            raise ValueError("not a catchup archive index object")
         if document.get("version") != VERSION:
             raise IntegrityError(
-                f"archive record {key} has version {document.get('version')}; this catchup "
+                f"archive index {key} has version {document.get('version')}; this catchup "
                 f"reads version {VERSION}, upgrade it"
             )
-        if "sealed_record" in document:
+        if "sealed_index" in document:
             return _open_sealed(document, key, keys, prefix)
         if not read_plain:
             raise IntegrityError(
-                f"archive record {key} is not encrypted although encryption is configured: "
+                f"archive index {key} is not encrypted although encryption is configured: "
                 "anyone with write access to the store could have written it; refused"
             )
-        if hashlib.sha256(_canonical(document["record"])).hexdigest() != document["sha256"]:
-            raise IntegrityError(f"archive record {key} does not match its checksum")
-        return ArchiveRecord.model_validate(document["record"]), None
+        if hashlib.sha256(_canonical(document["index"])).hexdigest() != document["sha256"]:
+            raise IntegrityError(f"archive index {key} does not match its checksum")
+        records = [ArchiveRecord.model_validate(r) for r in document["index"]["records"]]
+        return Decoded([(record, None) for record in records], {})
     except KeyUnavailableError:
         raise
     except DecryptionError as exc:
-        raise IntegrityError(f"archive record {key}: {exc}") from None
+        raise IntegrityError(f"archive index {key}: {exc}") from None
     except ValidationError as exc:
         first = exc.errors()[0]
         where = ".".join(str(part) for part in first["loc"]) or "fields"
         raise IntegrityError(
-            f"archive record {key} is invalid ({where}: {first['msg']}): altered or damaged"
+            f"archive index {key} is invalid ({where}: {first['msg']}): altered or damaged"
         ) from None
     except (ValueError, KeyError, TypeError, AttributeError, binascii.Error) as exc:
         raise IntegrityError(
-            f"archive record {key} is unreadable ({type(exc).__name__}): altered or damaged"
+            f"archive index {key} is unreadable ({type(exc).__name__}): altered or damaged"
         ) from None
 
 
-def _open_sealed(
-    document: dict[str, object], key: str, keys: SessionKeys, prefix: str
-) -> tuple[ArchiveRecord, bytes]:
+def _wrap(fields: object) -> Wrapped:
+    if not isinstance(fields, dict) or not isinstance(fields.get("key_id"), str):
+        raise ValueError("a session's key is not an object with a key_id string")
+    return fields["key_id"], base64.b64decode(fields["wrapped_data_key"], validate=True)
+
+
+def _open_sealed(document: dict[str, object], key: str, keys: SessionKeys, prefix: str) -> Decoded:
     envelope = document["encryption"]
-    if not isinstance(envelope, dict) or not isinstance(envelope.get("key_id"), str):
-        raise ValueError("encryption is not an object with a key_id string")
+    sealed = document["sealed_index"]
+    if not isinstance(envelope, dict) or not isinstance(sealed, str):
+        raise ValueError("encryption is not an object, or sealed_index not a string")
     session = envelope["session"]
-    sealed = document["sealed_record"]
-    if not isinstance(session, str) or not isinstance(sealed, str):
-        raise ValueError("session or sealed_record is not a string")
-    data_key = keys.unwrap(
-        envelope["key_id"],
-        base64.b64decode(envelope["wrapped_data_key"], validate=True),
-        session_context(prefix, session),
+    if not isinstance(session, str):
+        raise ValueError("the sealing session is not a string")
+    data_key = keys.unwrap(_wrap(envelope), session_context(prefix, session))
+    body = json.loads(
+        unseal(
+            data_key,
+            base64.b64decode(sealed, validate=True),
+            SEALED + key.encode(),
+            "failed authentication: it was altered, damaged or moved",
+        )
     )
-    body = unseal(
-        data_key,
-        base64.b64decode(sealed, validate=True),
-        SEALED + key.encode(),
-        "failed authentication: it was altered, damaged or moved",
-    )
-    record = ArchiveRecord.model_validate(json.loads(body))
-    if record.session != session:
-        raise IntegrityError(f"archive record {key} names another session than its envelope")
-    return record, data_key
+    wraps = {name: _wrap(fields) for name, fields in body["sessions"].items()}
+    records: list[tuple[ArchiveRecord, bytes | None]] = []
+    for fields in body["records"]:
+        record = ArchiveRecord.model_validate(fields)
+        if record.session not in wraps:
+            raise IntegrityError(f"archive index {key}: no key for session {record.session}")
+        wrap = wraps[record.session]
+        records.append((record, keys.unwrap(wrap, session_context(prefix, record.session))))
+    return Decoded(records, wraps)

@@ -18,6 +18,7 @@ from catchup.repository.archive.records import (
     Compare,
     Mark,
     archive_prefix,
+    batch_key,
     piece_key,
     record_key,
 )
@@ -158,9 +159,18 @@ def _after(compare: Compare, a: str, b: str) -> bool:
 
 
 def delete_records(store: Store, index: ArchiveIndex, records: list[ArchiveRecord]) -> None:
-    """Oldest first, each record before its piece: no record ever names a gone piece."""
+    """Oldest first, each index object before its pieces: no record ever names a gone
+    piece. A batch goes only with all its records; a partly expired one stays whole."""
     prefix = archive_prefix(index.keyspace, index.shard)
-    for record in records:
-        store.delete(record_key(prefix, record.seq))
+    doomed = {record.seq for record in records}
+    for first, last in index.objects:
+        seqs = range(first, last + 1)
+        if not all(seq in doomed for seq in seqs):
+            continue
         with contextlib.suppress(ObjectNotFound):
-            store.delete(piece_key(prefix, record.seq))
+            store.delete(
+                batch_key(prefix, first, last) if last > first else record_key(prefix, first)
+            )
+        for seq in seqs:
+            with contextlib.suppress(ObjectNotFound):
+                store.delete(piece_key(prefix, seq))

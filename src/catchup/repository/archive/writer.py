@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import io
 from datetime import UTC, datetime
 
@@ -14,16 +15,22 @@ from catchup.repository.archive.records import (
     ArchiveRecord,
     Mark,
     archive_prefix,
-    encode_record,
+    batch_key,
+    encode_index,
     piece_key,
     record_digest,
     record_key,
     session_context,
 )
 from catchup.repository.envelope import BackupKeys
-from catchup.storage import Store
+from catchup.storage import ObjectNotFound, Store
 
 # --- writing ------------------------------------------------------------------
+
+
+# Records per batch: an hour of them at the default flush_seconds of 5, so that reading
+# a week's index is some 170 objects instead of 120,000.
+BATCH = 720
 
 
 class ArchiveWriter:
@@ -31,7 +38,8 @@ class ArchiveWriter:
 
     Not thread-safe: one archiver loop owns it. Every record is created only if its
     sequence number is free, so a second writer that slipped past the lease fails
-    instead of forking the chain.
+    instead of forking the chain. Each full BATCH of intact records is then stored
+    again as one object, and its single records are deleted.
     """
 
     def __init__(
@@ -56,6 +64,12 @@ class ArchiveWriter:
         self.previous = record_digest(index.records[-1]) if index.records else None
         self.lengths = index.archived_lengths()
         self.last: ArchiveRecord | None = index.records[-1] if index.records else None
+        self.records = {record.seq: record for record in index.records}
+        self.wraps = dict(index.wraps)
+        if self.keys:
+            self.wraps[session] = (self.keys.key_id, self.keys.wrapped)
+        self.batch_size = BATCH
+        self._delete_singles(index.stale)  # a batch written, its singles left by a crash
 
     def append(self, file: str, offset: int, data: bytes, start: Mark, end: Mark) -> ArchiveRecord:
         """Store bytes [offset, offset + len(data)) of `file`, then their record."""
@@ -95,12 +109,35 @@ class ArchiveWriter:
             }
         )
         key = record_key(self.prefix, seq)
-        blob = encode_record(record, self.keys, key)
-        if self.store.create(key, blob) is None and self.store.get(key) != blob:
-            # (Equal bytes: our own create, whose answer was lost and retried by the store.)
+        if not self._create(key, [record]):
             raise ArchiveConflictError(
                 f"archive record {key} was written by another archiver; this one stops (only "
                 "one archiver per shard may run: check for a second `catchup archive`)"
             )
         self.next_seq, self.previous, self.last = seq + 1, record_digest(record), record
+        self.records[seq] = record
+        if (seq + 1) % self.batch_size == 0:
+            self._gather(seq + 1 - self.batch_size, seq)
         return record
+
+    def _create(self, key: str, records: list[ArchiveRecord]) -> bool:
+        blob = encode_index(records, self.wraps, self.keys, self.session, key)
+        # Equal bytes: our own create, whose answer was lost and retried by the store.
+        return self.store.create(key, blob) is not None or self.store.get(key) == blob
+
+    def _gather(self, first: int, last: int) -> None:
+        """Store records first..last again as one batch, if all are intact and chained."""
+        seqs = range(first, last + 1)
+        if any(seq not in self.records or seq in self.index.breaks for seq in seqs):
+            return  # damaged or missing ones stay single, where the reader names them
+        if any(
+            self.records[seq].previous != record_digest(self.records[seq - 1]) for seq in seqs[1:]
+        ):
+            return
+        if self._create(batch_key(self.prefix, first, last), [self.records[s] for s in seqs]):
+            self._delete_singles(list(seqs))
+
+    def _delete_singles(self, seqs: list[int]) -> None:
+        for seq in seqs:
+            with contextlib.suppress(ObjectNotFound):
+                self.store.delete(record_key(self.prefix, seq))
