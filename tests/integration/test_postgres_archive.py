@@ -55,7 +55,8 @@ class Archive:
         return self.last
 
     def wait_for(self, stream: WalStream, lsn: str, timeout: float = 30) -> LogMark:
-        """Archive until the marks reach `lsn` (the source's insert position)."""
+        """Archive until the marks reach `lsn` (the source's insert position: see
+        `flushed`)."""
         deadline = time.monotonic() + timeout
         while True:
             mark = self.take(stream)
@@ -76,8 +77,16 @@ class Point:
     checksums: dict[str, int | None]
 
 
-def insert_lsn(source) -> str:
+def flushed(source, sql: str = "SELECT txid_current()") -> str:
+    """Run `sql` in a transaction that commits durably, and return the insert position
+    after it. The sandbox commits asynchronously, and the WAL writer does not flush
+    records after the last commit (pruning while reading, say) for many seconds: this
+    flushes them, so that the archive reaches the position."""
     with source.server.connect() as conn:
+        conn.execute("SET synchronous_commit = on")
+        with conn.transaction():
+            conn.execute(sql)
+            conn.execute("SELECT txid_current()")  # a commit record, even for a no-op
         return str(select_value(conn, "SELECT pg_current_wal_insert_lsn()"))
 
 
@@ -166,7 +175,7 @@ def test_pitr_to_random_points_by_time_and_by_position(fleet, shard, short_tmp):
         rng = random.Random(14)
         points = workload(source, 120, 1, set(rng.sample(range(120), 6)))
         final = capture(source)
-        archive.wait_for(stream, final.lsn)
+        archive.wait_for(stream, flushed(source))
     assert len(archive.archived) >= 3  # segments on both sides of the switch
 
     # The source recycles the WAL since the backup (its chain slot dropped, two
@@ -208,10 +217,8 @@ def test_boundary_a_target_at_a_commit_includes_it(fleet, shard, short_tmp):
     with ENGINE.stream_log(config, entry, short_tmp / "spool", None) as stream:
         [backup] = fleet.backup()
         assert backup.ok, backup.error
-        source.execute("INSERT INTO marks VALUES (1)")
-        at_first = archive.wait_for(stream, insert_lsn(source))
-        source.execute("INSERT INTO marks VALUES (2)")  # microseconds later
-        archive.wait_for(stream, insert_lsn(source))
+        at_first = archive.wait_for(stream, flushed(source, "INSERT INTO marks VALUES (1)"))
+        archive.wait_for(stream, flushed(source, "INSERT INTO marks VALUES (2)"))
     assert at_first.time is not None
     for target in (LogTarget(time=at_first.time), LogTarget(position=at_first.position)):
         with restored(fleet) as instance:
@@ -231,7 +238,7 @@ def test_kill_9_mid_segment_then_resume_and_replay_across(fleet, shard, short_tm
         [backup] = fleet.backup()
         assert backup.ok, backup.error
         workload(source, 30, 2, set())
-        mark = archive.wait_for(stream, insert_lsn(source))
+        mark = archive.wait_for(stream, flushed(source))
         assert stream.process is not None
         stream.process.kill()  # kill -9 mid-segment: the .partial stays
         workload(source, 30, 3, set())
@@ -245,7 +252,7 @@ def test_kill_9_mid_segment_then_resume_and_replay_across(fleet, shard, short_tm
         assert stream.start == mark.position  # exactly where the archive ended
         middle = capture(source)
         workload(source, 30, 4, set())
-        mark = archive.wait_for(stream, insert_lsn(source))
+        mark = archive.wait_for(stream, flushed(source))
     # The spool lost as well (a new host): the stream leaves a zero segment to refill.
     for path in spool.iterdir():
         path.unlink()
@@ -253,7 +260,7 @@ def test_kill_9_mid_segment_then_resume_and_replay_across(fleet, shard, short_tm
         assert stream.start == mark.position
         workload(source, 30, 5, set())
         final = capture(source)
-        archive.wait_for(stream, final.lsn)
+        archive.wait_for(stream, flushed(source))
     for point in (middle, final):
         _, checksums = replay(fleet, archive, LogTarget(time=point.time))
         assert checksums == point.checksums
@@ -270,20 +277,21 @@ def test_source_restart_ends_the_stream_and_resume_continues(fleet, shard, short
         [backup] = fleet.backup()
         assert backup.ok, backup.error
         workload(source, 20, 6, set())
-        archive.wait_for(stream, insert_lsn(source))
+        archive.wait_for(stream, flushed(source))
         source.stop()
         with pytest.raises(LogStreamError, match="pg_receivewal exited"):
             deadline = time.monotonic() + 15
             while time.monotonic() < deadline:
                 archive.take(stream)
                 time.sleep(0.1)
-    source.start()
+    source.server.start()  # as it was: PostgresSandbox.start would hand its files over
+    source.server.wait_ready()
     assert archive.last is not None
     resume = archive.last.position
     with ENGINE.stream_log(config, entry, spool, resume) as s:
         assert s.start == resume
         workload(source, 20, 7, set())
         final = capture(source)
-        archive.wait_for(s, final.lsn)
+        archive.wait_for(s, flushed(source))
     _, checksums = replay(fleet, archive, LogTarget(position=final.lsn))
     assert checksums == final.checksums

@@ -170,7 +170,13 @@ class WalStream:
             begin = self.end
             if begin is None or (begin // WAL_SEGMENT) not in self._copied_segments(wal):
                 begin = wal.start_lsn  # pg_waldump finds the first record from there
-            dumped = parse_waldump(self._dump(wal, begin))
+            # The copy's zero padding stands for the trimmed zero tail as replay's padding
+            # will: a record whose last bytes are zeros is whole (its CRC says so).
+            end = wal.start_lsn + WAL_SEGMENT
+            dumped = parse_waldump(self._dump(wal, begin, end))
+            if dumped.end is None and begin < wal.start_lsn:
+                # Nothing from the old end on, e.g. a segment left as zeros: from here.
+                dumped = parse_waldump(self._dump(wal, wal.start_lsn, end))
             self.end = dumped.end if dumped.end is not None else self.end
             self.commit_time = dumped.commit_time or self.commit_time
             self.marked = (wal, length)
@@ -216,7 +222,9 @@ class WalStream:
                 (self.copies / name).unlink(missing_ok=True)
                 del self.copied[name]
 
-    def _dump(self, wal: WalName, begin: int) -> str:
+    def _dump(self, wal: WalName, begin: int, end: int) -> str:
+        """pg_waldump's records from `begin` to `end`: with an end, it never waits for
+        the next segment to appear (it retries a missing one for 5 s)."""
         result = subprocess.run(
             [
                 str(self.waldump),
@@ -226,6 +234,8 @@ class WalStream:
                 str(wal.timeline),
                 "-s",
                 format_lsn(begin),
+                "-e",
+                format_lsn(end),
             ],
             capture_output=True,
             text=True,

@@ -114,6 +114,8 @@ def parse_waldump(output: str) -> Dumped:
             continue
         high, _, low = record.group(2).partition("/")
         end = record_end((int(high, 16) << 32) | int(low, 16), int(record.group(1)))
+        if "desc: SWITCH" in line:  # the rest of the segment belongs to it
+            end = -(-end // WAL_SEGMENT) * WAL_SEGMENT
         found = COMMIT_TIME.search(line)
         if found:
             commit = datetime.fromisoformat(found.group(1)).replace(tzinfo=UTC)
