@@ -133,13 +133,13 @@ def parse_position(text: str) -> str:
     """An operator's `--to-position`: `X/Y` (an LSN, e.g. pg_current_wal_lsn(); it
     compares with any timeline's positions by LSN alone) or `X/Y@timeline`; normalised
     (upper-case hex, no leading zeros)."""
-    lsn_text, _, timeline_text = text.strip().partition("@")
+    lsn_text, at, timeline_text = text.strip().partition("@")
     try:
         lsn = parse_lsn(lsn_text)
         timeline = int(timeline_text) if timeline_text else 1
         if not re.fullmatch(r"[0-9A-Fa-f]{1,8}/[0-9A-Fa-f]{1,8}", lsn_text.strip()):
             raise ValueError(lsn_text)
-        if (timeline_text and not timeline_text.isdigit()) or timeline < 1:
+        if (at and not timeline_text.isdigit()) or timeline < 1:
             raise ValueError(timeline_text)
     except ValueError:
         raise ValueError(
