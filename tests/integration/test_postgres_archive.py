@@ -225,6 +225,22 @@ def test_boundary_a_target_at_a_commit_includes_it(fleet, shard, short_tmp):
             position = fleet.repository.latest("pg", "0").position
             instance.replay_log(position, archive.log_dir, target, CancelToken())
             assert rows(instance, "SELECT id FROM marks ORDER BY id") == [(1,)], target
+            if target.position:
+                stopped_and_started_again(instance)
+
+
+def stopped_and_started_again(instance: PostgresInstance) -> None:
+    """After stop_for_restore the data dir has no recovery settings, and a server
+    started on it is a primary with the replayed data at once."""
+    instance.stop_for_restore()
+    data = instance.data_dir
+    assert not (data / "recovery.signal").exists()
+    auto = (data / "postgresql.auto.conf").read_text()
+    assert "restore_command" not in auto and "recovery_target" not in auto
+    assert instance.server.controldata()["Database cluster state"] == "shut down"
+    instance.server.start()
+    instance.server.wait_ready()
+    assert rows(instance, "SELECT pg_is_in_recovery(), count(*) FROM marks") == [(False, 1)]
 
 
 def test_kill_9_mid_segment_then_resume_and_replay_across(fleet, shard, short_tmp):

@@ -5,7 +5,6 @@ instance opened for checks (`catchup verify`)."""
 from __future__ import annotations
 
 import os
-import re
 import time
 from pathlib import Path
 
@@ -15,9 +14,6 @@ from catchup.engines.postgres.lsn import format_lsn, split_position
 from catchup.engines.postgres.server import PostgresServer, select_value
 from catchup.errors import InstanceError
 
-RECOVERY_SETTING = re.compile(
-    r"^\s*(restore_command|recovery_target\w*|allow_in_place_tablespaces)\s*="
-)
 OURS = ("# Written by catchup", "# Tablespaces are directories")
 
 
@@ -42,19 +38,19 @@ def write_recovery(data_dir: Path, settings: str | None) -> None:
         (data_dir / "recovery.signal").unlink(missing_ok=True)
     else:
         (data_dir / "recovery.signal").touch()
-    # Backups of older versions may still carry the source's upstream settings.
-    autoconf.sanitize_file(data_dir)
     auto = data_dir / "postgresql.auto.conf"
     existing = auto.read_text() if auto.exists() else ""
-    kept = "".join(
-        line + "\n"
-        for line in existing.splitlines()
-        if not line.startswith(OURS) and not RECOVERY_SETTING.match(line)
-    )
+    # Our block is always last: drop it before the sanitizer would take our recovery
+    # settings for the source's. Backups of older versions may still carry the
+    # source's upstream settings: the sanitizer drops those.
+    lines = existing.splitlines()
+    ours = next((n for n, line in enumerate(lines) if line.startswith(OURS)), len(lines))
+    kept = "".join(line + "\n" for line in lines[:ours])
+    clean, _ = autoconf.sanitize(kept)
     fd = os.open(auto, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w") as stream:
         stream.write(
-            kept
+            clean
             + (settings or "")
             + "# Tablespaces are directories in pg_tblspc (in-place): needed to recover them.\n"
             "allow_in_place_tablespaces = on\n"
