@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from catchup.cancel import CancelToken
+from catchup.demo.postgres import PostgresSandbox
 from catchup.engines import LogMark, LogTarget
 from catchup.engines.postgres import PostgresEngine
 from catchup.engines.postgres.archive import WalStream, archive_slot_name
@@ -311,3 +312,45 @@ def test_source_restart_ends_the_stream_and_resume_continues(fleet, shard, short
         archive.wait_for(s, flushed(source))
     _, checksums = replay(fleet, archive, LogTarget(position=final.lsn))
     assert checksums == final.checksums
+
+
+def test_a_promotion_of_the_source_is_followed_across_timelines(fleet, pg, short_tmp):
+    primary = pg(size_mb=15)
+    standby = PostgresSandbox(short_tmp / "standby", replica_of=primary)
+    standby.start()
+    standby.wait_replicated()
+    write_config(
+        fleet,
+        pg_shard(standby).replace('engine = "postgres"', 'engine = "postgres"\nrole = "replica"'),
+    )
+    config = fleet.config
+    [entry] = config.shards
+    archive = Archive(short_tmp / "log", {})
+    archive.log_dir.mkdir()
+    spool = short_tmp / "spool"
+    with ENGINE.stream_log(config, entry, spool, None) as stream:
+        [backup] = fleet.backup()
+        assert backup.ok, backup.error
+        workload(primary, 20, 8, set())
+        standby.wait_replicated()
+        archive.take(stream)
+        standby.execute("SELECT pg_promote()")
+        primary.kill()
+        standby.replica_of = None
+        deadline = time.monotonic() + 30
+        while True:
+            with standby.server.connect() as conn:
+                if not conn.execute("SELECT pg_is_in_recovery()").fetchone()[0]:
+                    break
+            assert time.monotonic() < deadline, "the standby did not promote"
+            time.sleep(0.05)
+        workload(standby, 20, 9, set())
+        final = capture(standby)
+        # pg_receivewal follows the switch: it ends timeline 1 at the switch point and
+        # goes on with timeline 2's history file and segments, without a restart.
+        archive.wait_for(stream, flushed(standby))
+    assert "00000002.history" in archive.archived
+    assert any(name.startswith("00000002") and len(name) == 24 for name in archive.archived)
+    reached, checksums = replay(fleet, archive, LogTarget(position=final.lsn))
+    assert checksums == final.checksums
+    assert reached.endswith("@2")
