@@ -354,3 +354,31 @@ def test_a_promotion_of_the_source_is_followed_across_timelines(fleet, pg, short
     reached, checksums = replay(fleet, archive, LogTarget(position=final.lsn))
     assert checksums == final.checksums
     assert reached.endswith("@2")
+
+
+def test_a_lost_slot_makes_the_stream_begin_later_and_say_so(fleet, shard, short_tmp):
+    source = shard
+    config = fleet.config
+    [entry] = config.shards
+    archive = Archive(short_tmp / "log", {})
+    archive.log_dir.mkdir()
+    with ENGINE.stream_log(config, entry, short_tmp / "spool", None) as stream:
+        end = archive.wait_for(stream, flushed(source))
+    # Stopped archiver, spool lost, slot dropped (or invalidated), WAL recycled.
+    for path in (short_tmp / "spool").iterdir():
+        path.unlink()
+    source.execute("SELECT pg_drop_replication_slot(%s)", (archive_slot_name(entry),))
+    with source.server.connect() as conn:
+        for _ in range(3):
+            conn.execute("SELECT pg_switch_wal()")
+            conn.execute("CHECKPOINT")
+    with ENGINE.stream_log(config, entry, short_tmp / "spool", end.position) as stream:
+        assert ENGINE.compare_positions(stream.start, end.position) == 1  # a gap, reported
+        assert split_position(stream.start)[0] % (16 << 20) == 0  # a segment's start
+        archive.wait_for(stream, flushed(source))
+    source.kill()
+    with (
+        pytest.raises(LogStreamError, match=r"unreachable|refused|connect"),
+        ENGINE.stream_log(config, entry, short_tmp / "spool", end.position),
+    ):
+        pass

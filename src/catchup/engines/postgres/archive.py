@@ -34,6 +34,7 @@ from catchup.engines.postgres.lsn import WAL_SEGMENT, format_lsn, make_position,
 from catchup.engines.postgres.server import find_binaries
 from catchup.engines.postgres.source import (
     PostgresSession,
+    PostgresSource,
     conninfo_value,
     open_source,
     pgpass_line,
@@ -307,40 +308,64 @@ def stream_log(
     config.work_dir.mkdir(parents=True, exist_ok=True)
     private = Path(tempfile.mkdtemp(prefix="archive-", dir=config.work_dir))  # 0700
     try:
-        with open_source(config, shard) as source:
-            session = source.session
-            facts = session.facts()
-            binaries = find_binaries(facts.major, config.postgres.binaries)
-            slot = archive_slot_name(shard)
-            try:
-                floor = prepare_slot(session, slot)
-            except SourceError as exc:
-                raise LogStreamError(str(exc)) from None
-            start, partial = plan_start(resume, facts.timeline, floor, spool_segments(spool))
-            if partial is not None:
-                leave_partial(spool, partial)
-            stream = WalStream(spool, private, binaries / "pg_waldump", start)
-            passfile = private / "pgpass"
-            write_private(passfile, pgpass_line(session.password or ""))
-            conninfo = (
-                f"host=127.0.0.1 port={source.relay.port} user={conninfo_value(session.user)} "
-                "application_name=catchup_archive"
-            )
-            death = ["setpriv", "--pdeathsig", "KILL"] if shutil.which("setpriv") else []
-            stream.launch(
-                [
-                    *death,  # the kernel ends it with catchup: it would hold the slot
-                    str(binaries / "pg_receivewal"),
-                    *("-D", str(spool), "-S", slot, "-d", conninfo),
-                    "--synchronous",  # the slot follows what is flushed to the spool
-                    "-n",  # a lost connection ends it: the archiver restarts it
-                    "-w",
-                ],
-                child_environment(PGPASSFILE=str(passfile)),
-            )
+        with contextlib.ExitStack() as stack:
+            stream = _open(stack, config, shard, spool, private, resume)
             try:
                 yield stream
             finally:
                 stream.stop()
     finally:
         shutil.rmtree(private, ignore_errors=True)
+
+
+def _open(
+    stack: contextlib.ExitStack[bool | None],
+    config: Config,
+    shard: Shard,
+    spool: Path,
+    private: Path,
+    resume: str | None,
+) -> WalStream:
+    try:  # an unreachable source or a missing privilege: the archiver retries
+        source = stack.enter_context(open_source(config, shard))
+        return _launch(config, shard, source, spool, private, resume)
+    except SourceError as exc:
+        raise LogStreamError(str(exc)) from None
+
+
+def _launch(
+    config: Config,
+    shard: Shard,
+    source: PostgresSource,
+    spool: Path,
+    private: Path,
+    resume: str | None,
+) -> WalStream:
+    session = source.session
+    facts = session.facts()
+    binaries = find_binaries(facts.major, config.postgres.binaries)
+    slot = archive_slot_name(shard)
+    floor = prepare_slot(session, slot)
+    start, partial = plan_start(resume, facts.timeline, floor, spool_segments(spool))
+    if partial is not None:
+        leave_partial(spool, partial)
+    stream = WalStream(spool, private, binaries / "pg_waldump", start)
+    passfile = private / "pgpass"
+    write_private(passfile, pgpass_line(session.password or ""))
+    conninfo = (
+        f"host=127.0.0.1 port={source.relay.port} user={conninfo_value(session.user)} "
+        "application_name=catchup_archive"
+    )
+    death = ["setpriv", "--pdeathsig", "KILL"] if shutil.which("setpriv") else []
+    stream.launch(
+        [
+            *death,  # the kernel ends it with catchup: it would hold the slot
+            str(binaries / "pg_receivewal"),
+            *("-D", str(spool), "-S", slot, "-d", conninfo),
+            "--synchronous",  # the slot follows what is flushed to the spool
+            "-n",  # a lost connection ends it: the archiver restarts it
+            "-w",
+        ],
+        child_environment(PGPASSFILE=str(passfile)),
+    )
+    return stream
