@@ -257,6 +257,19 @@ def test_kill_9_mid_segment_then_resume_and_replay_across(fleet, shard, short_tm
         workload(source, 30, 2, set())
         mark = archive.wait_for(stream, flushed(source))
         assert stream.process is not None
+        # The password reaches pg_receivewal through a 0600 passfile only.
+        password = source.password_file.read_text().strip().encode()
+        proc = Path(f"/proc/{stream.process.pid}")
+        assert b"pg_receivewal" in (proc / "cmdline").read_bytes()
+        for exposed in ("cmdline", "environ"):
+            assert password not in (proc / exposed).read_bytes()
+        [passfile] = [
+            Path(v.decode().partition("=")[2])
+            for v in (proc / "environ").read_bytes().split(b"\0")
+            if v.startswith(b"PGPASSFILE=")
+        ]
+        assert passfile.stat().st_mode & 0o777 == 0o600
+        assert passfile.parent.stat().st_mode & 0o777 == 0o700
         stream.process.kill()  # kill -9 mid-segment: the .partial stays
         workload(source, 30, 3, set())
         with pytest.raises(LogStreamError, match="pg_receivewal exited"):

@@ -21,7 +21,6 @@ import contextlib
 import shutil
 import signal
 import subprocess
-import tempfile
 import time
 from collections.abc import Iterator
 from datetime import datetime
@@ -47,6 +46,7 @@ from catchup.engines.postgres.walfiles import (
     parse_waldump,
     settled_length,
 )
+from catchup.engines.workdir import instance_dir
 from catchup.errors import LogStreamError, SourceError
 from catchup.files import write_private
 
@@ -305,17 +305,15 @@ def stream_log(
     config: Config, shard: Shard, spool: Path, resume: str | None
 ) -> Iterator[WalStream]:
     spool.mkdir(mode=0o700, parents=True, exist_ok=True)
-    config.work_dir.mkdir(parents=True, exist_ok=True)
-    private = Path(tempfile.mkdtemp(prefix="archive-", dir=config.work_dir))  # 0700
-    try:
-        with contextlib.ExitStack() as stack:
-            stream = _open(stack, config, shard, spool, private, resume)
-            try:
-                yield stream
-            finally:
-                stream.stop()
-    finally:
-        shutil.rmtree(private, ignore_errors=True)
+    # A 0700 dir for the passfile and pg_waldump's copies, removed on exit; after a
+    # kill -9 the next run of catchup reaps it (engines/workdir.py).
+    label = f"archive.{shard.keyspace}.{shard.shard}"
+    with instance_dir(config.work_dir, label) as private, contextlib.ExitStack() as stack:
+        stream = _open(stack, config, shard, spool, private, resume)
+        try:
+            yield stream
+        finally:
+            stream.stop()
 
 
 def _open(
