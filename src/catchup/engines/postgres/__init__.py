@@ -4,8 +4,9 @@ source.py asks the source and holds its slots; bootstrap.py takes a base
 backup (basebackup.py unpacks it); catchup.py replays WAL to the checkpoint as
 a standby (autoconf.py neutralises the source's settings); restore.py and
 verify.py recover and check a restored backup; instance.py ties an ephemeral
-server to its source. The slot is advanced only after the new backup's
-manifest is committed (`PostgresSource.release`).
+server to its source. archive.py streams the WAL for the log archive (walfiles.py
+reads its files) and replay.py replays it to a point in time. The slot is advanced
+only after the new backup's manifest is committed (`PostgresSource.release`).
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from contextlib import AbstractContextManager
 from pathlib import Path
 
 from catchup.config import Config, Shard
-from catchup.engines.postgres import restore
+from catchup.engines.postgres import archive, lsn, restore
 from catchup.engines.postgres.instance import PostgresInstance, PostgresReplica, provision
 from catchup.engines.postgres.source import PostgresSource, open_source
 
@@ -41,3 +42,14 @@ class PostgresEngine:
 
     def prepare_restored(self, data_dir: Path, position: str) -> str:
         return restore.prepare_restored(data_dir, position)
+
+    def stream_log(
+        self, config: Config, shard: Shard, spool: Path, resume: str | None
+    ) -> AbstractContextManager[archive.WalStream]:
+        return archive.stream_log(config, shard, spool, resume)
+
+    def compare_positions(self, a: str, b: str) -> int | None:
+        return lsn.compare_positions(a, b)
+
+    def parse_position(self, text: str) -> str:
+        return lsn.parse_position(text)

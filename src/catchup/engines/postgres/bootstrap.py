@@ -11,7 +11,7 @@ from catchup.engines import StepProgress
 from catchup.engines.environment import child_environment
 from catchup.engines.postgres import basebackup
 from catchup.engines.postgres.server import PostgresServer, give_to_server_user
-from catchup.engines.postgres.source import PostgresSource, conninfo_value
+from catchup.engines.postgres.source import PostgresSource, conninfo_value, pgpass_line
 from catchup.errors import SourceError
 from catchup.files import write_private
 
@@ -24,7 +24,7 @@ def bootstrap(
     source.session.create_slot()  # before the base backup: it holds the WAL from here
     files.root.mkdir(parents=True, exist_ok=True)
     passfile = files.root / "pgpass"
-    write_private(passfile, f"*:*:*:*:{_pgpass_escape(source.session.password or '')}\n")
+    write_private(passfile, pgpass_line(source.session.password or ""))
     archives = files.root / "basebackup"
     archives.mkdir(mode=0o700)
     give_to_server_user(files.root)
@@ -63,7 +63,3 @@ def bootstrap(
     basebackup.unpack(archives, files.data_dir)
     archives.rmdir()
     give_to_server_user(files.root)
-
-
-def _pgpass_escape(value: str) -> str:
-    return value.replace("\\", "\\\\").replace(":", "\\:")

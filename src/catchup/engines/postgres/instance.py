@@ -14,8 +14,8 @@ from pathlib import Path
 
 from catchup.cancel import CancelToken
 from catchup.config import Config, PostgresSettings, Shard
-from catchup.engines import Finding, StepProgress
-from catchup.engines.postgres import bootstrap, catchup, restore, verify
+from catchup.engines import Finding, LogTarget, StepProgress
+from catchup.engines.postgres import bootstrap, catchup, replay, restore, verify
 from catchup.engines.postgres.server import (
     PostgresFiles,
     PostgresServer,
@@ -74,6 +74,14 @@ class PostgresInstance:
 
     def verify(self, expected_position: str) -> list[Finding]:
         return verify.verify(self.server, self.user, expected_position)
+
+    def replay_log(
+        self, position: str, log_dir: Path, target: LogTarget, cancel: CancelToken
+    ) -> str:
+        return replay.replay_log(self.server, self.user, position, log_dir, target, cancel)
+
+    def stop_for_restore(self) -> None:
+        replay.stop_for_restore(self.server)
 
     def table_checksums(self) -> dict[str, int | None]:
         with self.server.connect(restore.superuser(self.server, self.user)) as conn:

@@ -3,6 +3,7 @@ precheck's verdict, as pure logic."""
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 from catchup.engines import Coverage, Verdict
@@ -107,3 +108,43 @@ def make_position(lsn: int, timeline: int, slot: str | None) -> str:
 def position_slot(position: str) -> str | None:
     """The chain's slot named in a position; None in positions of older versions."""
     return position.partition("@")[2].partition(":")[2] or None
+
+
+def compare_positions(a: str, b: str) -> int | None:
+    """-1, 0 or 1 as `a` is before, at or after `b`; the `:slot` part is ignored.
+
+    On one timeline, LSNs order positions. Across timelines this takes the newer one to
+    descend from the older, as after a failover or promotion (LSNs continue across the
+    switch): the older-timeline position is before one at an equal or later LSN, and
+    None (no common history it can vouch for) when it lies beyond the newer-timeline
+    position, past any switch point. Without the history files it cannot tell a
+    position on an abandoned tail (written on the old timeline after the switch point)
+    from one before the switch: replay, which reads the history files, refuses those.
+    """
+    (lsn_a, timeline_a), (lsn_b, timeline_b) = split_position(a), split_position(b)
+    if "@" not in a or "@" not in b:
+        timeline_a = timeline_b  # an operator's bare LSN: on whichever timeline it falls
+    if timeline_a == timeline_b or (timeline_a < timeline_b) == (lsn_a <= lsn_b):
+        return (lsn_a > lsn_b) - (lsn_a < lsn_b)
+    return None
+
+
+def parse_position(text: str) -> str:
+    """An operator's `--to-position`: `X/Y` (an LSN, e.g. pg_current_wal_lsn(); it
+    compares with any timeline's positions by LSN alone) or `X/Y@timeline`; normalised
+    (upper-case hex, no leading zeros)."""
+    lsn_text, at, timeline_text = text.strip().partition("@")
+    try:
+        lsn = parse_lsn(lsn_text)
+        timeline = int(timeline_text) if timeline_text else 1
+        if not re.fullmatch(r"[0-9A-Fa-f]{1,8}/[0-9A-Fa-f]{1,8}", lsn_text.strip()):
+            raise ValueError(lsn_text)
+        if (at and not timeline_text.isdigit()) or timeline < 1:
+            raise ValueError(timeline_text)
+    except ValueError:
+        raise ValueError(
+            f"{text!r} is not a PostgreSQL position: give an LSN as X/Y in hex (as "
+            "pg_current_wal_lsn() prints it, e.g. 0/3000148), optionally @timeline "
+            "(e.g. 0/3000148@2)"
+        ) from None
+    return make_position(lsn, timeline, None) if timeline_text else format_lsn(lsn)

@@ -14,30 +14,47 @@ from catchup.engines.postgres.lsn import format_lsn, split_position
 from catchup.engines.postgres.server import PostgresServer, select_value
 from catchup.errors import InstanceError
 
+OURS = ("# Written by catchup", "# Tablespaces are directories")
+
 
 def prepare_recovery(data_dir: Path, position: str) -> None:
     """Make a restored data dir recover exactly to `position` on its own and then promote,
     with nothing more to fetch: what `catchup restore` hands to a stock postgres."""
     lsn, _ = split_position(position)
-    (data_dir / "standby.signal").unlink(missing_ok=True)
-    (data_dir / "recovery.signal").touch()
-    settings = (
+    write_recovery(
+        data_dir,
         "# Written by catchup restore: recover to the backup's position, then promote.\n"
         "restore_command = 'false'\n"
         f"recovery_target_lsn = '{format_lsn(lsn)}'\n"
-        "recovery_target_action = 'promote'\n"
-        "# Tablespaces are directories in pg_tblspc (in-place): needed to recover them.\n"
-        "allow_in_place_tablespaces = on\n"
+        "recovery_target_action = 'promote'\n",
     )
-    # Backups of older versions may still carry the source's upstream settings.
-    autoconf.sanitize_file(data_dir)
+
+
+def write_recovery(data_dir: Path, settings: str | None) -> None:
+    """Replace catchup's recovery settings in postgresql.auto.conf with `settings` and
+    ask for archive recovery (recovery.signal); None: remove them, and the signal."""
+    (data_dir / "standby.signal").unlink(missing_ok=True)
+    if settings is None:
+        (data_dir / "recovery.signal").unlink(missing_ok=True)
+    else:
+        (data_dir / "recovery.signal").touch()
     auto = data_dir / "postgresql.auto.conf"
     existing = auto.read_text() if auto.exists() else ""
-    ours = ("# Written by catchup", "# Tablespaces are directories")
-    kept = "".join(line + "\n" for line in existing.splitlines() if not line.startswith(ours))
+    # Our block is always last: drop it before the sanitizer would take our recovery
+    # settings for the source's. Backups of older versions may still carry the
+    # source's upstream settings: the sanitizer drops those.
+    lines = existing.splitlines()
+    ours = next((n for n, line in enumerate(lines) if line.startswith(OURS)), len(lines))
+    kept = "".join(line + "\n" for line in lines[:ours])
+    clean, _ = autoconf.sanitize(kept)
     fd = os.open(auto, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w") as stream:
-        stream.write(kept + settings)
+        stream.write(
+            clean
+            + (settings or "")
+            + "# Tablespaces are directories in pg_tblspc (in-place): needed to recover them.\n"
+            "allow_in_place_tablespaces = on\n"
+        )
 
 
 def prepare_restored(data_dir: Path, position: str) -> str:

@@ -79,6 +79,11 @@ def conninfo_value(value: str) -> str:
     return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
 
 
+def pgpass_line(password: str) -> str:
+    """A passfile line giving `password` for any host, port, database and user."""
+    return "*:*:*:*:" + password.replace("\\", "\\\\").replace(":", "\\:") + "\n"
+
+
 @dataclass(frozen=True)
 class Facts:
     version: str

@@ -9,6 +9,7 @@ import psycopg
 
 from catchup.engines import Finding
 from catchup.engines.postgres.lsn import format_lsn, parse_lsn, split_position, stopped_at
+from catchup.engines.postgres.replay import reached_position
 from catchup.engines.postgres.restore import superuser
 from catchup.engines.postgres.server import (
     PostgresServer,
@@ -24,14 +25,14 @@ def verify(server: PostgresServer, user: str, expected_position: str) -> list[Fi
     expected, _ = split_position(expected_position)
     log = read_text(server.files.log)
     stopped = re.search(r'recovery stopping after WAL location \(LSN\) "([0-9A-F/]+)"', log)
-    findings = [
-        Finding(
-            "position",
-            stopped is not None and stopped_at(parse_lsn(stopped.group(1)), expected),
-            f"recovery stopped at {stopped.group(1) if stopped else '(no stop found)'}; "
-            f"manifest {format_lsn(expected)}",
-        )
-    ]
+    if stopped is not None:  # opened at the backup's own position (open_for_checks)
+        ok = stopped_at(parse_lsn(stopped.group(1)), expected)
+        seen = f"recovery stopped at {stopped.group(1)}"
+    else:  # replayed from the log archive (replay_log): where its new timeline branched
+        reached = reached_position(server.files.data_dir)
+        ok = reached is not None and split_position(reached)[0] == expected
+        seen = f"replay reached {reached.partition('@')[0] if reached else '(no stop found)'}"
+    findings = [Finding("position", ok, f"{seen}; expected {format_lsn(expected)}")]
     amcheck = server.binaries / "pg_amcheck"
     if amcheck.exists():
         result = run_tool(
