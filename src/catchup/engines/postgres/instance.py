@@ -80,8 +80,8 @@ class PostgresInstance:
     ) -> str:
         return replay.replay_log(self.server, self.user, position, log_dir, target, cancel)
 
-    def stop_for_restore(self) -> None:
-        replay.stop_for_restore(self.server)
+    def stop_for_restore(self) -> str:
+        return replay.stop_for_restore(self.server)
 
     def table_checksums(self) -> dict[str, int | None]:
         with self.server.connect(restore.superuser(self.server, self.user)) as conn:

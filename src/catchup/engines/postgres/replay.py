@@ -206,8 +206,14 @@ def reached_position(data_dir: Path) -> str | None:
     return make_position(parse_lsn(switch), int(parent), None)
 
 
-def stop_for_restore(server: PostgresServer) -> None:
+def stop_for_restore(server: PostgresServer) -> str:
     """A clean shutdown (a checkpoint), without the recovery settings catchup wrote: a
-    stock server starts on the data dir as it is."""
+    stock server starts on the data dir as it is. Returns how, for the operator."""
     server.stop()
     restore.write_recovery(server.files.data_dir, None)
+    return (
+        "Start it with: postgres -D <target dir> (chown -R postgres: it first). It was "
+        "promoted at the target and shut down cleanly: no recovery is left to do. "
+        "postgresql.conf, if the source kept it in its data dir, still has the source's "
+        "port and socket settings: set them for this host."
+    )
