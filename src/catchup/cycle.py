@@ -1,7 +1,7 @@
 """One backup cycle of one shard, step by step.
 
-    precheck → provision → restore (or bootstrap) → restore log → start →
-    checkpoint → catch up → stop → back up → destroy
+    precheck → provision → restore (or bootstrap) → start → checkpoint →
+    restore log → catch up → stop → back up → destroy
 
 The cycle knows no SQL and no bucket: it drives an engine's `Source`, the
 `Replica` the engine provisions for that source, and the `Repository`.
@@ -20,6 +20,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Protocol
 
+from catchup.archived import archived_after, wait_for_archive
 from catchup.cancel import CancelToken
 from catchup.codec import CodecSettings
 from catchup.config import Config, Shard
@@ -27,7 +28,6 @@ from catchup.engines import Coverage, Engine, Replica, Source
 from catchup.engines.registry import engine_for
 from catchup.engines.workdir import instance_dir
 from catchup.errors import (
-    ArchiveGapError,
     CatchupError,
     DivergedError,
     KeyUnavailableError,
@@ -35,7 +35,7 @@ from catchup.errors import (
     SourceError,
 )
 from catchup.repository import BackupHeader, Manifest, Repository
-from catchup.repository.archive import ArchiveIndex, ArchiveRecord, pieces_for_replay
+from catchup.repository.archive import ArchiveIndex, ArchiveRecord
 from catchup.repository.manifest import SourceInfo
 
 log = logging.getLogger("catchup.cycle")
@@ -127,14 +127,13 @@ def run_cycle(
             provisioned(engine, config, shard, source, clock) as instance,
             instance_dir(config.work_dir, f"log-{shard.keyspace}.{shard.shard}") as logs,
         ):
-            archived = None
             if plan.parent is None:
                 bootstrap(instance, clock, cancel)
             else:
                 restore_previous(repository, plan.parent, instance, config, clock)
-                archived = restore_log(repository, plan, logs / "log", config, clock)
                 start(instance, clock, cancel)
             checkpoint = take_checkpoint(source, clock)
+            archived = restore_log(repository, shard, plan, checkpoint, logs, config, clock)
             position = catch_up(instance, checkpoint, clock, cancel, archived)
             server_version = instance.server_version()
             stop(instance, clock)
@@ -225,20 +224,6 @@ def precheck(
     )
 
 
-def archived_after(
-    repository: Repository, shard: Shard, parent: Manifest
-) -> tuple[ArchiveIndex | None, list[ArchiveRecord]]:
-    """The shard's archived log after `parent`, in the stretch holding its position."""
-    index = repository.archive_index(shard.keyspace, shard.shard)
-    if not index.records:
-        return None, []
-    engine = engine_for(shard.engine)
-    try:
-        return index, pieces_for_replay(index, engine.compare_positions, parent.position)
-    except ArchiveGapError:  # a file's start was pruned: the source alone, as without
-        return index, []
-
-
 def check_source_identity(
     latest: Manifest, source: Source, shard: Shard, on_source_change: str, reporter: Reporter
 ) -> None:
@@ -298,14 +283,25 @@ def restore_previous(
 
 
 def restore_log(
-    repository: Repository, plan: Plan, target: Path, config: Config, clock: StepClock
+    repository: Repository,
+    shard: Shard,
+    plan: Plan,
+    checkpoint: str,
+    logs: Path,
+    config: Config,
+    clock: StepClock,
 ) -> Path | None:
-    """The archived log after the parent, as whole files in `target`, for the catch-up."""
-    if not plan.archived or plan.index is None:
+    """The archived log after the parent, as whole files, for the catch-up: once a live
+    archiver has stored the checkpoint (a few flushes at most), the source sends nothing."""
+    if plan.parent is None or plan.index is None:
         return None
     with clock("restore log"):
-        repository.restore_log(plan.index, plan.archived, target, config.jobs)
-    return target
+        index = wait_for_archive(repository, shard, plan.index, checkpoint, config, clock.cancel)
+        records = archived_after(repository, shard, plan.parent, index)[1] or plan.archived
+        if not records:
+            return None
+        repository.restore_log(index, records, logs / "log", config.jobs)
+    return logs / "log"
 
 
 def start(instance: Replica, clock: StepClock, cancel: CancelToken) -> None:

@@ -203,9 +203,10 @@ class Repository:
 
     # --- the log archive (repository/archive/) --------------------------------
 
-    def archive_index(self, keyspace: str, shard: str) -> ArchiveIndex:
-        """The shard's log archive, checked; with keys configured only sealed records count."""
-        return read_index(self.store, self.keyring, not self.keyring.configured, keyspace, shard)
+    def archive_index(self, ks: str, shard: str, known: ArchiveIndex | None = None) -> ArchiveIndex:
+        """The shard's archive, checked (or `known` extended); keys configured: sealed only."""
+        plain = not self.keyring.configured
+        return read_index(self.store, self.keyring, plain, ks, shard, known=known)
 
     def archive_writer(
         self, index: ArchiveIndex, session: str, source: str, codec: CodecSettings

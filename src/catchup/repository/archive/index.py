@@ -105,7 +105,13 @@ class ArchiveIndex:
 
 
 def read_index(
-    store: Store, keyring: Keyring, read_plain: bool, keyspace: str, shard: str, jobs: int = 16
+    store: Store,
+    keyring: Keyring,
+    read_plain: bool,
+    keyspace: str,
+    shard: str,
+    jobs: int = 16,
+    known: ArchiveIndex | None = None,
 ) -> ArchiveIndex:
     """Every record of the shard's archive, checked: a record that fails authentication,
     is missing from the sequence or does not follow its predecessor is named in
@@ -113,7 +119,8 @@ def read_index(
 
     Records are stored one per object, then gathered into batches (writer.py); a
     record both alone and in a batch (a batch written, its singles not yet deleted)
-    is read from the batch."""
+    is read from the batch. `known`: an index read before, extended with only the
+    records stored since (one listing, and the new objects)."""
     prefix = archive_prefix(keyspace, shard)
     batches: list[tuple[int, int]] = []
     singles: list[int] = []
@@ -128,6 +135,8 @@ def read_index(
         [(first, last, batch_key(prefix, first, last)) for first, last in batches]
         + [(seq, seq, record_key(prefix, seq)) for seq in singles if seq not in in_batches]
     )
+    if known is not None:
+        objects = [o for o in objects if o[0] > known.top]
     keys = SessionKeys(keyring)
 
     def read(first: int, last: int, key: str) -> tuple[int, int, Decoded | None, str | None]:
@@ -144,9 +153,10 @@ def read_index(
 
     with ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
         results = list(pool.map(lambda o: read(*o), objects))
-    index = ArchiveIndex(keyspace, shard, [], stale=sorted(set(singles) & in_batches))
-    index.top = max([last for _, last, _ in objects], default=-1)
-    index.objects = [(first, last) for first, last, _ in objects]
+    index = known or ArchiveIndex(keyspace, shard, [])
+    index.stale = sorted(set(singles) & in_batches)
+    index.top = max([index.top, *(last for _, last, _ in objects)])
+    index.objects += [(first, last) for first, last, _ in objects]
     checker = ChainChecker(index, prefix)
     for first, last, decoded, problem in results:
         if decoded is None:
@@ -164,8 +174,8 @@ class ChainChecker:
 
     def __init__(self, index: ArchiveIndex, prefix: str) -> None:
         self.index, self.prefix = index, prefix
-        self.previous: ArchiveRecord | None = None
-        self.offsets: dict[str, int] = {}
+        self.previous: ArchiveRecord | None = index.records[-1] if index.records else None
+        self.offsets: dict[str, int] = index.archived_lengths()
 
     def add(self, record: ArchiveRecord, data_key: bytes | None) -> None:
         index, previous, seq = self.index, self.previous, record.seq

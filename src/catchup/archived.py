@@ -1,0 +1,54 @@
+"""The log archive as cycles use it: what it holds after a backup, and waiting for a
+live archiver to store a checkpoint."""
+
+from __future__ import annotations
+
+import time
+from datetime import UTC, datetime, timedelta
+
+from catchup.cancel import CancelToken
+from catchup.config import Config, Shard
+from catchup.engines.registry import engine_for
+from catchup.errors import ArchiveGapError
+from catchup.repository import Manifest, Repository
+from catchup.repository.archive import ArchiveIndex, ArchiveRecord, pieces_for_replay
+
+
+def archived_after(
+    repository: Repository, shard: Shard, parent: Manifest, index: ArchiveIndex | None = None
+) -> tuple[ArchiveIndex | None, list[ArchiveRecord]]:
+    """The shard's archived log after `parent`, in the stretch holding its position."""
+    index = index or repository.archive_index(shard.keyspace, shard.shard)
+    if not index.records:
+        return None, []
+    engine = engine_for(shard.engine)
+    try:
+        return index, pieces_for_replay(index, engine.compare_positions, parent.position)
+    except ArchiveGapError:  # a file's start was pruned: the source alone, as without
+        return index, []
+
+
+def wait_for_archive(
+    repository: Repository,
+    shard: Shard,
+    index: ArchiveIndex,
+    position: str,
+    config: Config,
+    cancel: CancelToken,
+) -> ArchiveIndex:
+    """`index`, extended until it holds `position`, while an archiver is storing: for at
+    most three flush intervals and 5 s. An archive nobody wrote to lately is not waited for."""
+    flush = config.archive.flush_seconds
+    last = index.records[-1] if index.records else None
+    live = max(timedelta(minutes=1), timedelta(seconds=10 * flush))
+    if last is None or datetime.now(UTC) - last.written_at > live:
+        return index
+    compare = engine_for(shard.engine).compare_positions
+    deadline = time.monotonic() + 3 * flush + 5
+    while True:
+        end = index.end
+        order = compare(end.position, position) if end else None
+        if (order is not None and order >= 0) or time.monotonic() > deadline:
+            return index
+        cancel.sleep(min(1.0, flush / 2))
+        index = repository.archive_index(shard.keyspace, shard.shard, known=index)
