@@ -16,8 +16,8 @@ from pathlib import Path
 
 from catchup.cancel import CancelToken
 from catchup.config import MariaDBSettings
-from catchup.engines import Finding, StepProgress
-from catchup.engines.mariadb import bootstrap, catchup, restore, verify
+from catchup.engines import Finding, LogTarget, StepProgress
+from catchup.engines.mariadb import bootstrap, catchup, replay, restore, verify
 from catchup.engines.mariadb.server import ADMIN_USER, MariaDBServer, ServerFiles, select_value
 from catchup.engines.mariadb.source import MariaDBSource
 from catchup.engines.replica import InstanceReplica
@@ -105,6 +105,14 @@ class MariaDBInstance:
     def table_checksums(self) -> dict[str, int | None]:
         with self.server.connect() as conn, conn.cursor() as cursor:
             return verify.table_checksums(cursor)
+
+    def replay_log(
+        self, position: str, log_dir: Path, target: LogTarget, cancel: CancelToken
+    ) -> str:
+        return replay.replay_log(self.server, position, log_dir, target, cancel)
+
+    def stop_for_restore(self) -> None:
+        replay.stop_for_restore(self.server)
 
     def destroy(self) -> None:
         self.server.kill()

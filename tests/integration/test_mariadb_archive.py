@@ -1,0 +1,336 @@
+"""The MariaDB binlog archive against real servers: mariadb-binlog streaming a source
+into a spool, and point-in-time replay of the archived files on a restored backup.
+
+`Archive` does in the small what the archiver does: copy each file's settled bytes
+into a directory and remember the mark of the end. Restores then read that directory.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import shutil
+import threading
+import time
+from contextlib import AbstractContextManager
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from catchup.cancel import CancelToken
+from catchup.demo.mariadb import MariaDBSandbox
+from catchup.engines import LogMark, LogTarget
+from catchup.engines.mariadb import MariaDBEngine
+from catchup.engines.mariadb.archive import MariaDBLogStream
+from catchup.engines.mariadb.binlog import BinlogReader, archive_order
+from catchup.engines.mariadb.gtid import Position
+from catchup.errors import ArchiveGapError, LogStreamError
+from catchup.repository import Manifest
+from tests.integration.conftest import Fleet
+
+ENGINE = MariaDBEngine()
+
+
+@dataclass
+class Archive:
+    """Settled bytes of every file a stream wrote, by name, and the mark of the end."""
+
+    directory: Path
+    end: LogMark = field(default_factory=lambda: LogMark("", None))
+    marks: list[tuple[str, int, LogMark]] = field(default_factory=list)
+
+    def take(self, stream: MariaDBLogStream) -> LogMark:
+        self.directory.mkdir(exist_ok=True)
+        for name, length in stream.poll():
+            copy = self.directory / name
+            have = copy.stat().st_size if copy.exists() else 0
+            if length > have:
+                with open(stream.path(name), "rb") as source, open(copy, "ab") as target:
+                    source.seek(have)
+                    target.write(source.read(length - have))
+                self.end = stream.mark(name, length)
+                self.marks.append((name, length, self.end))
+        return self.end
+
+    def wait_for(self, stream: MariaDBLogStream, position: str, timeout: float = 20) -> LogMark:
+        deadline = time.monotonic() + timeout
+        while self.take(stream).position != position:
+            assert time.monotonic() < deadline, f"archive at {self.end}, source at {position}"
+            time.sleep(0.05)
+        return self.end
+
+
+@dataclass(frozen=True)
+class Point:
+    position: str
+    time: datetime  # the commit time of the transaction at `position`, as the binlog has it
+    checksums: dict[str, int | None]
+
+
+def start_fleet(fleet: Fleet) -> tuple[MariaDBSandbox, Manifest]:
+    source = fleet.add_source(size_mb=1)
+    fleet.write_config()
+    [backup] = fleet.backup()
+    assert backup.ok, backup.error
+    manifest = fleet.repository.latest("commerce", "0")
+    assert manifest is not None
+    return source, manifest
+
+
+def step(source: MariaDBSandbox, number: int) -> None:
+    """One round of a mixed workload: single- and multi-statement transactions, deletes,
+    DDL (a standalone event group), a procedure call."""
+    with source.connect() as conn, conn.cursor() as cursor:
+        cursor.execute("USE shop")
+        cursor.execute(
+            "INSERT INTO orders (customer_id, status, total, note, created_at) "
+            "VALUES (1 + %s %% 50, 'new', %s, 'pitr', NOW())",
+            (number, number),
+        )
+        cursor.execute("BEGIN")
+        cursor.execute("UPDATE orders SET total = total + 1 WHERE id %% 13 = %s", (number % 13,))
+        cursor.execute("DELETE FROM event_log ORDER BY happened_at LIMIT 3")
+        cursor.execute("COMMIT")
+        if number % 3 == 0:
+            cursor.execute(f"CREATE TABLE pitr_{number} (id INT PRIMARY KEY, v TEXT)")
+            cursor.execute(f"INSERT INTO pitr_{number} VALUES (1, REPEAT('x', 2000))")
+        if number % 4 == 0:
+            cursor.execute(f"ALTER TABLE products COMMENT = 'round {number}'")
+        if number % 5 == 0:
+            cursor.execute("CALL cancel_stale_orders(%s)", (number,))
+        # The last transaction of a step changes data, so a replay that misses it differs.
+        cursor.execute("UPDATE customers SET order_count = order_count + 1 WHERE id = 1")
+
+
+def capture(source: MariaDBSandbox, archive: Archive, stream: MariaDBLogStream) -> Point:
+    position = source.position()
+    mark = archive.wait_for(stream, position)
+    assert mark.time is not None
+    point = Point(position, mark.time, source.checksums())
+    # Whatever comes next commits in a later second than the point's transaction.
+    with source.connect() as conn, conn.cursor() as cursor:
+        while True:
+            cursor.execute("SELECT UNIX_TIMESTAMP(NOW())")
+            if int(cursor.fetchone()[0]) > point.time.timestamp():
+                return point
+            time.sleep(0.05)
+
+
+def replay(
+    fleet: Fleet, manifest: Manifest, log_dir: Path, target: LogTarget
+) -> tuple[str, dict[str, int | None]]:
+    """Restore the backup into an instance, replay to `target`, check it, and checksum it."""
+    config = fleet.config
+    shard = config.shards[0]
+    with ENGINE.provision_for_checks(config, shard, manifest.server_version) as instance:
+        fleet.repository.restore(manifest, instance.data_dir, config.jobs)
+        reached = instance.replay_log(manifest.position, log_dir, target, CancelToken())
+        failed = [f for f in instance.verify(reached) if not f.ok]
+        assert not failed, failed
+        return reached, instance.table_checksums()
+
+
+def open_stream(
+    fleet: Fleet, spool: Path, resume: str | None
+) -> AbstractContextManager[MariaDBLogStream]:
+    return ENGINE.stream_log(fleet.config, fleet.config.shards[0], spool, resume)
+
+
+def test_replay_to_random_points_by_time_and_by_position(fleet: Fleet, short_tmp: Path) -> None:
+    source, manifest = start_fleet(fleet)
+    seed = random.randrange(10**6)
+    chosen = sorted(random.Random(seed).sample(range(1, 16), 5))
+    archive = Archive(short_tmp / "archive")
+    points = []
+    with ENGINE.stream_log(
+        fleet.config, fleet.config.shards[0], short_tmp / "spool", manifest.position
+    ) as stream:
+        assert stream.start == manifest.position
+        for number in range(1, 17):
+            step(source, number)
+            if number in chosen:
+                points.append(capture(source, archive, stream))
+        archive.wait_for(stream, source.position())
+    assert len(points) == 5, seed
+
+    for index, point in enumerate(points):
+        # A time target is inclusive to the second: the point's own transaction commits in
+        # that second and is replayed; the next one commits in a later second and is not.
+        when = point.time + timedelta(microseconds=999_999) if index % 2 else point.time
+        reached, checksums = replay(fleet, manifest, archive.directory, LogTarget(time=when))
+        assert (reached, checksums) == (point.position, point.checksums), (seed, index)
+        # A position target is inclusive: the transaction at the position is replayed.
+        reached, checksums = replay(
+            fleet, manifest, archive.directory, LogTarget(position=point.position)
+        )
+        assert (reached, checksums) == (point.position, point.checksums), (seed, index)
+
+    # Earlier than the first point's transaction: the replay stops before it.
+    reached, checksums = replay(
+        fleet, manifest, archive.directory, LogTarget(time=points[0].time - timedelta(seconds=1))
+    )
+    assert Position.parse(reached)[0].seqno < Position.parse(points[0].position)[0].seqno
+    assert checksums != points[0].checksums
+    assert len({str(sorted(p.checksums.items())) for p in points}) == 5, "the points differ"
+
+
+def big_transaction(source: MariaDBSandbox) -> None:
+    """A transaction of a few MB of row events: it takes a while to reach the spool."""
+    with source.connect() as conn, conn.cursor() as cursor:
+        cursor.execute("USE shop")
+        cursor.execute("CREATE TABLE IF NOT EXISTS shop.bulk (id INT PRIMARY KEY, b BLOB)")
+        cursor.execute(
+            "INSERT INTO shop.bulk SELECT seq, RANDOM_BYTES(1024) FROM seq_1_to_6000 "
+            "ON DUPLICATE KEY UPDATE b = RANDOM_BYTES(1024)"
+        )
+
+
+def test_kill_9_mid_file_then_resume_at_the_archive_end_replays_without_gap_or_duplicate(
+    fleet: Fleet, short_tmp: Path
+) -> None:
+    source, manifest = start_fleet(fleet)
+    archive = Archive(short_tmp / "archive")
+    spool = short_tmp / "spool"
+    with open_stream(fleet, spool, manifest.position) as stream:
+        for number in range(1, 4):
+            step(source, number)
+        archive.wait_for(stream, source.position())
+        writer = threading.Thread(target=big_transaction, args=(source,))
+        writer.start()
+        # Kill the tool while the big transaction is arriving: its file then ends in part
+        # of a transaction, which must never be reported as settled.
+        partial = False
+        deadline = time.monotonic() + 20
+        while writer.is_alive() and time.monotonic() < deadline and not partial:
+            [(name, settled)] = stream.poll()[-1:]
+            partial = stream.path(name).stat().st_size > settled
+        assert stream.process is not None
+        stream.process.kill()
+        stream.process.wait()
+        writer.join()
+        with pytest.raises(LogStreamError, match="mariadb-binlog exited"):
+            stream.poll()
+    assert partial, "the kill did not land inside a transaction"
+    killed_at = archive.end.position
+    assert killed_at != source.position()
+
+    step(source, 4)
+    with open_stream(fleet, spool, killed_at) as stream:
+        assert stream.start == killed_at
+        step(source, 5)
+        archive.wait_for(stream, source.position())
+    streams = {name.split("-")[0] for name in os.listdir(archive.directory)}
+    assert len(streams) == 2
+    reached, checksums = replay(
+        fleet, manifest, archive.directory, LogTarget(position=source.position())
+    )
+    assert (reached, checksums) == (source.position(), source.checksums())
+
+
+def binlog_groups(source: MariaDBSandbox, name: str) -> list[tuple[int, str]]:
+    """(end offset, GTID) of every transaction of a source binlog, as the server lists it."""
+    with source.connect() as conn, conn.cursor() as cursor:
+        cursor.execute(f"SHOW BINLOG EVENTS IN '{name}'")
+        events = cursor.fetchall()
+    groups, gtid, standalone = [], "", False
+    for _log, _pos, kind, _server, end, info in events:
+        if kind == "Gtid":
+            gtid, standalone = info.split()[-1], not info.startswith("BEGIN")
+        elif gtid and (kind == "Xid" or standalone or (kind == "Query" and info == "COMMIT")):
+            if standalone and kind in ("Intvar", "User var", "Rand", "Annotate_rows"):
+                continue
+            groups.append((end, gtid))
+            gtid = ""
+    return groups
+
+
+def test_rotation_purge_and_a_resume_from_purged_binlogs(fleet: Fleet, short_tmp: Path) -> None:
+    source, manifest = start_fleet(fleet)
+    archive = Archive(short_tmp / "archive")
+    spool = short_tmp / "spool"
+    with open_stream(fleet, spool, manifest.position) as stream:
+        step(source, 1)
+        after_first = archive.wait_for(stream, source.position()).position
+        source.execute("FLUSH BINARY LOGS")
+        step(source, 2)
+        source.execute("FLUSH BINARY LOGS")
+        step(source, 3)
+        source.purge_binlogs()  # rotates too: the source keeps only its newest binlog
+        step(source, 4)
+        archive.wait_for(stream, source.position())
+        first_stream = sorted(os.listdir(archive.directory), key=archive_order)
+    assert len(first_stream) == 4
+    reached, checksums = replay(
+        fleet, manifest, archive.directory, LogTarget(position=source.position())
+    )
+    assert (reached, checksums) == (source.position(), source.checksums())
+
+    # The archiver was away since the backup and the source purged what it missed: the
+    # stream starts at the source's oldest binlog instead, a later position.
+    with source.connect() as conn, conn.cursor() as cursor:
+        cursor.execute("SHOW BINARY LOGS")
+        [(oldest, _size)] = cursor.fetchall()
+        cursor.execute("SELECT BINLOG_GTID_POS(%s, 4)", (oldest,))
+        oldest_state = cursor.fetchone()[0]
+    later = Archive(short_tmp / "later")
+    with open_stream(fleet, spool, manifest.position) as stream:
+        assert stream.start == oldest_state != manifest.position
+        step(source, 5)
+        later.wait_for(stream, source.position())
+        [copied] = os.listdir(later.directory)
+    # That stream copies the source's file from its first byte: the same bytes, and the
+    # reader finds the transactions where the server lists them.
+    copy = (later.directory / copied).read_bytes()
+    original = (source.server.files.data_dir / oldest).read_bytes()[: len(copy)]
+    in_use = slice(21, 23)  # the format description's flags: the source's file is "in use"
+    assert copy[: in_use.start] + copy[in_use.stop :] == (
+        original[: in_use.start] + original[in_use.stop :]
+    )
+    reader = BinlogReader()
+    reader.read(later.directory / copied)
+    found = [(b.offset, str(b.position[0])) for b in reader.boundaries if b.group]
+    assert found == binlog_groups(source, oldest) and len(found) >= 8
+
+    # A backup position the files do not hold, and a gap inside them, are refused by name.
+    with pytest.raises(
+        ArchiveGapError, match=f"does not hold the backup's position {manifest.position}"
+    ):
+        replay(fleet, manifest, later.directory, LogTarget(position=source.position()))
+    gapped = short_tmp / "gapped"
+    gapped.mkdir()
+    shutil.copy(archive.directory / first_stream[0], gapped)
+    shutil.copy(later.directory / copied, gapped)
+    with pytest.raises(ArchiveGapError, match=f"a gap at {after_first}"):
+        replay(fleet, manifest, gapped, LogTarget(position=source.position()))
+    with pytest.raises(ArchiveGapError, match="past the archive: the archive ends at"):
+        replay(fleet, manifest, archive.directory, LogTarget(time=datetime.now(UTC)))
+    reached, _ = replay(fleet, manifest, gapped, LogTarget(position=after_first))
+    assert reached == after_first
+
+
+def test_source_restart_ends_the_stream_and_a_resumed_one_continues(
+    fleet: Fleet, short_tmp: Path
+) -> None:
+    source, manifest = start_fleet(fleet)
+    archive = Archive(short_tmp / "archive")
+    spool = short_tmp / "spool"
+    with open_stream(fleet, spool, manifest.position) as stream:
+        step(source, 1)
+        archive.wait_for(stream, source.position())
+        source.stop()
+        source.start()
+        step(source, 2)
+        with pytest.raises(LogStreamError, match=r"mariadb-binlog exited.*ERROR"):
+            deadline = time.monotonic() + 20
+            while time.monotonic() < deadline:
+                archive.take(stream)
+                time.sleep(0.05)
+    with open_stream(fleet, spool, archive.end.position) as stream:
+        step(source, 3)
+        archive.wait_for(stream, source.position())
+    reached, checksums = replay(
+        fleet, manifest, archive.directory, LogTarget(position=source.position())
+    )
+    assert (reached, checksums) == (source.position(), source.checksums())
