@@ -26,6 +26,8 @@ from catchup.engines.mariadb import MariaDBEngine
 from catchup.engines.mariadb.archive import MariaDBLogStream
 from catchup.engines.mariadb.binlog import BinlogReader, archive_order
 from catchup.engines.mariadb.gtid import Position
+from catchup.engines.mariadb.server import MariaDBServer, ServerFiles
+from catchup.engines.mariadb.verify import table_checksums
 from catchup.errors import ArchiveGapError, LogStreamError
 from catchup.repository import Manifest
 from tests.integration.conftest import Fleet
@@ -330,7 +332,34 @@ def test_source_restart_ends_the_stream_and_a_resumed_one_continues(
     with open_stream(fleet, spool, archive.end.position) as stream:
         step(source, 3)
         archive.wait_for(stream, source.position())
-    reached, checksums = replay(
-        fleet, manifest, archive.directory, LogTarget(position=source.position())
+
+    # Replayed, stopped for the operator, and started by a stock mariadbd with a binlog of
+    # its own (as a production server runs): it stands at the target, without recovery.
+    config = fleet.config
+    restored = short_tmp / "restored"
+    with ENGINE.provision_for_checks(config, config.shards[0], "") as instance:
+        fleet.repository.restore(manifest, instance.data_dir, config.jobs)
+        target = LogTarget(position=source.position())
+        reached = instance.replay_log(manifest.position, archive.directory, target, CancelToken())
+        instance.stop_for_restore()
+        shutil.move(instance.data_dir, restored / "data")
+    stock = MariaDBServer(
+        ServerFiles(restored),
+        server_id=77,
+        options=["--skip-slave-start", "--log-bin=binlog"],
+        admin_user="stock_admin",
     )
-    assert (reached, checksums) == (source.position(), source.checksums())
+    stock.start()
+    try:
+        with stock.connect() as conn, conn.cursor() as cursor:
+            cursor.execute("SELECT @@gtid_slave_pos, @@gtid_current_pos, @@gtid_binlog_pos")
+            assert cursor.fetchone() == (reached, reached, "")
+            cursor.execute("SELECT user FROM mysql.global_priv WHERE user = 'catchup_admin'")
+            assert cursor.fetchall() == ()
+            cursor.execute("SHOW SLAVE STATUS")
+            assert cursor.fetchall() == ()
+            assert table_checksums(cursor) == source.checksums()
+    finally:
+        stock.stop()
+    assert reached == source.position()
+    assert "crash recovery" not in stock.files.error_log.read_text()
