@@ -363,3 +363,37 @@ def test_source_restart_ends_the_stream_and_a_resumed_one_continues(
         stock.stop()
     assert reached == source.position()
     assert "crash recovery" not in stock.files.error_log.read_text()
+
+
+def test_after_a_failover_the_stream_follows_the_new_primary_or_refuses_a_foreign_one(
+    fleet: Fleet, short_tmp: Path
+) -> None:
+    primary, manifest = start_fleet(fleet)
+    replica = fleet.add_replica(primary, server_id=2)
+    archive = Archive(short_tmp / "archive")
+    spool = short_tmp / "spool"
+    with open_stream(fleet, spool, manifest.position) as stream:
+        step(primary, 1)
+        archive.wait_for(stream, primary.position())
+
+    # The replica takes the endpoint's place; it logs what it replicates, so the archive
+    # continues on it exactly where it ended.
+    fleet.write_config(sources=[replica])
+    step(primary, 2)
+    replica.wait_replicated()
+    with open_stream(fleet, spool, archive.end.position) as stream:
+        assert stream.start == archive.end.position
+        step(primary, 3)
+        replica.wait_replicated()
+        archive.wait_for(stream, replica.position())
+    reached, checksums = replay(
+        fleet, manifest, archive.directory, LogTarget(position=primary.position())
+    )
+    assert (reached, checksums) == (primary.position(), primary.checksums())
+
+    # A server of another history at the endpoint: refused, never a silently wrong archive.
+    stranger = fleet.add_source(server_id=3)
+    fleet.write_config(sources=[stranger])
+    refused = pytest.raises(LogStreamError, match="not of the archived history")
+    with refused, open_stream(fleet, spool, archive.end.position):
+        pass
