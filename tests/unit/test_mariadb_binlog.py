@@ -17,7 +17,7 @@ from catchup.engines import LogTarget
 from catchup.engines.mariadb import binlog
 from catchup.engines.mariadb.binlog import BinlogFormatError, BinlogReader, archive_order
 from catchup.engines.mariadb.gtid import Position, compare_positions, parse_position
-from catchup.engines.mariadb.replay import Piece, binlog_command, plan_replay
+from catchup.engines.mariadb.replay import plan_replay, stage_relay_logs
 from catchup.errors import ArchiveGapError
 
 T0 = 1_796_284_000  # a binlog timestamp (whole seconds)
@@ -209,8 +209,7 @@ def test_a_position_target_is_inclusive_and_exact(tmp_path: Path) -> None:
     paths = two_files(tmp_path)
     plan = plan_replay(Position.parse("0-1-5"), paths, LogTarget(position="0-1-9"))
     assert str(plan.end) == "0-1-9"
-    command = binlog_command_for(plan.pieces)
-    assert command[1].startswith("--start-position=") and command[2].startswith("--stop-position=")
+    assert plan.pieces[0].start is not None and plan.pieces[-1].stop is not None
     with pytest.raises(ArchiveGapError, match="not in the archived history"):
         plan_replay(Position.parse("0-1-5"), paths, LogTarget(position="0-2-9"))
     with pytest.raises(ArchiveGapError, match="past the archive: the archive ends at 0-1-12"):
@@ -220,11 +219,22 @@ def test_a_position_target_is_inclusive_and_exact(tmp_path: Path) -> None:
     assert plan_replay(Position.parse("0-1-7"), paths, LogTarget(position="0-1-7")).pieces == []
 
 
-def binlog_command_for(pieces: list[Piece]) -> list[str]:
-    class Server:
-        binaries = None
-
-    return binlog_command(Server(), pieces)  # type: ignore[arg-type]
+def test_the_planned_bytes_become_relay_logs_cut_at_the_target(tmp_path: Path) -> None:
+    (tmp_path / "archive").mkdir()
+    paths = two_files(tmp_path / "archive")
+    plan = plan_replay(Position.parse("0-1-6"), paths, LogTarget(position="0-1-10"))
+    data_dir = tmp_path / "data"
+    data_dir.mkdir()
+    stage_relay_logs(data_dir, plan.pieces)
+    assert (data_dir / "relay-bin.index").read_text() == "./relay-bin.000001\n./relay-bin.000002\n"
+    assert (data_dir / "relay-bin.000001").read_bytes() == paths[0].read_bytes()
+    stop = plan.pieces[-1].stop
+    assert stop is not None and stop < paths[1].stat().st_size
+    assert (data_dir / "relay-bin.000002").read_bytes() == paths[1].read_bytes()[:stop]
+    # The cut copy ends where the reader found the end of 0-1-10.
+    reader = BinlogReader()
+    reader.read(data_dir / "relay-bin.000002")
+    assert str(reader.boundaries[-1].position) == "0-1-10" and reader.settled == stop
 
 
 def test_gaps_overlaps_and_a_missing_start_are_refused_by_name(tmp_path: Path) -> None:

@@ -4,33 +4,38 @@ The files (named as archive.py's stream wrote them) are read once by binlog.py t
 plan the replay: where the backup's position is, that each file continues exactly
 where the one before ended (no gap, no overlap), and the byte offset at which the
 target is reached (a time target: before the first transaction committed after it;
-a position target: after the transaction at it). `mariadb-binlog` then turns exactly
-those bytes into SQL for the `mariadb` client of the instance; the mechanism was
-chosen by measurement (docs/benchmarks.md, "Archive replay (MariaDB)").
+a position target: after the transaction at it).
 
-The instance has no binlog and no replication, so the replayed transactions move
-no GTID variable: the plan knows the position reached, and sets `gtid_slave_pos`,
-which the data dir keeps in mysql.gtid_slave_pos, as a backup's own.
+Those bytes become the instance's relay logs, and its replication SQL thread applies
+them, with no source (the IO thread never runs): it starts at the backup's position
+as a relay log offset and finds nothing past the target, because the last file is
+cut there. Measured against `mariadb-binlog | mariadb` on the same files, it replays
+1.5-2.2 times faster (docs/benchmarks.md, "Archive replay (MariaDB)"), and it moves
+`gtid_slave_pos` as it goes, so the data dir stands at the position reached like a
+backup does.
 """
 
 from __future__ import annotations
 
-import subprocess
-import time
+import os
+import shutil
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import BinaryIO
 
 from catchup.cancel import CancelToken
 from catchup.engines import LogTarget
-from catchup.engines.environment import child_environment
-from catchup.engines.mariadb.binaries import find_binary
 from catchup.engines.mariadb.binlog import NAME, BinlogReader, Boundary, archive_order
+from catchup.engines.mariadb.catchup import slave_position, slave_status
 from catchup.engines.mariadb.gtid import Position, compare_positions
-from catchup.engines.mariadb.server import ADMIN_USER, MariaDBServer
+from catchup.engines.mariadb.server import ADMIN_USER, MariaDBServer, select_value
 from catchup.errors import ArchiveGapError, InstanceError
 
-POLL_SECONDS = 0.2
+POLL_SECONDS = 0.5
+RELAY_LOG = "relay-bin.{:06}"  # the instance's --relay-log basename (instance.py)
+RELAY_INDEX = "relay-bin.index"
+COPY_CHUNK = 1 << 20
 
 
 @dataclass
@@ -172,57 +177,78 @@ def replay_log(
     """Start the restored backup, replay the archive up to exactly `target`, and leave it
     running at the position reached (returned)."""
     plan = plan_replay(Position.parse(position), archived_files(log_dir), target)
-    server.start(cancel=cancel)
     if plan.pieces:
-        _pipe(server, plan.pieces, cancel)
+        stage_relay_logs(server.files.data_dir, plan.pieces)
+    server.start(cancel=cancel)
     assert plan.end is not None
-    with server.connect() as conn, conn.cursor() as cursor:
-        cursor.execute("SET GLOBAL gtid_slave_pos = %s", (str(plan.end),))
-    return str(plan.end)
-
-
-def binlog_command(server: MariaDBServer, pieces: list[Piece]) -> list[str]:
-    command = [find_binary("mariadb-binlog", server.binaries)]
-    first, last = pieces[0], pieces[-1]
-    if first.start is not None:
-        command.append(f"--start-position={first.start}")  # applies to the first file
-    if last.stop is not None:
-        command.append(f"--stop-position={last.stop}")  # applies to the last file
-    return command + [str(p.path) for p in pieces]
-
-
-def _pipe(server: MariaDBServer, pieces: list[Piece], cancel: CancelToken) -> None:
-    errors = server.files.tmp_dir / "replay.err"
-    client = [
-        find_binary("mariadb", server.binaries),
-        f"--defaults-extra-file={server.files.client_config}",
-        "--binary-mode",
-        "--max-allowed-packet=1G",
-    ]
-    env = child_environment(TZ="UTC")
-    with open(errors, "wb") as err:
-        reader = subprocess.Popen(
-            binlog_command(server, pieces), stdout=subprocess.PIPE, stderr=err, env=env
-        )
-        assert reader.stdout is not None
-        writer = subprocess.Popen(client, stdin=reader.stdout, stderr=err, env=env)
-        reader.stdout.close()  # the client holds the pipe now
-        try:
-            while writer.poll() is None:
-                cancel.check()
-                time.sleep(POLL_SECONDS)
-            reader.wait()
-        finally:
-            for process in (reader, writer):
-                if process.poll() is None:
-                    process.kill()
-                    process.wait()
-    if reader.returncode != 0 or writer.returncode != 0:
-        detail = errors.read_text(errors="replace").strip()[-2000:]
+    if plan.pieces:
+        _apply(server, plan.pieces[0].start or 4, plan.end, cancel)
+    with server.connect() as conn:
+        reached = slave_position(conn)
+    if reached != plan.end:
         raise InstanceError(
-            f"replaying the archived binlog failed (mariadb-binlog exit {reader.returncode}, "
-            f"mariadb exit {writer.returncode}): {detail}"
+            f"the replay stopped at {reached or 'nothing'} instead of {plan.end}; the archive "
+            "and the backup do not fit together"
         )
+    return str(reached)
+
+
+def stage_relay_logs(data_dir: Path, pieces: list[Piece]) -> None:
+    """The archived files as the instance's relay logs: linked where whole (the SQL thread
+    deletes a relay log it has applied, which leaves the archived file), and the last one
+    copied only up to the target, so the SQL thread cannot apply past it."""
+    names = [RELAY_LOG.format(index) for index in range(1, len(pieces) + 1)]
+    for name, piece in zip(names, pieces, strict=True):
+        staged = data_dir / name
+        if piece is pieces[-1] and piece.stop is not None:
+            with open(piece.path, "rb") as source, open(staged, "wb") as copy:
+                _copy_prefix(source, copy, piece.stop)
+            continue
+        try:
+            os.link(piece.path, staged)
+        except OSError:  # another file system
+            shutil.copyfile(piece.path, staged)
+    (data_dir / RELAY_INDEX).write_text("".join(f"./{name}\n" for name in names))
+
+
+def _copy_prefix(source: BinaryIO, target: BinaryIO, length: int) -> None:
+    while length > 0:
+        chunk = source.read(min(length, COPY_CHUNK))
+        if not chunk:
+            raise InstanceError(f"{source.name} is shorter than its archive record")
+        target.write(chunk)
+        length -= len(chunk)
+
+
+def _apply(server: MariaDBServer, start: int, end: Position, cancel: CancelToken) -> None:
+    """Run the SQL thread over the staged relay logs until it has applied `end`."""
+    with server.connect() as conn, conn.cursor() as cursor:
+        cursor.execute("SELECT db, name FROM mysql.event WHERE status = 'SLAVESIDE_DISABLED'")
+        disabled_before = set(cursor.fetchall())
+        # No source: the IO thread never starts. A relay log position is a file offset.
+        cursor.execute(
+            "CHANGE MASTER TO MASTER_HOST='127.0.0.1', MASTER_PORT=1, MASTER_USER='archive', "
+            "MASTER_USE_GTID=no, RELAY_LOG_FILE=%s, RELAY_LOG_POS=%s",
+            (RELAY_LOG.format(1), start),
+        )
+        cursor.execute("START SLAVE SQL_THREAD")
+        while select_value(cursor, "SELECT MASTER_GTID_WAIT(%s, %s)", (str(end), POLL_SECONDS)):
+            cancel.check()
+            status = slave_status(conn)
+            if status.get("Slave_SQL_Running") != "Yes":
+                raise InstanceError(
+                    f"replaying the archived binlog failed at {slave_position(conn)}: SQL error "
+                    f"{status.get('Last_SQL_Errno')}: {status.get('Last_SQL_Error')}"
+                )
+        cursor.execute("STOP SLAVE")
+        cursor.execute("RESET SLAVE ALL")  # gtid_slave_pos stays: it is the position reached
+        # As in a cycle, the SQL thread disables the events it creates (on a replica they
+        # would run twice); restored for a stock server, they run as on the source.
+        cursor.execute("SELECT db, name FROM mysql.event WHERE status = 'SLAVESIDE_DISABLED'")
+        for db, name in set(cursor.fetchall()) - disabled_before:
+            cursor.execute(
+                "UPDATE mysql.event SET status = 'ENABLED' WHERE db = %s AND name = %s", (db, name)
+            )
 
 
 def stop_for_restore(server: MariaDBServer) -> None:
