@@ -331,6 +331,7 @@ def test_source_restart_ends_the_stream_and_a_resumed_one_continues(
                 time.sleep(0.05)
     with open_stream(fleet, spool, archive.end.position) as stream:
         step(source, 3)
+        source.execute("CREATE EVENT shop.pitr_tick ON SCHEDULE EVERY 1 DAY DO SELECT 1")
         archive.wait_for(stream, source.position())
 
     # Replayed, stopped for the operator, and started by a stock mariadbd with a binlog of
@@ -359,6 +360,8 @@ def test_source_restart_ends_the_stream_and_a_resumed_one_continues(
             cursor.execute("SHOW SLAVE STATUS")
             assert cursor.fetchall() == ()
             assert table_checksums(cursor) == source.checksums()
+            cursor.execute("SELECT status FROM mysql.event WHERE name = 'pitr_tick'")
+            assert cursor.fetchall() == (("ENABLED",),)  # as on the source, not replica-disabled
     finally:
         stock.stop()
     assert reached == source.position()
