@@ -237,6 +237,22 @@ def test_the_planned_bytes_become_relay_logs_cut_at_the_target(tmp_path: Path) -
     assert str(reader.boundaries[-1].position) == "0-1-10" and reader.settled == stop
 
 
+def test_part_of_a_transaction_at_the_end_of_a_file_is_never_replayed(tmp_path: Path) -> None:
+    (tmp_path / "archive").mkdir()
+    paths = two_files(tmp_path / "archive")
+    whole = paths[0].read_bytes()
+    partial = Writer()
+    header_end = len(partial.data)
+    partial.transaction(9, T0 + 9)  # what a killed stream may leave: the start of one
+    paths[0].write_bytes(whole + bytes(partial.data[header_end:-20]))
+    plan = plan_replay(Position.parse("0-1-6"), paths, LogTarget(position="0-1-10"))
+    assert plan.pieces[0].stop == len(whole)
+    data_dir = tmp_path / "data"
+    data_dir.mkdir()
+    stage_relay_logs(data_dir, plan.pieces)
+    assert (data_dir / "relay-bin.000001").read_bytes() == whole
+
+
 def test_gaps_overlaps_and_a_missing_start_are_refused_by_name(tmp_path: Path) -> None:
     (tmp_path / "gap").mkdir()
     gap = two_files(tmp_path / "gap", 9)

@@ -40,9 +40,11 @@ COPY_CHUNK = 1 << 20
 
 @dataclass
 class Piece:
+    """What to replay of one file: its events up to `stop`, from `start` in the first."""
+
     path: Path
-    start: int | None = None  # first byte to replay (first file only); None: its start
-    stop: int | None = None  # end of the last replayed transaction (last file only)
+    stop: int  # the end of its last replayed transaction (or event outside one)
+    start: int | None = None  # the backup's position, in the first file only
 
 
 @dataclass
@@ -107,7 +109,8 @@ class _Planner:
             raise ArchiveGapError(
                 f"the archive has {'a gap' if later else 'an overlap'} at {plan.end}: the next "
                 f"file {path.name} starts at {header.position or '(nothing)'}; restore to a "
-                f"target before {plan.end}" + (f" ({plan.time.isoformat()})" if plan.time else "")
+                f"target at or before {plan.end}"
+                + (f" ({plan.time.isoformat()})" if plan.time else "")
             )
         self.step(path, header)
 
@@ -167,7 +170,7 @@ def plan_replay(start: Position, files: list[Path], target: LogTarget) -> Replay
                 f"position {target.position} is not in the archived history: it has "
                 f"{plan.end} there"
             )
-    plan.pieces = [p for p in plan.pieces if p.start is None or p.stop is None or p.stop > p.start]
+    plan.pieces = [p for p in plan.pieces if p.start is None or p.stop > p.start]
     return plan
 
 
@@ -195,12 +198,13 @@ def replay_log(
 
 def stage_relay_logs(data_dir: Path, pieces: list[Piece]) -> None:
     """The archived files as the instance's relay logs: linked where whole (the SQL thread
-    deletes a relay log it has applied, which leaves the archived file), and the last one
-    copied only up to the target, so the SQL thread cannot apply past it."""
+    deletes a relay log it has applied, which leaves the archived file); copied up to the
+    target in the last file, so the SQL thread cannot apply past it, and up to its last
+    whole transaction in any file that has more (never part of one)."""
     names = [RELAY_LOG.format(index) for index in range(1, len(pieces) + 1)]
     for name, piece in zip(names, pieces, strict=True):
         staged = data_dir / name
-        if piece is pieces[-1] and piece.stop is not None:
+        if piece.stop < piece.path.stat().st_size:
             with open(piece.path, "rb") as source, open(staged, "wb") as copy:
                 _copy_prefix(source, copy, piece.stop)
             continue
