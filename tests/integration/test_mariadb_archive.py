@@ -184,7 +184,7 @@ def big_transaction(source: MariaDBSandbox) -> None:
         cursor.execute("USE shop")
         cursor.execute("CREATE TABLE IF NOT EXISTS shop.bulk (id INT PRIMARY KEY, b BLOB)")
         cursor.execute(
-            "INSERT INTO shop.bulk SELECT seq, RANDOM_BYTES(1024) FROM seq_1_to_6000 "
+            "INSERT INTO shop.bulk SELECT seq, RANDOM_BYTES(1024) FROM seq_1_to_20000 "
             "ON DUPLICATE KEY UPDATE b = RANDOM_BYTES(1024)"
         )
 
@@ -204,10 +204,12 @@ def test_kill_9_mid_file_then_resume_at_the_archive_end_replays_without_gap_or_d
         # Kill the tool while the big transaction is arriving: its file then ends in part
         # of a transaction, which must never be reported as settled.
         partial = False
-        deadline = time.monotonic() + 20
-        while writer.is_alive() and time.monotonic() < deadline and not partial:
+        deadline = time.monotonic() + 30
+        while not partial and time.monotonic() < deadline:
             [(name, settled)] = stream.poll()[-1:]
             partial = stream.path(name).stat().st_size > settled
+            if not writer.is_alive() and stream.mark(name, settled).position == source.position():
+                break  # it arrived whole between two looks: the assertion below says so
         assert stream.process is not None
         stream.process.kill()
         stream.process.wait()
