@@ -140,6 +140,25 @@ def open_stream(
     return ENGINE.stream_log(fleet.config, fleet.config.shards[0], spool, resume)
 
 
+def assert_no_password_in_sight(stream: MariaDBLogStream, source: MariaDBSandbox) -> None:
+    """mariadb-binlog reads the password from a 0600 file in a 0700 directory: it is in
+    neither its command line nor its environment."""
+    password = source.password_file.read_text().strip().encode()
+    assert stream.process is not None
+    proc = Path(f"/proc/{stream.process.pid}")
+    deadline = time.monotonic() + 10
+    while b"mariadb-binlog" not in (proc / "cmdline").read_bytes():  # setpriv execs it
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
+    assert password not in (proc / "cmdline").read_bytes()
+    assert password not in (proc / "environ").read_bytes()
+    [defaults] = [a for a in (proc / "cmdline").read_bytes().split(b"\0") if b"defaults" in a]
+    secret = Path(defaults.decode().partition("=")[2])
+    assert password in secret.read_bytes()
+    assert secret.stat().st_mode & 0o777 == 0o600
+    assert secret.parent.stat().st_mode & 0o777 == 0o700
+
+
 def test_replay_to_random_points_by_time_and_by_position(fleet: Fleet, short_tmp: Path) -> None:
     source, manifest = start_fleet(fleet)
     seed = random.randrange(10**6)

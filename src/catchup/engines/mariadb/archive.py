@@ -118,7 +118,7 @@ class MariaDBLogStream:
         boundary = reader.at(length) if reader else None
         if boundary is None and reader is not None and reader.boundaries:
             # A shorter prefix than asked before (its boundaries are forgotten): read again.
-            again = BinlogReader(self._floor(name), None)
+            again = BinlogReader(self._floor(name), reader.time_before)
             again.read(self.spool / name)
             boundary = again.at(length)
         if boundary is None:

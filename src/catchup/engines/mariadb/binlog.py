@@ -85,6 +85,7 @@ class BinlogReader:
         self.offset = 0  # bytes read: the end of the last whole event
         self.state: Position | None = None  # unknown until the file's GTID list
         self.time = time  # of the last transaction, carried over from earlier files
+        self.time_before = time
         self.checksum = False
         self.group: _Group | None = None
         self.boundaries: list[Boundary] = []
