@@ -199,10 +199,12 @@ def test_a_time_target_is_inclusive_to_the_second(tmp_path: Path) -> None:
     assert plan.pieces[0].start is not None and plan.pieces[-1].path == paths[1]
     assert str(plan_replay(start, paths, LogTarget(time=at(14))).end) == "0-1-9"
     assert str(plan_replay(start, paths, LogTarget(time=at(13))).end) == "0-1-8"
-    # The archive's last second may have more commits than it holds yet: refused.
+    # The last commit's second is the end of the window; a later time may have had
+    # commits the archive does not hold yet: refused.
+    assert str(plan_replay(start, paths, LogTarget(time=at(16))).end) == "0-1-12"
     ends = re.escape(f"ends at 0-1-12, last commit {at(16).isoformat()}")
     with pytest.raises(ArchiveGapError, match=ends):
-        plan_replay(start, paths, LogTarget(time=at(16)))
+        plan_replay(start, paths, LogTarget(time=at(17)))
 
 
 def test_a_position_target_is_inclusive_and_exact(tmp_path: Path) -> None:

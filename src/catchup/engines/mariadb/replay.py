@@ -161,7 +161,10 @@ def plan_replay(start: Position, files: list[Path], target: LogTarget) -> Replay
         held += f", last commit {covered[1].isoformat()}"
     if plan.end is None:
         raise ArchiveGapError(f"the archive does not hold the backup's position {start}; {held}")
-    if not plan.done:
+    if not plan.done and not (planner.until_time and plan.time == planner.until_time):
+        # A time after the archive's last commit may have had commits the archive does
+        # not hold yet; the caller who knows the archive was current then asks for its
+        # end position instead. The last commit's own second is the window's end: taken.
         raise ArchiveGapError(f"target {target.describe()} is past the archive: {held}")
     if planner.until is not None:
         wrong = {d: g for d, g in planner.until.items() if plan.end.get(d) != g}
