@@ -152,6 +152,8 @@ def choose_start(session: MariaDBSession, resume: str | None) -> tuple[Position,
             return current, None
         return _oldest(session)  # nothing logged yet: from the very start
     wanted = Position.parse(resume)
+    if not wanted:
+        return _oldest(session)  # an archive of nothing yet: from the source's first binlog
     verdict = judge_coverage(
         wanted, current, session.oldest_binlog_state(), session.binlog_history()
     )
