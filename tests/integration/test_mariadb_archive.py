@@ -421,3 +421,38 @@ def test_after_a_failover_the_stream_follows_the_new_primary_or_refuses_a_foreig
     refused = pytest.raises(LogStreamError, match="not of the archived history")
     with refused, open_stream(fleet, spool, archive.end.position):
         pass
+
+
+def test_a_cycle_replays_the_archive_then_asks_the_source_only_for_the_rest(
+    fleet: Fleet, short_tmp: Path
+) -> None:
+    source, manifest = start_fleet(fleet)
+    archive = Archive(short_tmp / "archive")
+    with open_stream(fleet, short_tmp / "spool", manifest.position) as stream:
+        for number in range(1, 7):
+            step(source, number)
+        big_transaction(source)
+        archive.wait_for(stream, source.position())
+    source.purge_binlogs()  # the source no longer has what the archive holds
+    step(source, 7)
+    config = fleet.config
+    shard = config.shards[0]
+    with (
+        ENGINE.open_source(config, shard) as live,
+        ENGINE.provision(config, shard, live) as replica,
+    ):
+        assert live.judge(manifest.position).coverage.value == "purged"
+        assert live.judge(archive.end.position).coverage.value == "covered"
+        fleet.repository.restore(manifest, replica.data_dir, config.jobs)
+        target = LogTarget(position=archive.end.position)
+        assert replica.replay_log(manifest.position, archive.directory, target, CancelToken()) == (
+            archive.end.position
+        )
+        checkpoint = live.checkpoint()
+        sent_before = live.bytes_sent
+        reached = replica.catch_up(checkpoint, CancelToken(), lambda done, total: None)
+        assert reached == checkpoint == source.position()
+        with replica.server.connect() as conn, conn.cursor() as cursor:
+            assert table_checksums(cursor) == source.checksums()
+        archived = sum(p.stat().st_size for p in archive.directory.iterdir())
+        assert live.bytes_sent - sent_before < archived / 10

@@ -144,6 +144,13 @@ class MariaDBReplica(InstanceReplica[MariaDBServer, ServerFiles, MariaDBSource])
     def start(self, cancel: CancelToken) -> None:
         self.server.start(cancel=cancel)
 
+    def replay_log(
+        self, position: str, log_dir: Path, target: LogTarget, cancel: CancelToken
+    ) -> str:
+        """Start on the restored backup and replay the archive to `target` (instead of
+        `start`); `catch_up` then asks the source only for what comes after it."""
+        return self.instance.replay_log(position, log_dir, target, cancel)
+
     def catch_up(self, checkpoint: str, cancel: CancelToken, progress: StepProgress) -> str:
         taken = self.source.taken_server_ids
         if self.server.server_id in taken:
