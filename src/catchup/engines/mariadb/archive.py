@@ -7,7 +7,7 @@ position (`--start-position=<GTID>`, remote GTID mode), it writes the file holdi
 that position from its header straight to the next transaction, with the position
 as a second GTID list: so a resumed stream neither repeats nor skips a transaction,
 but its file of a given name differs from the one an earlier stream wrote. Each
-stream therefore prefixes its files with its start time (binlog.ARCHIVE_NAME).
+stream therefore prefixes its files with its start time (binlog.NAME).
 
 Settled lengths end at whole transactions (binlog.py), so the archive never holds
 half of one and the end of the archive is always a position to resume at.
