@@ -22,7 +22,7 @@ def test_no_bench_module_is_over_450_lines() -> None:
     assert {name: n for name, n in sizes.items() if n > LIMIT} == {}
 
 
-@pytest.mark.parametrize("script", ["source_impact.py", "pipeline.py"])
+@pytest.mark.parametrize("script", ["source_impact.py", "pipeline.py", "mariadb_replay.py"])
 def test_the_bench_scripts_start(script: str) -> None:
     """--help imports every module the script needs, from any working directory."""
     result = subprocess.run(

@@ -2,7 +2,9 @@
 
 source.py asks the source; bootstrap.py loads a dump into a fresh instance;
 catchup.py replicates it to the checkpoint; restore.py and verify.py start and
-check a restored backup; instance.py ties an ephemeral server to its source.
+check a restored backup; archive.py streams the binlog into the archive (binlog.py
+reads its files) and replay.py replays it for a point-in-time restore; instance.py
+ties an ephemeral server to its source.
 """
 
 from __future__ import annotations
@@ -13,7 +15,8 @@ from contextlib import AbstractContextManager
 from pathlib import Path
 
 from catchup.config import Config, Shard
-from catchup.engines.mariadb import restore
+from catchup.engines.mariadb import archive, gtid, restore
+from catchup.engines.mariadb.archive import MariaDBLogStream
 from catchup.engines.mariadb.instance import MariaDBInstance, MariaDBReplica, provision
 from catchup.engines.mariadb.source import MariaDBSource, open_source
 
@@ -39,3 +42,14 @@ class MariaDBEngine:
 
     def prepare_restored(self, data_dir: Path, position: str) -> str:
         return restore.prepare_restored(data_dir, position)
+
+    def stream_log(
+        self, config: Config, shard: Shard, spool: Path, resume: str | None
+    ) -> AbstractContextManager[MariaDBLogStream]:
+        return archive.stream_log(config, shard, spool, resume)
+
+    def compare_positions(self, a: str, b: str) -> int | None:
+        return gtid.compare_positions(gtid.Position.parse(a), gtid.Position.parse(b))
+
+    def parse_position(self, text: str) -> str:
+        return str(gtid.parse_position(text))

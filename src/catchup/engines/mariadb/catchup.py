@@ -159,7 +159,7 @@ def _execute(conn: pymysql.Connection, sql: str, args: tuple[object, ...] | None
         cursor.execute(sql, args)
 
 
-def _slave_status(conn: pymysql.Connection) -> dict[str, Any]:
+def slave_status(conn: pymysql.Connection) -> dict[str, Any]:
     with conn.cursor(pymysql.cursors.DictCursor) as cursor:
         cursor.execute("SHOW SLAVE STATUS")
         return cursor.fetchone() or {}
@@ -184,7 +184,7 @@ def _wait_until(
             )
             if waited == 0:
                 return
-        status = _slave_status(conn)
+        status = slave_status(conn)
         _raise_on_error(status)
         applied = slave_position(conn)
         if status.get("Slave_IO_Running") == "No" and status.get("Slave_SQL_Running") == "No":
@@ -245,7 +245,7 @@ def _wait_sql_thread_stopped(
     conn: pymysql.Connection, server: MariaDBServer, cancel: CancelToken, timeout: float = 60
 ) -> None:
     deadline = time.monotonic() + timeout
-    while _slave_status(conn).get("Slave_SQL_Running") == "Yes":
+    while slave_status(conn).get("Slave_SQL_Running") == "Yes":
         cancel.check()
         if time.monotonic() > deadline:
             raise CatchUpFailedError(

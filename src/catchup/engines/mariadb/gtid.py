@@ -98,3 +98,41 @@ def judge_coverage(
                 f"source's binlogs start after {before}; the backup needs transactions {needed}",
             )
     return Verdict(Coverage.COVERED, "source's binlogs cover the delta")
+
+
+def compare_positions(a: Position, b: Position) -> int | None:
+    """-1, 0 or 1 as `a` is before, at or after `b`; None when neither contains the other.
+
+    Sequence numbers grow within a domain over the whole history, whichever server
+    wrote them (gtid_strict_mode), so a domain compares by seqno; the same seqno from
+    two servers is two different transactions. A domain one side lacks counts as
+    behind on that side.
+    """
+    signs = set()
+    for domain in a.keys() | b.keys():
+        mine, theirs = a.get(domain), b.get(domain)
+        if mine is None or theirs is None:
+            signs.add(1 if theirs is None else -1)
+        elif mine.seqno == theirs.seqno:
+            if mine.server != theirs.server:
+                return None
+        else:
+            signs.add(1 if mine.seqno > theirs.seqno else -1)
+    if len(signs) > 1:
+        return None
+    return signs.pop() if signs else 0
+
+
+def parse_position(text: str) -> Position:
+    """A GTID position typed by an operator: `0-1-100` or `0-1-100,1-2-5`, one per domain."""
+    expected = "a GTID position: domain-server-seqno, one per domain, e.g. 0-1-100 or 0-1-100,1-2-5"
+    items = [item for item in text.replace(" ", "").split(",") if item]
+    if not items:
+        raise ValueError(f"{text!r} is not {expected}")
+    try:
+        position = Position.parse(text)
+    except ValueError:
+        raise ValueError(f"{text!r} is not {expected}") from None
+    if len(position) != len(items):
+        raise ValueError(f"{text!r} names a domain twice; give {expected}")
+    return position

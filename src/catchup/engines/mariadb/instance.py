@@ -16,8 +16,8 @@ from pathlib import Path
 
 from catchup.cancel import CancelToken
 from catchup.config import MariaDBSettings
-from catchup.engines import Finding, StepProgress
-from catchup.engines.mariadb import bootstrap, catchup, restore, verify
+from catchup.engines import Finding, LogTarget, StepProgress
+from catchup.engines.mariadb import bootstrap, catchup, replay, restore, verify
 from catchup.engines.mariadb.server import ADMIN_USER, MariaDBServer, ServerFiles, select_value
 from catchup.engines.mariadb.source import MariaDBSource
 from catchup.engines.replica import InstanceReplica
@@ -106,6 +106,14 @@ class MariaDBInstance:
         with self.server.connect() as conn, conn.cursor() as cursor:
             return verify.table_checksums(cursor)
 
+    def replay_log(
+        self, position: str, log_dir: Path, target: LogTarget, cancel: CancelToken
+    ) -> str:
+        return replay.replay_log(self.server, position, log_dir, target, cancel)
+
+    def stop_for_restore(self) -> None:
+        replay.stop_for_restore(self.server)
+
     def destroy(self) -> None:
         self.server.kill()
         shutil.rmtree(self.files.root, ignore_errors=True)
@@ -135,6 +143,13 @@ class MariaDBReplica(InstanceReplica[MariaDBServer, ServerFiles, MariaDBSource])
 
     def start(self, cancel: CancelToken) -> None:
         self.server.start(cancel=cancel)
+
+    def replay_log(
+        self, position: str, log_dir: Path, target: LogTarget, cancel: CancelToken
+    ) -> str:
+        """Start on the restored backup and replay the archive to `target` (instead of
+        `start`); `catch_up` then asks the source only for what comes after it."""
+        return self.instance.replay_log(position, log_dir, target, cancel)
 
     def catch_up(self, checkpoint: str, cancel: CancelToken, progress: StepProgress) -> str:
         taken = self.source.taken_server_ids
