@@ -301,13 +301,12 @@ def test_a_cycle_replays_the_archive_then_asks_the_source_only_for_the_rest(
         assert live.judge(manifest.position).coverage.value == "purged"
         assert live.judge(archive.end.position).coverage.value == "covered"
         fleet.repository.restore(manifest, replica.data_dir, config.jobs)
-        target = LogTarget(position=archive.end.position)
-        assert replica.replay_log(manifest.position, archive.directory, target, CancelToken()) == (
-            archive.end.position
-        )
+        replica.start(CancelToken())
         checkpoint = live.checkpoint()
         sent_before = live.bytes_sent
-        reached = replica.catch_up(checkpoint, CancelToken(), lambda done, total: None)
+        reached = replica.catch_up(
+            checkpoint, CancelToken(), lambda done, total: None, archive.directory
+        )
         assert reached == checkpoint == source.position()
         with replica.server.connect() as conn, conn.cursor() as cursor:
             assert table_checksums(cursor) == source.checksums()

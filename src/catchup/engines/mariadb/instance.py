@@ -18,6 +18,7 @@ from catchup.cancel import CancelToken
 from catchup.config import MariaDBSettings
 from catchup.engines import Finding, LogTarget, StepProgress
 from catchup.engines.mariadb import bootstrap, catchup, replay, restore, verify
+from catchup.engines.mariadb.gtid import Position
 from catchup.engines.mariadb.server import ADMIN_USER, MariaDBServer, ServerFiles, select_value
 from catchup.engines.mariadb.source import MariaDBSource
 from catchup.engines.replica import InstanceReplica
@@ -111,8 +112,8 @@ class MariaDBInstance:
     ) -> str:
         return replay.replay_log(self.server, position, log_dir, target, cancel)
 
-    def stop_for_restore(self) -> None:
-        replay.stop_for_restore(self.server)
+    def stop_for_restore(self) -> str:
+        return replay.stop_for_restore(self.server)
 
     def destroy(self) -> None:
         self.server.kill()
@@ -144,14 +145,19 @@ class MariaDBReplica(InstanceReplica[MariaDBServer, ServerFiles, MariaDBSource])
     def start(self, cancel: CancelToken) -> None:
         self.server.start(cancel=cancel)
 
-    def replay_log(
-        self, position: str, log_dir: Path, target: LogTarget, cancel: CancelToken
+    def catch_up(
+        self,
+        checkpoint: str,
+        cancel: CancelToken,
+        progress: StepProgress,
+        archived: Path | None = None,
     ) -> str:
-        """Start on the restored backup and replay the archive to `target` (instead of
-        `start`); `catch_up` then asks the source only for what comes after it."""
-        return self.instance.replay_log(position, log_dir, target, cancel)
-
-    def catch_up(self, checkpoint: str, cancel: CancelToken, progress: StepProgress) -> str:
+        """From the archive as far as it goes (the source then sends only the rest, or
+        nothing when the archive holds the checkpoint), then from the source."""
+        if archived is not None:
+            reached = replay.replay_archived(self.server, archived, checkpoint, cancel)
+            if reached == Position.parse(checkpoint):
+                return checkpoint
         taken = self.source.taken_server_ids
         if self.server.server_id in taken:
             self.server.set_server_id(random_server_id(taken))

@@ -177,6 +177,42 @@ def plan_replay(start: Position, files: list[Path], target: LogTarget) -> Replay
     return plan
 
 
+def plan_toward(start: Position, files: list[Path], checkpoint: Position) -> ReplayPlan:
+    """A cycle's part of the archive: from the backup up to `checkpoint`, or as far as
+    the files go before it; nothing when they do not hold the backup's position or do
+    not continue cleanly (the source then sends it all, as without an archive)."""
+    planner = _Planner(start, LogTarget(position=str(checkpoint)))
+    try:
+        for path in files:
+            planner.read(path)
+            if planner.plan.done:
+                break
+    except ArchiveGapError:
+        return ReplayPlan()
+    plan = planner.plan
+    if plan.end is None or compare_positions(plan.end, checkpoint) not in (-1, 0):
+        return ReplayPlan()
+    plan.pieces = [p for p in plan.pieces if p.start is None or p.stop > p.start]
+    return plan
+
+
+def replay_archived(
+    server: MariaDBServer, log_dir: Path, checkpoint: str, cancel: CancelToken
+) -> Position:
+    """Apply what the archive holds of a cycle's delta to the running replica (restarted
+    once, to take the files as relay logs); returns the position reached."""
+    with server.connect() as conn:
+        start = slave_position(conn)
+    plan = plan_toward(start, archived_files(log_dir), Position.parse(checkpoint))
+    if not plan.pieces or plan.end is None or plan.end == start:
+        return start
+    server.stop()
+    stage_relay_logs(server.files.data_dir, plan.pieces)
+    server.start(cancel=cancel)
+    _apply(server, plan.pieces[0].start or 4, plan.end, cancel)
+    return plan.end
+
+
 def replay_log(
     server: MariaDBServer, position: str, log_dir: Path, target: LogTarget, cancel: CancelToken
 ) -> str:
@@ -258,15 +294,23 @@ def _apply(server: MariaDBServer, start: int, end: Position, cancel: CancelToken
             )
 
 
-def stop_for_restore(server: MariaDBServer) -> None:
+def stop_for_restore(server: MariaDBServer) -> str:
     """No replication state, no catchup account: then a clean shutdown, after which a
-    stock mariadbd starts without crash recovery at gtid_slave_pos, the target."""
+    stock mariadbd starts without crash recovery at gtid_slave_pos, the target. Returns
+    how to start it, for the operator."""
     with server.connect() as conn, conn.cursor() as cursor:
         cursor.execute("STOP SLAVE")
         cursor.execute("RESET SLAVE ALL")
         cursor.execute("SET GLOBAL innodb_fast_shutdown = 1")
         cursor.execute("DROP USER IF EXISTS %s@'localhost'", (ADMIN_USER,))
+        position = slave_position(conn)
     server.stop()
+    return (
+        "Start it with: mariadbd --datadir=<target dir> (chown -R mysql: it first when the "
+        "server runs as mysql). It was shut down cleanly at the target: no recovery is left "
+        "to do. To attach it as a replica: CHANGE MASTER TO …, MASTER_USE_GTID=slave_pos "
+        f"(gtid_slave_pos is {position})."
+    )
 
 
 def utc_seconds(moment: datetime) -> datetime:
