@@ -111,7 +111,10 @@ class Archiver:
                 identity = source.identity()
             writer = self.repository.archive_writer(index, new_backup_id(), identity, self.codec)
             end = index.end
-            resume = end.position if end else None
+            # A new archive starts at the newest backup, if the source still has the log
+            # from there: point-in-time restores work from that backup on, not from the next.
+            newest = None if end else self.repository.latest(shard.keyspace, shard.shard)
+            resume = end.position if end else newest.position if newest else None
             # A fresh spool: the engine streams from the archive's end, not from leftovers.
             spool_label = f"archive-{shard.keyspace}.{shard.shard}"
             with (
