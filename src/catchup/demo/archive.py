@@ -68,22 +68,32 @@ def capture_moment(sources: list[Sandbox]) -> list[Moment]:
 
 
 def measure_rpo(
-    pool: ArchiverPool, shard: Shard, source: Sandbox, timeout: float = 120.0
-) -> float | None:
-    """Seconds from now (the workload just ended) until the archive holds the source's
-    position: what a crash of the source at the end of the workload would have lost."""
-    engine = engine_for(shard.engine)
-    target = engine.parse_position(source.position())
-    status = pool.statuses[shard.name]
+    pool: ArchiverPool, shards: list[Shard], sources: list[Sandbox], timeout: float = 120.0
+) -> dict[str, float | None]:
+    """Per shard, the seconds from now (the workload just ended) until the archive held
+    the source's position: what a crash of the sources now would have lost. None: not
+    reached within `timeout`."""
     started = time.monotonic()
-    while time.monotonic() - started < timeout:
-        with status.lock:
-            position = status.position
-        order = engine.compare_positions(position, target) if position else None
-        if order is not None and order >= 0:
-            return round(time.monotonic() - started, 3)
+    targets = {
+        shard.name: (
+            engine_for(shard.engine),
+            engine_for(shard.engine).parse_position(src.position()),
+        )
+        for shard, src in zip(shards, sources, strict=True)
+    }
+    found: dict[str, float | None] = {}
+    while len(found) < len(targets) and time.monotonic() - started < timeout:
+        for name, (engine, target) in targets.items():
+            if name in found:
+                continue
+            status = pool.statuses[name]
+            with status.lock:
+                position = status.position
+            order = engine.compare_positions(position, target) if position else None
+            if order is not None and order >= 0:
+                found[name] = round(time.monotonic() - started, 3)
         time.sleep(0.05)
-    return None
+    return {name: found.get(name) for name in targets}
 
 
 def prove_point_in_time(

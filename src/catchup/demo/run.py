@@ -224,8 +224,7 @@ def run_cycles(
         moments = capture_moment(sources)
         on_each(sources, lambda source: source.apply_workload(half))
         say("Measuring the RPO: how long until the archive holds the end of the workload")
-        for shard, source in zip(config.shards, sources, strict=True):
-            result.rpo_seconds[shard.name] = measure_rpo(pool, shard, source)
+        result.rpo_seconds = measure_rpo(pool, config.shards, sources)
         say("Cycle 2: catch up every shard from its previous backup and the archive")
         back_up(2)
 
