@@ -260,3 +260,60 @@ def test_sigterm_during_a_cycle_leaves_no_half_backup_and_no_server(fleet, mode)
         assert "cancel" in log
     else:
         assert [m.kind for m in backups] == ["bootstrap"], log
+
+
+def archive_of(client: httpx.Client) -> dict:
+    [shard] = client.get("/api/shards", headers=AUTH).json()
+    assert shard["archive"] is not None, shard
+    return shard["archive"]
+
+
+def wait_for(condition, timeout: float = 60, every: float = 0.3):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        found = condition()
+        if found:
+            return found
+        time.sleep(every)
+    raise AssertionError(f"not within {timeout} s: {condition.__doc__ or condition}")
+
+
+def test_the_daemon_archives_each_shard_shows_it_and_restarts_it_after_a_source_restart(fleet):
+    source = fleet.add_source(server_id=1)
+    fleet.write_config(tables="[archive]\nenabled = true\nflush_seconds = 0.5\n")
+    with daemon(fleet) as (_, client):
+        response = trigger(client, all=True)
+        run, _ = wait_for_run(client, response.json()["id"])
+        assert run["state"] == "succeeded", [s["error"] for s in run["shards"]]
+        source.apply_workload(0.01)
+        wanted = source.position()
+
+        def holds_the_source() -> dict | None:
+            archive = archive_of(client)
+            return archive if archive["position"] == wanted else None
+
+        archive = wait_for(holds_the_source)
+        assert archive["state"] == "streaming" and archive["archived_bytes"] > 0
+        assert archive["lag_seconds"] == 0 and archive["error"] is None
+        metrics = client.get("/metrics", headers=AUTH).text
+        families = {f.name: f for f in text_string_to_metric_families(metrics)}
+        assert [s.value for s in families["catchup_archive_up"].samples] == [1]
+        assert [s.value for s in families["catchup_archive_pending_bytes"].samples] == [0]
+        [archived] = [
+            s.value for s in families["catchup_archive_bytes"].samples if s.name.endswith("_total")
+        ]
+        assert archived == archive["archived_bytes"]
+
+        # The source restarts: the stream breaks, the daemon restarts the archiver, which
+        # resumes exactly at the archive's end.
+        source.stop()
+        wait_for(lambda: archive_of(client)["state"] != "streaming")
+        source.start()
+        source.apply_workload(0.005)
+        wanted = source.position()
+        archive = wait_for(holds_the_source, timeout=120)
+        assert archive["restarts"] >= 1 and archive["gaps"] == 0
+    shard = fleet.config.shards[0]
+    index = fleet.repository.archive_index(shard.keyspace, shard.shard)
+    assert not index.problems and not index.gaps()
+    assert len({record.session for record in index.records}) >= 2
