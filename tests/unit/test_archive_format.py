@@ -10,6 +10,7 @@ import json
 import os
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from unittest.mock import patch
 
 import pytest
 
@@ -275,3 +276,51 @@ def test_a_batch_left_beside_its_singles_reads_once_and_the_next_writer_cleans_u
         "000000000000-000000000002.json",
         "000000000003.json",
     ]
+
+
+def test_prune_removes_the_archive_before_the_oldest_kept_backup_and_pitr_days_keeps_more(
+    tmp_path,
+):
+    from datetime import timedelta as days_delta
+
+    from catchup.fleet.prune import prune
+    from catchup.repository.manifest import BackupHeader
+    from tests.unit.test_repository import header, make_data_dir
+
+    repo = repository(tmp_path, encrypted=False)
+    data = make_data_dir(tmp_path)
+    now = datetime.now(UTC)
+    # Three backups, 30, 20 and 10 days old, at GTIDs 0-1-10, 0-1-20, 0-1-30.
+    for age, seqno in ((30, 10), (20, 20), (10, 30)):
+        fields = {**dict(header()), "position": f"0-1-{seqno}"}
+        with patch.object(repo, "now", return_value=now - days_delta(days=age)):
+            repo.write_backup(
+                BackupHeader(**fields),
+                data,
+                repo.scan(data, lambda rel: False),
+                CodecSettings(1),
+                jobs=2,
+            )
+    # The archive: a file per ten transactions, 0-1-0 to 0-1-40.
+    index = repo.archive_index("ks", "0")
+    writer = repo.archive_writer(index, "s1", "src", CodecSettings(1))
+    for n in range(4):
+        start, end = Mark(position=f"0-1-{10 * n}"), Mark(position=f"0-1-{10 * n + 10}")
+        writer.append(f"bin.{n}", 0, b"x" * 10, start, end)
+
+    def kept_files() -> list[str]:
+        return sorted({r.file for r in repo.archive_index("ks", "0").records})
+
+    work = tmp_path / "work"
+    # Keep 2 backups: the oldest kept is at 0-1-20, so bin.0 and bin.1 (up to 0-1-20) go.
+    # pitr_days 25: the 30-day-old backup (0-1-10) is the base of a restore to 25 days ago
+    # and stays; the log before it (bin.0) goes.
+    pitr = prune(repo, work, 2, days_delta(0), False, pitr=days_delta(25))
+    assert [r["id"] for r in pitr.removed] == ["archive records 0-0"], pitr.removed
+    assert kept_files() == ["bin.1", "bin.2", "bin.3"]
+    # Without it, retention keeps two backups: the oldest kept is at 0-1-20.
+    result = prune(repo, work, 2, days_delta(0), False)
+    assert [r["reason"] for r in result.removed][0] == "expired"
+    assert result.removed[-1]["id"] == "archive records 1-1", result.removed
+    assert kept_files() == ["bin.2", "bin.3"]
+    assert not repo.archive_index("ks", "0").problems
