@@ -11,6 +11,7 @@ and nothing half-written becomes visible.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 from collections.abc import Callable, Iterator
@@ -125,7 +126,7 @@ def run_cycle(
             plan = precheck(repository, source, shard, options, reporter, config.on_source_change)
         with (
             provisioned(engine, config, shard, source, clock) as instance,
-            instance_dir(config.work_dir, f"log-{shard.keyspace}.{shard.shard}") as logs,
+            contextlib.ExitStack() as logs,
         ):
             if plan.parent is None:
                 bootstrap(instance, clock, cancel)
@@ -287,12 +288,13 @@ def restore_log(
     shard: Shard,
     plan: Plan,
     checkpoint: str,
-    logs: Path,
+    logs: contextlib.ExitStack,
     config: Config,
     clock: StepClock,
 ) -> Path | None:
     """The archived log after the parent, as whole files, for the catch-up: once a live
-    archiver has stored the checkpoint (a few flushes at most), the source sends nothing."""
+    archiver has stored the checkpoint (a few flushes at most), the source sends nothing.
+    The files go to a private dir that `logs` removes with the instance."""
     if plan.parent is None or plan.index is None:
         return None
     with clock("restore log"):
@@ -300,8 +302,10 @@ def restore_log(
         records = archived_after(repository, shard, plan.parent, index)[1] or plan.archived
         if not records:
             return None
-        repository.restore_log(index, records, logs / "log", config.jobs)
-    return logs / "log"
+        label = f"log-{shard.keyspace}.{shard.shard}"
+        target = logs.enter_context(instance_dir(config.work_dir, label)) / "log"
+        repository.restore_log(index, records, target, config.jobs)
+    return target
 
 
 def start(instance: Replica, clock: StepClock, cancel: CancelToken) -> None:
