@@ -32,6 +32,9 @@ class PostgresEngine:
     def provision(
         self, config: Config, shard: Shard, source: PostgresSource
     ) -> Iterator[PostgresReplica]:
+        # Right after the precheck: the WAL another slot held for it is held by the
+        # chain's own (new) slot before the restore, however long that takes.
+        source.take_over()
         with provision(config, shard, source.server_version()) as instance:
             yield PostgresReplica(instance, source, shard, config.stall_timeout_seconds)
 

@@ -5,6 +5,13 @@ not through the slot) with `recovery_target_lsn = T` and
 `recovery_target_action = shutdown`: the postmaster exits by itself at T. The
 source's postgresql.auto.conf is neutralised first (autoconf.py). Afterwards
 only the WAL from the last restartpoint's REDO to minRecoveryPoint is kept.
+
+With the log archive's files, staged as for a point-in-time restore (replay.py),
+a `restore_command` feeds the standby from them first. When they hold a whole
+record at or after T, it gets no `primary_conninfo` at all: recovery stops there
+and the source sends no WAL. Else it streams what they lack; PostgreSQL then
+asks from the start of the segment where the files end, so the source resends
+that segment's first part.
 """
 
 from __future__ import annotations
@@ -18,7 +25,7 @@ from pathlib import Path
 from catchup.cancel import CancelToken
 from catchup.config import Shard
 from catchup.engines import StepProgress
-from catchup.engines.postgres import autoconf, basebackup
+from catchup.engines.postgres import autoconf, basebackup, replay
 from catchup.engines.postgres.lsn import (
     format_lsn,
     make_position,
@@ -36,6 +43,7 @@ from catchup.engines.postgres.server import (
     select_value,
 )
 from catchup.engines.postgres.source import PostgresSource, conninfo_value
+from catchup.engines.postgres.walfiles import parse_waldump
 from catchup.errors import CatchUpFailedError, CatchUpStalledError, InstanceError
 
 WAL_GONE = "has already been removed"
@@ -51,14 +59,25 @@ def catch_up(
     stall_timeout: float,
     cancel: CancelToken,
     progress: StepProgress,
+    archived: Path | None = None,
 ) -> str:
-    """Replay the source's WAL up to the checkpoint; return the position reached. `user`
-    is the role the instance lets in over its private socket."""
+    """Replay the WAL up to the checkpoint, from `archived` (the log archive's files)
+    first, then from the source; return the position reached. `user` is the role the
+    instance lets in over its private socket."""
     data_dir = server.files.data_dir
     target, timeline = split_position(checkpoint)
     from_standby = source.session.standby
     refuse_new_tablespaces(data_dir, source, shard)
     autoconf.sanitize_file(data_dir)  # its primary_conninfo would win over ours
+    staged = None
+    if archived is not None:
+        staged = server.files.root / "wal-archive"
+        replay.stage(archived, staged)
+    # A standby source's T is its replay position, with no record after it to stop at:
+    # only the source can say when it is passed.
+    archive_only = bool(
+        staged and not from_standby and holds_record_at(server, staged, target, timeline)
+    )
     conninfo = (
         f"host=127.0.0.1 port={source.relay.port} user={conninfo_value(source.session.user)} "
         f"password={conninfo_value(source.session.password or '')} application_name=catchup"
@@ -66,11 +85,11 @@ def catch_up(
     server.write_config(
         {
             **source.session.standby_requirements(),
-            "primary_conninfo": config_string(conninfo),
+            "primary_conninfo": "''" if archive_only else config_string(conninfo),
             "recovery_target_lsn": f"'{format_lsn(target)}'",
             "recovery_target_action": "'shutdown'",
             "recovery_target_inclusive": "on",
-            "restore_command": "''",
+            "restore_command": replay.restore_command(staged) if staged else "''",
         }
     )
     (data_dir / "recovery.signal").unlink(missing_ok=True)
@@ -85,6 +104,20 @@ def catch_up(
     if from_standby:
         return make_position(last_record_start(server), timeline, position_slot(checkpoint))
     return checkpoint
+
+
+def holds_record_at(server: PostgresServer, staged: Path, target: int, timeline: int) -> bool:
+    """Whether the staged archive holds a whole record beginning at or after `target` on
+    `timeline`: recovery with `recovery_target_lsn = target` stops after replaying it."""
+    if not (staged / segment_name(timeline, target)).exists():
+        return False
+    result = run_tool(
+        [
+            *server.tool("pg_waldump"),
+            *("-p", str(staged), "-t", str(timeline), "-s", format_lsn(target), "-n", "1"),
+        ]
+    )
+    return parse_waldump(result.stdout).end is not None
 
 
 def refuse_new_tablespaces(data_dir: Path, source: PostgresSource, shard: Shard) -> None:
