@@ -188,6 +188,8 @@ class PostgresSession:
     def create_slot(self) -> str:
         """A fresh slot for a new chain, reserving WAL from now: created before the base
         backup starts. The previous chain's slot is left alone until this chain commits."""
+        if self.created_slot:  # one taken over for a catch-up: this cycle bootstraps
+            self.drop_slot(self.created_slot)
         name = new_chain_slot_name(self.shard)
         self.query("SELECT pg_create_physical_replication_slot(%s, true)", (name,))
         self.slot = self.created_slot = name
