@@ -7,11 +7,12 @@ source's postgresql.auto.conf is neutralised first (autoconf.py). Afterwards
 only the WAL from the last restartpoint's REDO to minRecoveryPoint is kept.
 
 With the log archive's files, staged as for a point-in-time restore (replay.py),
-a `restore_command` feeds the standby from them first. When they hold a whole
-record at or after T, it gets no `primary_conninfo` at all: recovery stops there
-and the source sends no WAL. Else it streams what they lack; PostgreSQL then
-asks from the start of the segment where the files end, so the source resends
-that segment's first part.
+a `restore_command` feeds the standby from them first. When they reach T, it
+gets no `primary_conninfo` at all: the source sends no WAL, and the standby is
+stopped once replay passes T (the record after T that recovery stops at may be
+missing from the archive), as for a standby source. Else it streams what they
+lack; PostgreSQL then asks from the start of the segment where the files end,
+so the source resends that segment's first part.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from catchup.config import Shard
 from catchup.engines import StepProgress
 from catchup.engines.postgres import autoconf, basebackup, replay
 from catchup.engines.postgres.lsn import (
+    WAL_SEGMENT,
     format_lsn,
     make_position,
     parse_lsn,
@@ -43,7 +45,7 @@ from catchup.engines.postgres.server import (
     select_value,
 )
 from catchup.engines.postgres.source import PostgresSource, conninfo_value
-from catchup.engines.postgres.walfiles import parse_waldump
+from catchup.engines.postgres.walfiles import parse_name, parse_waldump
 from catchup.errors import CatchUpFailedError, CatchUpStalledError, InstanceError
 
 WAL_GONE = "has already been removed"
@@ -73,11 +75,8 @@ def catch_up(
     if archived is not None:
         staged = server.files.root / "wal-archive"
         replay.stage(archived, staged)
-    # A standby source's T is its replay position, with no record after it to stop at:
-    # only the source can say when it is passed.
-    archive_only = bool(
-        staged and not from_standby and holds_record_at(server, staged, target, timeline)
-    )
+    # The archive reaches T: replay stops there, with nothing from the source.
+    archive_only = staged is not None and (archive_end(server, staged, timeline) or 0) >= target
     conninfo = (
         f"host=127.0.0.1 port={source.relay.port} user={conninfo_value(source.session.user)} "
         f"password={conninfo_value(source.session.password or '')} application_name=catchup"
@@ -96,28 +95,47 @@ def catch_up(
     (data_dir / "standby.signal").touch()
     give_to_server_user(data_dir / "standby.signal")
     server.start()
+    # A standby source's T is its replay position, with no record after it to stop at;
+    # the archive may end right at T too: stop once replay is there.
+    stop_when_passed = from_standby or archive_only
     wait_for_target(
-        server, user, target, stall_timeout, cancel, progress, from_standby, source.session.password
+        server,
+        user,
+        target,
+        stall_timeout,
+        cancel,
+        progress,
+        stop_when_passed,
+        source.session.password,
     )
     assert_reached(server, target)
     refuse_outside_tablespaces(data_dir, shard)
-    if from_standby:
+    if stop_when_passed:
         return make_position(last_record_start(server), timeline, position_slot(checkpoint))
     return checkpoint
 
 
-def holds_record_at(server: PostgresServer, staged: Path, target: int, timeline: int) -> bool:
-    """Whether the staged archive holds a whole record beginning at or after `target` on
-    `timeline`: recovery with `recovery_target_lsn = target` stops after replaying it."""
-    if not (staged / segment_name(timeline, target)).exists():
-        return False
+def archive_end(server: PostgresServer, staged: Path, timeline: int) -> int | None:
+    """Where the last whole record of the staged archive's newest segment on `timeline`
+    ends (None: it has none)."""
+    segments = [
+        wal.segment
+        for path in staged.iterdir()
+        if (wal := parse_name(path.name)) and wal.is_segment and wal.timeline == timeline
+    ]
+    if not segments:
+        return None
+    last = max(segments)
+    # As this user, not the server's: the instance dir is not the server's until its
+    # config is written, and reading the files needs no more.
     result = run_tool(
         [
-            *server.tool("pg_waldump"),
-            *("-p", str(staged), "-t", str(timeline), "-s", format_lsn(target), "-n", "1"),
+            str(server.binaries / "pg_waldump"),
+            *("-p", str(staged), "-t", str(timeline)),
+            *("-s", format_lsn(last * WAL_SEGMENT), "-e", format_lsn((last + 1) * WAL_SEGMENT)),
         ]
     )
-    return parse_waldump(result.stdout).end is not None
+    return parse_waldump(result.stdout).end
 
 
 def refuse_new_tablespaces(data_dir: Path, source: PostgresSource, shard: Shard) -> None:
