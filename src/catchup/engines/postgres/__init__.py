@@ -2,11 +2,12 @@
 
 source.py asks the source and holds its slots; bootstrap.py takes a base
 backup (basebackup.py unpacks it); catchup.py replays WAL to the checkpoint as
-a standby (autoconf.py neutralises the source's settings); restore.py and
-verify.py recover and check a restored backup; instance.py ties an ephemeral
-server to its source. archive.py streams the WAL for the log archive (walfiles.py
-reads its files) and replay.py replays it to a point in time. The slot is advanced
-only after the new backup's manifest is committed (`PostgresSource.release`).
+a standby, from the log archive first (autoconf.py neutralises the source's
+settings); restore.py and verify.py recover and check a restored backup;
+instance.py ties an ephemeral server to its source. archive.py streams the WAL
+for the log archive (walfiles.py reads its files) and replay.py replays it to a
+point in time. The slot is advanced only after the new backup's manifest is
+committed (`PostgresSource.release`).
 """
 
 from __future__ import annotations

@@ -8,6 +8,9 @@ Positions are `LSN@timeline:slot`: each chain has its own slot, named in every
 position of the chain, so a re-bootstrap that fails leaves the previous chain's
 slot, and thus its newest backup, intact. A committed backup releases the slots
 of older chains. Positions without `:slot` (older backups) use the legacy name.
+The archiver's slot (`catchup_archive_…`) is no chain's: it holds the WAL from
+about the archive's end, so a chain whose own slot is gone can still be caught
+up from the archive; the cycle doing so copies it into a new chain slot.
 """
 
 from __future__ import annotations
