@@ -4,13 +4,23 @@ archive holds, and WAL the source removed after archiving needs no new chain."""
 
 from __future__ import annotations
 
+import os
 import time
 
 from catchup.cancel import CancelToken
 from catchup.demo.postgres import PostgresSandbox
 from catchup.demo.run import prove_equal
-from catchup.engines.postgres.lsn import parse_lsn, position_slot, segment_name, split_position
+from catchup.engines.postgres import PostgresEngine
+from catchup.engines.postgres.lsn import (
+    WAL_SEGMENT,
+    parse_lsn,
+    position_slot,
+    segment_name,
+    split_position,
+)
 from catchup.engines.postgres.source import archive_slot_name
+from catchup.engines.postgres.walfiles import parse_name
+from catchup.repository.archive import pieces_for_replay
 from tests.integration.conftest import Fleet
 from tests.integration.engines import ENGINES
 from tests.integration.test_archive_contract import archived_source, archiver, wait_archived
@@ -119,3 +129,55 @@ def test_wal_removed_on_the_source_after_archiving_is_caught_up_from_the_archive
     assert position_slot(third.position) == new_slot
     assert_equal_to_source(fleet, source)
     assert slots(source) == {new_slot, archive_slot_name(shard)}
+
+
+def test_an_archive_that_ends_right_at_the_checkpoint_needs_no_source(fleet, short_tmp):
+    """The record after T that recovery would stop at is not archived yet: the standby
+    replays the archive to T without connecting, is stopped there, and the backup's
+    position is where it stopped (a record a restore can stop at)."""
+    source = archived_source(fleet, POSTGRES)
+    assert isinstance(source, PostgresSandbox)
+    [first] = fleet.backup()  # a catch-up: its position is archived from here on
+    assert first.ok, first.error
+    config, repository = fleet.config, fleet.repository
+    shard = config.shards[0]
+    engine = PostgresEngine()
+    parent = repository.latest(shard.keyspace, shard.shard)
+    assert parent is not None
+    with (
+        archiver(fleet),
+        engine.open_source(config, shard) as pg_source,
+        engine.provision(config, shard, pg_source) as replica,
+    ):
+        source.apply_workload(0.05)
+        repository.restore(parent, replica.data_dir, config.jobs)
+        checkpoint = pg_source.checkpoint()
+        deadline = time.monotonic() + 30
+        while True:
+            index = repository.archive_index(shard.keyspace, shard.shard)
+            end = index.end
+            if end and engine.compare_positions(end.position, checkpoint) == 1:
+                break
+            assert time.monotonic() < deadline, f"the archive did not pass {checkpoint}"
+            time.sleep(0.2)
+        log_dir = short_tmp / "log"
+        records = pieces_for_replay(index, engine.compare_positions, parent.position)
+        repository.restore_log(index, records, log_dir, config.jobs)
+        # Cut the archive right at T.
+        target, timeline = split_position(checkpoint)
+        last = segment_name(timeline, target)
+        # Streaming would send T's segment from its start: more than a MiB of it.
+        assert target % WAL_SEGMENT > 1 << 20, "the delta is not in T's segment"
+        for path in log_dir.iterdir():
+            wal = parse_name(path.name)
+            if wal is not None and wal.is_segment and wal.name > last:
+                path.unlink()
+        os.truncate(log_dir / last, target % WAL_SEGMENT)
+        before = pg_source.bytes_sent
+        position = replica.catch_up(checkpoint, CancelToken(), lambda done, total: None, log_dir)
+        sent = pg_source.bytes_sent - before
+        assert sent < 64 << 10, sent  # the catch-up's queries, no WAL
+        assert parse_lsn(position.partition("@")[0]) < target
+        replica.stop_for_archive()
+        replica.instance.open_for_checks(position, CancelToken())
+        assert replica.instance.table_checksums() == source.checksums()
