@@ -74,6 +74,7 @@ def test_a_replica_takes_no_source_of_unknown_type(prefix: str) -> None:
         "checkpoint",
         "cancel",
         "progress",
+        "archived",  # the log archive's files, replayed first (Replica.catch_up)
     ]
 
 

@@ -5,6 +5,7 @@ from catchup.engines.postgres.lsn import (
     SlotState,
     format_lsn,
     judge_coverage,
+    judge_with_slots,
     parse_lsn,
     segment_name,
 )
@@ -33,13 +34,54 @@ HELD = SlotState(True, "reserved", 0x1000)
         (0x2000, 1, 0x3000, 2, HELD, GIB, Coverage.PURGED),  # a failover since
         (0x2000, 1, 0x3000, 1, SlotState(False), GIB, Coverage.PURGED),
         (0x2000, 1, 0x3000, 1, SlotState(True, "lost", None), GIB, Coverage.PURGED),
-        (0x2000, 1, 0x3000, 1, SlotState(True, "reserved", 0x2500), GIB, Coverage.PURGED),
+        # The source keeps the whole segment of the slot's restart_lsn, not past it.
+        (0x2000, 1, 0x3000, 1, SlotState(True, "reserved", 0x2500), GIB, Coverage.COVERED),
+        (0x2000, 1, 0x1003000, 1, SlotState(True, "reserved", 0x1002500), GIB, Coverage.PURGED),
         (0x2000, 1, 0x2000 + 2 * GIB, 1, HELD, GIB, Coverage.COSTLY),
     ],
 )
 def test_judge_coverage(backup, tl, current, current_tl, slot, db, expected):
     verdict = judge_coverage(backup, tl, current, current_tl, slot, db, 1.0)
     assert verdict.coverage is expected, verdict.reason
+
+
+SEGMENT = 16 << 20
+ARCHIVE = "catchup_archive_x"
+
+
+@pytest.mark.parametrize(
+    ("chain", "others", "expected", "borrowed"),
+    [
+        # The chain's slot holds it: the others do not matter.
+        (HELD, {ARCHIVE: HELD}, Coverage.COVERED, None),
+        # Dropped, lost or advanced past the position: the archiver's slot holds it.
+        (SlotState(False), {ARCHIVE: HELD}, Coverage.COVERED, ARCHIVE),
+        (SlotState(True, "lost", None), {ARCHIVE: HELD}, Coverage.COVERED, ARCHIVE),
+        (SlotState(True, "reserved", 5 * SEGMENT), {ARCHIVE: HELD}, Coverage.COVERED, ARCHIVE),
+        # Its restart_lsn a little past the position, in the same segment: still held.
+        (SlotState(False), {ARCHIVE: SlotState(True, "reserved", 0x2F00)}, Coverage.COVERED,
+         ARCHIVE),
+        # No slot holds it.
+        (SlotState(False), {ARCHIVE: SlotState(True, "reserved", SEGMENT)}, Coverage.PURGED,
+         None),
+        (SlotState(False), {ARCHIVE: SlotState(True, "unreserved", 0x1000)}, Coverage.PURGED,
+         None),
+        (SlotState(False), {}, Coverage.PURGED, None),
+    ],
+)  # fmt: skip
+def test_judge_with_slots_takes_any_slot_that_holds_the_position(chain, others, expected, borrowed):
+    verdict, relied_on = judge_with_slots(
+        0x2000, 1, 0x3000, 1, ("catchup_chain", chain), others, GIB, 1.0
+    )
+    assert verdict.coverage is expected, verdict.reason
+    assert relied_on == borrowed
+
+
+def test_judge_with_slots_keeps_a_failover_purged_whatever_slot_holds_wal():
+    verdict, relied_on = judge_with_slots(
+        0x2000, 1, 0x3000, 2, ("catchup_chain", SlotState(False)), {ARCHIVE: HELD}, GIB, 1.0
+    )
+    assert verdict.coverage is Coverage.PURGED and relied_on is None
 
 
 def test_recovery_stopped_at_a_target_on_a_page_boundary_is_past_the_page_header():

@@ -2,11 +2,12 @@
 
 source.py asks the source and holds its slots; bootstrap.py takes a base
 backup (basebackup.py unpacks it); catchup.py replays WAL to the checkpoint as
-a standby (autoconf.py neutralises the source's settings); restore.py and
-verify.py recover and check a restored backup; instance.py ties an ephemeral
-server to its source. archive.py streams the WAL for the log archive (walfiles.py
-reads its files) and replay.py replays it to a point in time. The slot is advanced
-only after the new backup's manifest is committed (`PostgresSource.release`).
+a standby, from the log archive first (autoconf.py neutralises the source's
+settings); restore.py and verify.py recover and check a restored backup;
+instance.py ties an ephemeral server to its source. archive.py streams the WAL
+for the log archive (walfiles.py reads its files) and replay.py replays it to a
+point in time. The slot is advanced only after the new backup's manifest is
+committed (`PostgresSource.release`).
 """
 
 from __future__ import annotations
@@ -32,6 +33,9 @@ class PostgresEngine:
     def provision(
         self, config: Config, shard: Shard, source: PostgresSource
     ) -> Iterator[PostgresReplica]:
+        # Right after the precheck: the WAL another slot held for it is held by the
+        # chain's own (new) slot before the restore, however long that takes.
+        source.take_over()
         with provision(config, shard, source.server_version()) as instance:
             yield PostgresReplica(instance, source, shard, config.stall_timeout_seconds)
 

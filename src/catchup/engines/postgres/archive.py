@@ -34,10 +34,10 @@ from catchup.engines.postgres.server import find_binaries
 from catchup.engines.postgres.source import (
     PostgresSession,
     PostgresSource,
+    archive_slot_name,
     conninfo_value,
     open_source,
     pgpass_line,
-    shard_slot_prefix,
 )
 from catchup.engines.postgres.walfiles import (
     PARTIAL,
@@ -49,12 +49,6 @@ from catchup.engines.postgres.walfiles import (
 from catchup.engines.workdir import instance_dir
 from catchup.errors import LogStreamError, SourceError
 from catchup.files import write_private
-
-
-def archive_slot_name(shard: Shard) -> str:
-    """The archiver's slot: the shard's chain-slot prefix, reordered so no chain-slot
-    pattern (prefix + 8 hex digits) matches it and a cycle never drops it."""
-    return "catchup_archive_" + shard_slot_prefix(shard).removeprefix("catchup_").rstrip("_")
 
 
 def plan_start(

@@ -5,6 +5,14 @@ not through the slot) with `recovery_target_lsn = T` and
 `recovery_target_action = shutdown`: the postmaster exits by itself at T. The
 source's postgresql.auto.conf is neutralised first (autoconf.py). Afterwards
 only the WAL from the last restartpoint's REDO to minRecoveryPoint is kept.
+
+With the log archive's files, staged as for a point-in-time restore (replay.py),
+a `restore_command` feeds the standby from them first. When they reach T, it
+gets no `primary_conninfo` at all: the source sends no WAL, and the standby is
+stopped once replay passes T (the record after T that recovery stops at may be
+missing from the archive), as for a standby source. Else it streams what they
+lack; PostgreSQL then asks from the start of the segment where the files end,
+so the source resends that segment's first part.
 """
 
 from __future__ import annotations
@@ -18,8 +26,9 @@ from pathlib import Path
 from catchup.cancel import CancelToken
 from catchup.config import Shard
 from catchup.engines import StepProgress
-from catchup.engines.postgres import autoconf, basebackup
+from catchup.engines.postgres import autoconf, basebackup, replay
 from catchup.engines.postgres.lsn import (
+    WAL_SEGMENT,
     format_lsn,
     make_position,
     parse_lsn,
@@ -36,6 +45,7 @@ from catchup.engines.postgres.server import (
     select_value,
 )
 from catchup.engines.postgres.source import PostgresSource, conninfo_value
+from catchup.engines.postgres.walfiles import parse_name, parse_waldump
 from catchup.errors import CatchUpFailedError, CatchUpStalledError, InstanceError
 
 WAL_GONE = "has already been removed"
@@ -51,14 +61,22 @@ def catch_up(
     stall_timeout: float,
     cancel: CancelToken,
     progress: StepProgress,
+    archived: Path | None = None,
 ) -> str:
-    """Replay the source's WAL up to the checkpoint; return the position reached. `user`
-    is the role the instance lets in over its private socket."""
+    """Replay the WAL up to the checkpoint, from `archived` (the log archive's files)
+    first, then from the source; return the position reached. `user` is the role the
+    instance lets in over its private socket."""
     data_dir = server.files.data_dir
     target, timeline = split_position(checkpoint)
     from_standby = source.session.standby
     refuse_new_tablespaces(data_dir, source, shard)
     autoconf.sanitize_file(data_dir)  # its primary_conninfo would win over ours
+    staged = None
+    if archived is not None:
+        staged = server.files.root / "wal-archive"
+        replay.stage(archived, staged)
+    # The archive reaches T: replay stops there, with nothing from the source.
+    archive_only = staged is not None and (archive_end(server, staged, timeline) or 0) >= target
     conninfo = (
         f"host=127.0.0.1 port={source.relay.port} user={conninfo_value(source.session.user)} "
         f"password={conninfo_value(source.session.password or '')} application_name=catchup"
@@ -66,25 +84,58 @@ def catch_up(
     server.write_config(
         {
             **source.session.standby_requirements(),
-            "primary_conninfo": config_string(conninfo),
+            "primary_conninfo": "''" if archive_only else config_string(conninfo),
             "recovery_target_lsn": f"'{format_lsn(target)}'",
             "recovery_target_action": "'shutdown'",
             "recovery_target_inclusive": "on",
-            "restore_command": "''",
+            "restore_command": replay.restore_command(staged) if staged else "''",
         }
     )
     (data_dir / "recovery.signal").unlink(missing_ok=True)
     (data_dir / "standby.signal").touch()
     give_to_server_user(data_dir / "standby.signal")
     server.start()
+    # A standby source's T is its replay position, with no record after it to stop at;
+    # the archive may end right at T too: stop once replay is there.
+    stop_when_passed = from_standby or archive_only
     wait_for_target(
-        server, user, target, stall_timeout, cancel, progress, from_standby, source.session.password
+        server,
+        user,
+        target,
+        stall_timeout,
+        cancel,
+        progress,
+        stop_when_passed,
+        source.session.password,
     )
     assert_reached(server, target)
     refuse_outside_tablespaces(data_dir, shard)
-    if from_standby:
+    if stop_when_passed:
         return make_position(last_record_start(server), timeline, position_slot(checkpoint))
     return checkpoint
+
+
+def archive_end(server: PostgresServer, staged: Path, timeline: int) -> int | None:
+    """Where the last whole record of the staged archive's newest segment on `timeline`
+    ends (None: it has none)."""
+    segments = [
+        wal.segment
+        for path in staged.iterdir()
+        if (wal := parse_name(path.name)) and wal.is_segment and wal.timeline == timeline
+    ]
+    if not segments:
+        return None
+    last = max(segments)
+    # As this user, not the server's: the instance dir is not the server's until its
+    # config is written, and reading the files needs no more.
+    result = run_tool(
+        [
+            str(server.binaries / "pg_waldump"),
+            *("-p", str(staged), "-t", str(timeline)),
+            *("-s", format_lsn(last * WAL_SEGMENT), "-e", format_lsn((last + 1) * WAL_SEGMENT)),
+        ]
+    )
+    return parse_waldump(result.stdout).end
 
 
 def refuse_new_tablespaces(data_dir: Path, source: PostgresSource, shard: Shard) -> None:

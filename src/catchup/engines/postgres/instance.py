@@ -125,7 +125,13 @@ class PostgresReplica(InstanceReplica[PostgresServer, PostgresFiles, PostgresSou
     def start(self, cancel: CancelToken) -> None:
         """Nothing to do yet: a standby needs its recovery target before it starts."""
 
-    def catch_up(self, checkpoint: str, cancel: CancelToken, progress: StepProgress) -> str:
+    def catch_up(
+        self,
+        checkpoint: str,
+        cancel: CancelToken,
+        progress: StepProgress,
+        archived: Path | None = None,
+    ) -> str:
         return catchup.catch_up(
             self.server,
             self.instance.user,
@@ -135,6 +141,7 @@ class PostgresReplica(InstanceReplica[PostgresServer, PostgresFiles, PostgresSou
             self.stall_timeout,
             cancel,
             progress,
+            archived,
         )
 
     def stop_for_archive(self) -> None:

@@ -48,6 +48,48 @@ class SlotState:
     restart_lsn: int | None = None
 
 
+def holds(slot: SlotState, lsn: int) -> bool:
+    """Whether `slot` keeps the source's WAL at `lsn`: the source keeps the whole
+    segment holding the slot's restart_lsn, and every later one."""
+    if not slot.exists or slot.wal_status in ("lost", "unreserved") or slot.restart_lsn is None:
+        return False
+    return slot.restart_lsn // WAL_SEGMENT * WAL_SEGMENT <= lsn
+
+
+def judge_with_slots(
+    backup_lsn: int,
+    backup_timeline: int,
+    current_lsn: int,
+    current_timeline: int,
+    chain: tuple[str, SlotState],
+    others: dict[str, SlotState],
+    database_bytes: int,
+    wal_ratio: float,
+) -> tuple[Verdict, str | None]:
+    """`judge_coverage` by the chain's slot; when that one no longer holds the WAL at
+    the position (dropped, invalidated, advanced past it), by any other slot of the
+    shard that does (the archiver's, say). Returns the verdict and the other slot it
+    relies on (None: the chain's own), whose WAL a new chain slot must then take over."""
+    name, slot = chain
+    verdict = judge_coverage(
+        backup_lsn, backup_timeline, current_lsn, current_timeline, slot, database_bytes,
+        wal_ratio, slot_name=name,
+    )  # fmt: skip
+    if verdict.coverage is not Coverage.PURGED or holds(slot, backup_lsn):
+        return verdict, None
+    for other, state in sorted(others.items()):
+        if other == name or not holds(state, backup_lsn):
+            continue
+        borrowed = judge_coverage(
+            backup_lsn, backup_timeline, current_lsn, current_timeline, state, database_bytes,
+            wal_ratio, slot_name=other,
+        )  # fmt: skip
+        if borrowed.coverage in (Coverage.COVERED, Coverage.COSTLY):
+            reason = f"{verdict.reason}, but slot {other} holds it: {borrowed.reason}"
+            return Verdict(borrowed.coverage, reason), other
+    return verdict, None
+
+
 def judge_coverage(
     backup_lsn: int,
     backup_timeline: int,
@@ -79,7 +121,7 @@ def judge_coverage(
         )
     if slot.wal_status in ("lost", "unreserved") or slot.restart_lsn is None:
         return Verdict(Coverage.PURGED, f"the slot's WAL is {slot.wal_status or 'not reserved'}")
-    if slot.restart_lsn > backup_lsn:
+    if not holds(slot, backup_lsn):
         return Verdict(
             Coverage.PURGED,
             f"the slot holds WAL only from {format_lsn(slot.restart_lsn)}, after the backup's "

@@ -79,12 +79,16 @@ def stage(log_dir: Path, staged: Path) -> None:
     give_to_server_user(staged)
 
 
-def recovery_settings(staged: Path, target: LogTarget) -> str:
+def restore_command(staged: Path) -> str:
+    """The restore_command fetching WAL files by name from `staged`, as a setting's value."""
     archive = shlex.quote(str(staged))
-    command = f"test -f {archive}/%f && cp {archive}/%f %p"
+    return config_string(f"test -f {archive}/%f && cp {archive}/%f %p")
+
+
+def recovery_settings(staged: Path, target: LogTarget) -> str:
     lines = [
         "# Written by catchup: replay the log archive to a point in time, then promote.",
-        f"restore_command = {config_string(command)}",
+        f"restore_command = {restore_command(staged)}",
         "recovery_target_timeline = 'latest'",
         "recovery_target_action = 'promote'",
     ]

@@ -8,6 +8,9 @@ Positions are `LSN@timeline:slot`: each chain has its own slot, named in every
 position of the chain, so a re-bootstrap that fails leaves the previous chain's
 slot, and thus its newest backup, intact. A committed backup releases the slots
 of older chains. Positions without `:slot` (older backups) use the legacy name.
+The archiver's slot (`catchup_archive_…`) is no chain's: it holds the WAL from
+about the archive's end, so a chain whose own slot is gone can still be caught
+up from the archive; the cycle doing so copies it into a new chain slot.
 """
 
 from __future__ import annotations
@@ -27,7 +30,7 @@ from catchup.engines import Finding, Verdict
 from catchup.engines.postgres.lsn import (
     SlotState,
     format_lsn,
-    judge_coverage,
+    judge_with_slots,
     make_position,
     parse_lsn,
     position_slot,
@@ -70,6 +73,12 @@ def new_chain_slot_name(shard: Shard) -> str:
     return name
 
 
+def archive_slot_name(shard: Shard) -> str:
+    """The archiver's slot: the shard's chain-slot prefix, reordered so no chain-slot
+    pattern (prefix + 8 hex digits) matches it and a cycle never drops it."""
+    return "catchup_archive_" + shard_slot_prefix(shard).removeprefix("catchup_").rstrip("_")
+
+
 def is_chain_slot_of(shard: Shard, name: str) -> bool:
     return re.fullmatch(re.escape(shard_slot_prefix(shard)) + "[0-9a-f]{8}", name) is not None
 
@@ -100,6 +109,9 @@ class PostgresSession:
         # the new chain's once a bootstrap created it.
         self.slot = legacy_slot_name(shard)
         self.created_slot: str | None = None
+        # Another slot of the shard (the archiver's) that holds the WAL the chain's own
+        # slot no longer does, as the last judge found: see PostgresSource.take_over.
+        self.borrowed: str | None = None
         try:
             self.conn = psycopg.connect(
                 host="127.0.0.1",
@@ -179,6 +191,8 @@ class PostgresSession:
     def create_slot(self) -> str:
         """A fresh slot for a new chain, reserving WAL from now: created before the base
         backup starts. The previous chain's slot is left alone until this chain commits."""
+        if self.created_slot:  # one taken over for a catch-up: this cycle bootstraps
+            self.drop_slot(self.created_slot)
         name = new_chain_slot_name(self.shard)
         self.query("SELECT pg_create_physical_replication_slot(%s, true)", (name,))
         self.slot = self.created_slot = name
@@ -189,6 +203,14 @@ class PostgresSession:
         rows = self.query("SELECT slot_name FROM pg_replication_slots WHERE slot_type = 'physical'")
         legacy = legacy_slot_name(self.shard)
         return [name for (name,) in rows if name == legacy or is_chain_slot_of(self.shard, name)]
+
+    def copy_slot(self, source_slot: str) -> str:
+        """A new chain's slot holding the WAL `source_slot` holds now (its restart_lsn),
+        which then stays put until a committed backup advances it."""
+        name = new_chain_slot_name(self.shard)
+        self.query("SELECT pg_copy_physical_replication_slot(%s, %s)", (source_slot, name))
+        self.slot = self.created_slot = name
+        return name
 
     def drop_slot(self, name: str) -> None:
         self.query(
@@ -268,18 +290,38 @@ class PostgresSource(RelayedSource[PostgresSession]):
         return make_position(self.session.checkpoint(), timeline, self.session.slot)
 
     def judge(self, backup_position: str) -> Verdict:
+        """Whether the source holds its WAL from `backup_position` on: by the chain's
+        slot (named in the position; a position without one, such as the log archive's
+        end, keeps the slot of the position judged before), else by any other slot of the
+        shard that still reserves the segment holding the position (the archiver's
+        slot, whose WAL a cycle then takes over: see take_over)."""
         lsn, timeline = split_position(backup_position)
-        self.session.slot = position_slot(backup_position) or legacy_slot_name(self.session.shard)
-        return judge_coverage(
+        self.session.slot = position_slot(backup_position) or self.session.slot
+        others = {
+            name: self.session.slot_state(name)
+            for name in [*self.session.shard_slots(), archive_slot_name(self.session.shard)]
+            if name != self.session.slot
+        }
+        verdict, self.session.borrowed = judge_with_slots(
             lsn,
             timeline,
             self.session.current_lsn(),
             self.session.facts().timeline,
-            self.session.slot_state(),
+            (self.session.slot, self.session.slot_state()),
+            {name: state for name, state in others.items() if state.exists},
             self.session.database_bytes(),
             self.settings.rebootstrap_wal_ratio,
-            slot_name=self.session.slot,
         )
+        return verdict
+
+    def take_over(self) -> None:
+        """The cycle catches up on WAL that only another slot of the shard holds (its
+        chain's slot was dropped or invalidated): a new chain slot copied from that one
+        holds it from now on, and this cycle's backup names it, so the next cycle no
+        longer depends on the other slot. Dropped again if the cycle fails; a committed
+        backup drops the old chain's slot (release)."""
+        if self.session.borrowed is not None and self.session.created_slot is None:
+            self.session.copy_slot(self.session.borrowed)
 
     def estimated_data_bytes(self) -> int:
         return self.session.database_bytes()
