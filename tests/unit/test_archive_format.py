@@ -320,7 +320,7 @@ def test_prune_removes_the_archive_before_the_oldest_kept_backup_and_pitr_days_k
     assert kept_files() == ["bin.1", "bin.2", "bin.3"]
     # Without it, retention keeps two backups: the oldest kept is at 0-1-20.
     result = prune(repo, work, 2, days_delta(0), False)
-    assert [r["reason"] for r in result.removed][0] == "expired"
+    assert result.removed[0]["reason"] == "expired"
     assert result.removed[-1]["id"] == "archive records 1-1", result.removed
     assert kept_files() == ["bin.2", "bin.3"]
     assert not repo.archive_index("ks", "0").problems
