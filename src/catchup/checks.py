@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
+from catchup.archived import archived_after
 from catchup.config import Config, Shard
 from catchup.engines import Coverage, Finding
 from catchup.engines.registry import engine_for
@@ -86,12 +87,17 @@ def check_shard(config: Config, shard: Shard, repository: Repository) -> list[Fi
                 return findings
             try:
                 verdict = source.judge(latest.position)
+                detail = f"{latest.backup_id} at {latest.position}: {verdict.reason}"
+                if verdict.coverage in (Coverage.PURGED, Coverage.COSTLY):
+                    # As the precheck does: the archive may hold what the source lacks.
+                    _, archived = archived_after(repository, shard, latest)
+                    end = archived[-1].end.position if archived else None
+                    covered = source.judge(end) if end else None
+                    if covered and covered.coverage is Coverage.COVERED:
+                        verdict = covered
+                        detail += f"; the log archive holds it up to {end}, the source the rest"
                 findings.append(
-                    Finding(
-                        "newest backup",
-                        verdict.coverage is Coverage.COVERED,
-                        f"{latest.backup_id} at {latest.position}: {verdict.reason}",
-                    )
+                    Finding("newest backup", verdict.coverage is Coverage.COVERED, detail)
                 )
             except CatchupError as exc:
                 findings.append(Finding("newest backup", False, str(exc)))
