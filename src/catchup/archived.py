@@ -37,18 +37,25 @@ def wait_for_archive(
     cancel: CancelToken,
 ) -> ArchiveIndex:
     """`index`, extended until it holds `position`, while an archiver is storing: for at
-    most three flush intervals and 5 s. An archive nobody wrote to lately is not waited for."""
+    most three flush intervals and 5 s, and only while the archive grows (no new record
+    within two flush intervals: no archiver runs, stop waiting). An archive nobody wrote
+    to lately is not waited for."""
     flush = config.archive.flush_seconds
     last = index.records[-1] if index.records else None
     live = max(timedelta(minutes=1), timedelta(seconds=10 * flush))
     if last is None or datetime.now(UTC) - last.written_at > live:
         return index
     compare = engine_for(shard.engine).compare_positions
-    deadline = time.monotonic() + 3 * flush + 5
+    started = time.monotonic()
+    deadline, quiet_until = started + 3 * flush + 5, started + 2 * flush + 2
     while True:
         end = index.end
         order = compare(end.position, position) if end else None
-        if (order is not None and order >= 0) or time.monotonic() > deadline:
+        now = time.monotonic()
+        if (order is not None and order >= 0) or now > deadline or now > quiet_until:
             return index
         cancel.sleep(min(1.0, flush / 2))
+        seen = index.top
         index = repository.archive_index(shard.keyspace, shard.shard, known=index)
+        if index.top > seen:
+            quiet_until = time.monotonic() + 2 * flush + 2
