@@ -1,0 +1,209 @@
+"""The scenarios of one engine's run, in the order they share a source:
+source CPU with an idle replica, then with nothing, then the archiver's (with its
+lag at the default flush), the lag at flush_seconds = 1, the source bytes of a
+cycle with and without an archiver, and the point-in-time restores."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import statistics
+import subprocess
+import sys
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from archive_parts.manual import manual_restore
+from archive_parts.rig import (
+    Rig,
+    Source,
+    Writer,
+    make_replica,
+    make_source,
+    server_pid,
+    writing,
+)
+from benchlib import say
+from catchup.demo.mariadb import MariaDBSandbox
+from impact.measure import SourceMeter
+from impact.workload import binlog_bytes
+
+QUIET = 1.2  # seconds without writes either side of the restore target (binlog: whole s)
+
+
+def log_bytes(source: Source) -> int:
+    """How far the source's log has grown: binlog sizes, or the WAL insert LSN."""
+    if isinstance(source, MariaDBSandbox):
+        return binlog_bytes(source)
+    with source.server.connect() as conn:
+        row = conn.execute("SELECT pg_current_wal_insert_lsn() - '0/0'::pg_lsn").fetchone()
+    assert row is not None
+    return int(row[0])
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    if not ordered:
+        return float("nan")
+    rank = q / 100 * (len(ordered) - 1)
+    low = int(rank)
+    high = min(low + 1, len(ordered) - 1)
+    return ordered[low] + (ordered[high] - ordered[low]) * (rank - low)
+
+
+def lag_summary(lags: list[float], unarchived: int) -> dict[str, Any]:
+    return {
+        "markers": len(lags) + unarchived,
+        "unarchived": unarchived,
+        "p50": percentile(lags, 50),
+        "p99": percentile(lags, 99),
+        "max": max(lags) if lags else float("nan"),
+        "mean": statistics.fmean(lags) if lags else float("nan"),
+    }
+
+
+def metered_window(source: Source, seconds: float, rate: float, **watch: Any) -> dict[str, Any]:
+    with (
+        writing(source, rate, **watch) as writer,
+        SourceMeter(server_pid(source)) as meter,
+    ):
+        time.sleep(seconds)
+    result: dict[str, Any] = {
+        "cpu_seconds": meter.cpu_seconds,
+        "commits": writer.commits,
+        "seconds": seconds,
+    }
+    if watch:
+        lags = [m.lag for m in writer.markers if m.lag is not None]
+        start = writer.markers[0].committed if writer.markers else 0.0
+        result["lag"] = lag_summary(lags, len(writer.markers) - len(lags))
+        result["series"] = [
+            (round(m.committed - start, 2), round(m.lag, 3))
+            for m in writer.markers
+            if m.lag is not None
+        ]
+    return result
+
+
+def run_engine(engine: str, root: Path, args: Any) -> dict[str, Any]:
+    shutil.rmtree(root, ignore_errors=True)
+    root.mkdir(parents=True)
+    root.chmod(0o755)  # PostgreSQL sandboxes run as the postgres OS user
+    say(f"{engine}: a {args.size_mb:g} MB source")
+    source = make_source(engine, root, args.size_mb)
+    extra: list[Source] = []
+    out: dict[str, Any] = {"engine": engine, "size_mb": args.size_mb, "rate": args.rate}
+    try:
+        replica = make_replica(source, root)
+        extra.append(replica)
+        rig = Rig(root, source)
+        Writer(source).prepare()
+        say(f"{engine}: source CPU over {args.window:g} s with an idle replica streaming")
+        out["cpu_replica"] = metered_window(source, args.window, args.rate)
+        replica.wait_replicated()
+        replica.stop()
+        extra.clear()
+        say(f"{engine}: source CPU over {args.window:g} s with nothing streaming")
+        out["cpu_none"] = metered_window(source, args.window, args.rate)
+        say(f"{engine}: the first backup")
+        out["bootstrap"] = rig.backup().seconds
+        say(f"{engine}: the archiver at defaults (flush 5 s) for {args.window:g} s")
+        with rig.archiving(5.0) as pool:
+            out["cpu_archiver"] = metered_window(source, args.window, args.rate, rig=rig, pool=pool)
+        say(f"{engine}: the archiver at flush 1 s for {args.ref_window:g} s")
+        with rig.archiving(1.0) as pool:
+            out["lag_flush1"] = metered_window(
+                source, args.ref_window, args.rate, rig=rig, pool=pool
+            )
+        out |= catch_up_and_restore(rig, args)
+    finally:
+        for server in [*extra, source]:
+            try:
+                server.stop()
+            except Exception:
+                server.kill()
+    return out
+
+
+def catch_up_and_restore(rig: Rig, args: Any) -> dict[str, Any]:
+    source, engine = rig.source, rig.source.engine
+    out: dict[str, Any] = {}
+    with rig.archiving(5.0):
+        # The parent of the measured cycle, so its delta is exactly the workload's.
+        parent = rig.backup()
+        say(f"{engine}: a {args.fraction:.1%} delta with the archiver running, then a cycle")
+        before = log_bytes(source)
+        source.apply_workload(args.fraction)
+        time.sleep(QUIET)
+        target = datetime.now(UTC)
+        expected = source.checksums()
+        delta = log_bytes(source) - before
+        time.sleep(QUIET)
+        with writing(source, args.rate):
+            time.sleep(2)  # something committed after the target, so the archive passes it
+        result = rig.backup()
+        out["with_archiver"] = {
+            "delta_log_bytes": delta,
+            "bytes_from_source": result.bytes_from_source,
+            "seconds": result.seconds,
+            "durations": result.durations,
+        }
+    say(f"{engine}: the same delta with no archiver, then a cycle")
+    before = log_bytes(source)
+    source.apply_workload(args.fraction)
+    delta = log_bytes(source) - before
+    result = rig.backup()
+    out["without_archiver"] = {
+        "delta_log_bytes": delta,
+        "bytes_from_source": result.bytes_from_source,
+        "seconds": result.seconds,
+        "durations": result.durations,
+    }
+    out["pitr"] = restores(rig, target, expected, parent.backup_id)
+    return out
+
+
+def restores(rig: Rig, target: datetime, expected: dict, backup_id: str) -> dict[str, Any]:
+    engine = rig.source.engine
+    stamp = target.isoformat().replace("+00:00", "Z")
+    say(f"{engine}: catchup restore --to-time {stamp}")
+    into = rig.root / "pitr-catchup"
+    catchup = Path(sys.executable).with_name("catchup")
+    started = time.monotonic()
+    done = subprocess.run(
+        [
+            str(catchup),
+            "restore",
+            rig.shard.name,
+            "--to-time",
+            stamp,
+            "--target-dir",
+            str(into),
+            "--config",
+            str(rig.config_path),
+            "--json",
+        ],
+        capture_output=True,
+        text=True,
+    )
+    seconds = time.monotonic() - started
+    out: dict[str, Any] = {"target": stamp}
+    if done.returncode != 0:
+        out["catchup"] = {"error": done.stderr.strip()[-500:]}
+    else:
+        report = json.loads(done.stdout)
+        out["catchup"] = {
+            "seconds": seconds,
+            "backup_id": report["backup_id"],
+            "log_files": report["log_files"],
+            "log_bytes": report["log_bytes"],
+        }
+    shutil.rmtree(into, ignore_errors=True)
+    say(f"{engine}: the manual way (restore the backup, start a server, replay the log)")
+    try:
+        out["manual"] = manual_restore(rig, backup_id, target, expected)
+    except Exception as exc:  # reported as measured: the run goes on
+        out["manual"] = {"error": f"{type(exc).__name__}: {exc}"[:500]}
+    return out
