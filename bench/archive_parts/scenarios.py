@@ -130,17 +130,20 @@ def run_engine(engine: str, root: Path, args: Any) -> dict[str, Any]:
 def catch_up_and_restore(rig: Rig, args: Any) -> dict[str, Any]:
     source, engine = rig.source, rig.source.engine
     out: dict[str, Any] = {}
+    first = rig.repository.latest(rig.shard.keyspace, rig.shard.shard)
+    assert first is not None and first.backup_id is not None
     with rig.archiving(5.0):
+        # A restore target after the windows' writes (thousands of small transactions
+        # since the first backup), before the next backup.
+        early = quiet_moment(source)
         # The parent of the measured cycle, so its delta is exactly the workload's.
         parent = rig.backup()
+        assert parent.backup_id is not None
         say(f"{engine}: a {args.fraction:.1%} delta with the archiver running, then a cycle")
         before = log_bytes(source)
         source.apply_workload(args.fraction)
-        time.sleep(QUIET)
-        target = datetime.now(UTC)
-        expected = source.checksums()
+        target = quiet_moment(source)
         delta = log_bytes(source) - before
-        time.sleep(QUIET)
         with writing(source, args.rate):
             time.sleep(2)  # something committed after the target, so the archive passes it
         result = rig.backup()
@@ -161,11 +164,25 @@ def catch_up_and_restore(rig: Rig, args: Any) -> dict[str, Any]:
         "seconds": result.seconds,
         "durations": result.durations,
     }
-    out["pitr"] = restores(rig, target, expected, parent.backup_id)
+    out["pitrs"] = [
+        restores(rig, *early, first.backup_id, "the windows' small transactions"),
+        restores(rig, *target, parent.backup_id, f"the {args.fraction:.0%} delta"),
+    ]
     return out
 
 
-def restores(rig: Rig, target: datetime, expected: dict, backup_id: str) -> dict[str, Any]:
+def quiet_moment(source: Source) -> tuple[datetime, dict[str, Any]]:
+    """Now, between two spells without writes, and the source's checksums then."""
+    time.sleep(QUIET)
+    moment = datetime.now(UTC)
+    checksums = source.checksums()
+    time.sleep(QUIET)
+    return moment, checksums
+
+
+def restores(
+    rig: Rig, target: datetime, expected: dict, backup_id: str, label: str
+) -> dict[str, Any]:
     engine = rig.source.engine
     stamp = target.isoformat().replace("+00:00", "Z")
     say(f"{engine}: catchup restore --to-time {stamp}")
@@ -189,7 +206,7 @@ def restores(rig: Rig, target: datetime, expected: dict, backup_id: str) -> dict
         text=True,
     )
     seconds = time.monotonic() - started
-    out: dict[str, Any] = {"target": stamp}
+    out: dict[str, Any] = {"target": stamp, "label": label, "base": backup_id}
     if done.returncode != 0:
         out["catchup"] = {"error": done.stderr.strip()[-500:]}
     else:

@@ -71,10 +71,14 @@ def fake_engine(engine: str, lags: list[float], cpu: tuple[float, float, float])
         "lag_flush1": {**window, "lag": {**lag, "p50": 0.9, "p99": 1.0}, "series": []},
         "with_archiver": {"delta_log_bytes": 4_000_000, "bytes_from_source": 2_000},
         "without_archiver": {"delta_log_bytes": 4_000_000, "bytes_from_source": 3_000_000},
-        "pitr": {
-            "catchup": {"seconds": 4.0, "log_files": 2, "log_bytes": 5 << 20},
-            "manual": {"seconds": 6.0, "log_bytes": 5 << 20, "equal_to_source": True},
-        },
+        "pitrs": [
+            {
+                "label": "a delta",
+                "catchup": {"seconds": 4.0, "log_files": 2, "log_bytes": 5 << 20},
+                "manual": {"seconds": 6.0, "log_bytes": 5 << 20, "equal_to_source": True},
+            },
+            {"label": "more", "catchup": {"error": "boom"}, "manual": {"seconds": 1.0}},
+        ],
     }
 
 
@@ -88,7 +92,7 @@ def test_the_archive_report_computes_the_ratios_and_judges_the_goals(monkeypatch
     assert f["cpu_ratio"] == pytest.approx(0.5 / 0.4)
     assert f["with_archiver_fraction"] == pytest.approx(0.0005)
     assert f["without_archiver_fraction"] == pytest.approx(0.75)
-    assert f["pitr_ratio"] == pytest.approx(1.5)
+    assert f["pitr_ratios"] == [pytest.approx(1.5)]  # a failed restore has no ratio
     assert goals(f) == {"lag": True, "cpu": True, "bytes": True}
     assert goals(figures(slow)) == {"lag": False, "cpu": False, "bytes": True}
     text = report_markdown(
@@ -99,7 +103,8 @@ def test_the_archive_report_computes_the_ratios_and_judges_the_goals(monkeypatch
     assert "| MariaDB | archive lag p50 / p99 / max" in text
     assert "archiver ÷ replica **1.25**" in text and "archiver ÷ replica **4.00**" in text
     assert "= **1.50**" in text and "**0.05%**" in text
-    assert text.count("**missed**") == 2 and text.rstrip().endswith("What it shows.")
+    assert "(more) | failed: boom | **missed** |" in text
+    assert text.count("**missed**") == 4 and text.rstrip().endswith("What it shows.")
 
 
 def test_the_archive_bench_takes_its_sizes_as_flags(monkeypatch) -> None:
