@@ -32,9 +32,6 @@ from pathlib import Path
 from archive_parts.report import BEGIN, END, figures, plot, report_markdown
 from benchlib import machine, today, write_section
 
-NOTES_FILE = Path(__file__).with_name("archive_parts") / "notes.md"
-
-
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--engines", default="mariadb,postgres")
@@ -74,14 +71,13 @@ def main() -> None:
             results["engines"].append(found)
             path.write_text(json.dumps(results, indent=2, default=str))
     headline = {e["engine"]: figures(e) for e in results["engines"]}
-    notes = NOTES_FILE.read_text() if NOTES_FILE.exists() else ""
     if not args.no_report:
         plot(results)
-        write_section(BEGIN, END, report_markdown(results, notes))
+        write_section(BEGIN, END, report_markdown(results))
     if args.json:
         print(json.dumps(headline, default=str))
     else:
-        print(report_markdown(results, notes))
+        print(report_markdown(results))
 
 
 if __name__ == "__main__":

@@ -37,6 +37,10 @@ def figures(e: dict[str, Any]) -> dict[str, Any]:
         "cpu_replica_extra": replica,
         "cpu_ratio": ratio(archiver, replica),
     }
+    sender_a = e["cpu_archiver"].get("sender_cpu_seconds", 0.0)
+    sender_b = e["cpu_replica"].get("sender_cpu_seconds", 0.0)
+    if sender_a and sender_b:
+        out["sender_cpu"] = (sender_a, sender_b, ratio(sender_a, sender_b))
     for key in ("with_archiver", "without_archiver"):
         cycle = e.get(key)
         if cycle:
@@ -56,12 +60,15 @@ def pitrs(e: dict[str, Any]) -> list[dict[str, Any]]:
 def goals(f: dict[str, Any]) -> dict[str, bool]:
     return {
         "lag": f["lag_p99"] <= LAG_GOAL and not f["lag_unarchived"],
-        "cpu": 0.5 <= f["cpu_ratio"] <= 1.5 if not math.isnan(f["cpu_ratio"]) else False,
+        # "The load of one extra replica": an upper bound; 1.5 leaves room for the noise.
+        "cpu": f["cpu_ratio"] <= 1.5 if not math.isnan(f["cpu_ratio"]) else False,
         "bytes": f.get("with_archiver_fraction", math.inf) < BYTES_GOAL,
     }
 
 
 def mib(n: float) -> str:
+    if n < 1 << 20:
+        return f"{n / 1024:.1f} KiB"
     return f"{n / (1 << 20):.2f} MiB"
 
 
@@ -82,8 +89,14 @@ def engine_rows(e: dict[str, Any]) -> list[str]:
         f"| {name} | source CPU over the window: none / +archiver / +idle replica "
         f"| {f['cpu_none']:.2f} s / +{f['cpu_archiver_extra']:.2f} s / "
         f"+{f['cpu_replica_extra']:.2f} s; archiver ÷ replica **{f['cpu_ratio']:.2f}** "
-        f"| {mark(g['cpu'])} (≈ 1) |",
+        f"| {mark(g['cpu'])} (≤ ~1) |",
     ]
+    if "sender_cpu" in f:
+        a, b, r = f["sender_cpu"]
+        rows.append(
+            f"| {name} | CPU of the walsender alone: archiver's / standby's "
+            f"| {a:.2f} s / {b:.2f} s = **{r:.2f}** | {mark(r <= 1.5)} (≤ ~1) |"
+        )
     if with_a:
         rows.append(
             f"| {name} | source bytes of a cycle after a {e['fraction']:.0%} delta, archiver "

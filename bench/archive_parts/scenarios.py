@@ -65,13 +65,13 @@ def lag_summary(lags: list[float], unarchived: int) -> dict[str, Any]:
 
 
 def metered_window(source: Source, seconds: float, rate: float, **watch: Any) -> dict[str, Any]:
-    with (
-        writing(source, rate, **watch) as writer,
-        SourceMeter(server_pid(source)) as meter,
-    ):
-        time.sleep(seconds)
+    with writing(source, rate, **watch) as writer:
+        with SourceMeter(server_pid(source)) as meter:
+            time.sleep(seconds)
+        senders = sender_cpu(meter)  # while the streams still run
     result: dict[str, Any] = {
         "cpu_seconds": meter.cpu_seconds,
+        "sender_cpu_seconds": senders,
         "commits": writer.commits,
         "seconds": seconds,
     }
@@ -85,6 +85,20 @@ def metered_window(source: Source, seconds: float, rate: float, **watch: Any) ->
             if m.lag is not None
         ]
     return result
+
+
+def sender_cpu(meter: SourceMeter) -> float:
+    """CPU seconds of PostgreSQL's walsender processes in the window: a stream's own
+    cost, free of the baseline's noise (MariaDB's dump threads are not processes)."""
+    total = 0.0
+    for pid, (cpu, _) in meter.last.items():
+        try:
+            title = Path(f"/proc/{pid}/cmdline").read_bytes()
+        except OSError:
+            continue
+        if b"walsender" in title:
+            total += cpu - meter.first[pid][0]
+    return total
 
 
 def run_engine(engine: str, root: Path, args: Any) -> dict[str, Any]:
