@@ -32,6 +32,7 @@ from pathlib import Path
 from archive_parts.report import BEGIN, END, figures, plot, report_markdown
 from benchlib import machine, today, write_section
 
+
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--engines", default="mariadb,postgres")
