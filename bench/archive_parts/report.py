@@ -12,6 +12,9 @@ from benchlib import IMG
 BEGIN, END = "<!-- archive:begin -->", "<!-- archive:end -->"
 NAMES = {"mariadb": "MariaDB", "postgres": "PostgreSQL"}
 LAG_GOAL, BYTES_GOAL = 10.0, 0.01
+# CPU seconds a whole-tree difference must exceed to mean anything: a 60 s window of the
+# same load varies by about this much between runs (0.01 s ticks, background work).
+NOISE = 0.1
 
 
 def ratio(a: float, b: float) -> float:
@@ -35,7 +38,8 @@ def figures(e: dict[str, Any]) -> dict[str, Any]:
         "cpu_none": none,
         "cpu_archiver_extra": archiver,
         "cpu_replica_extra": replica,
-        "cpu_ratio": ratio(archiver, replica),
+        # Below the noise the difference of differences is no ratio at all.
+        "cpu_ratio": ratio(archiver, replica) if replica > NOISE else math.nan,
     }
     sender_a = e["cpu_archiver"].get("sender_cpu_seconds", 0.0)
     sender_b = e["cpu_replica"].get("sender_cpu_seconds", 0.0)
@@ -61,7 +65,10 @@ def goals(f: dict[str, Any]) -> dict[str, bool]:
     return {
         "lag": f["lag_p99"] <= LAG_GOAL and not f["lag_unarchived"],
         # "The load of one extra replica": an upper bound; 1.5 leaves room for the noise.
-        "cpu": f["cpu_ratio"] <= 1.5 if not math.isnan(f["cpu_ratio"]) else False,
+        # Where the tree's difference is noise, the walsender's own CPU decides.
+        "cpu": f["cpu_ratio"] <= 1.5
+        if not math.isnan(f["cpu_ratio"])
+        else "sender_cpu" in f and f["sender_cpu"][2] <= 1.5,
         "bytes": f.get("with_archiver_fraction", math.inf) < BYTES_GOAL,
     }
 
@@ -87,9 +94,14 @@ def engine_rows(e: dict[str, Any]) -> list[str]:
         f"| {name} | archive lag p50 / p99, flush 1 s (reference) "
         f"| {f['lag1_p50']:.2f} / {f['lag1_p99']:.2f} s | — |",
         f"| {name} | source CPU over the window: none / +archiver / +idle replica "
-        f"| {f['cpu_none']:.2f} s / +{f['cpu_archiver_extra']:.2f} s / "
-        f"+{f['cpu_replica_extra']:.2f} s; archiver ÷ replica **{f['cpu_ratio']:.2f}** "
-        f"| {mark(g['cpu'])} (≤ ~1) |",
+        f"| {f['cpu_none']:.2f} s / {f['cpu_archiver_extra']:+.2f} s / "
+        f"{f['cpu_replica_extra']:+.2f} s; archiver ÷ replica "
+        + (
+            f"**{f['cpu_ratio']:.2f}** "
+            if not math.isnan(f["cpu_ratio"])
+            else f"n/a (the replica's difference is under the ±{NOISE:g} s noise) "
+        )
+        + f"| {mark(g['cpu'])} (≤ ~1) |",
     ]
     if "sender_cpu" in f:
         a, b, r = f["sender_cpu"]
@@ -140,7 +152,13 @@ def plot(results: dict[str, Any]) -> Path:
         ):
             series = e[key].get("series", [])
             ax.plot(
-                [t for t, _ in series], [lag for _, lag in series], style, label=f"{name}, {label}"
+                [t for t, _ in series],
+                [lag for _, lag in series],
+                style,
+                marker="o" if e["engine"] == "mariadb" else "x",  # the two saw-teeth overlap
+                ms=3,
+                alpha=0.8,
+                label=f"{name}, {label}",
             )
     ax.axhline(LAG_GOAL, color="grey", lw=1, ls="--", label="goal (p99)")
     ax.set_xlabel("seconds into the steady write load")
