@@ -20,6 +20,10 @@ def test_demo_backs_up_twice_and_proves_the_restore_equal(short_tmp):
     rows = json.loads(result.stdout)
     cycles, verdict = rows[:-1], rows[-1]
     assert verdict["verified"] is True
+    assert verdict["pitr_verified"] is True, verdict["pitr_checks"]
+    [pitr] = verdict["pitr_checks"]
+    assert pitr["checksums_equal"] and pitr["backup_id"] and pitr["to_time"]
+    assert all(isinstance(r["rpo_seconds"], float) and r["rpo_seconds"] <= 15 for r in rows[:-1])
     [check] = verdict["checks"]
     assert check["checksums_equal"] and check["position_equal"]
     assert check["tables_compared"] == 6
@@ -52,6 +56,9 @@ def test_mixed_demo_proves_one_shard_of_each_engine(short_tmp):
     verdict = rows[-1]
     assert verdict["verified"] is True
     assert {c["shard"] for c in verdict["checks"]} == {"commerce/-80", "commerce/80-"}
+    assert verdict["pitr_verified"] is True, verdict["pitr_checks"]
+    assert {c["shard"] for c in verdict["pitr_checks"]} == {"commerce/-80", "commerce/80-"}
+    assert all(isinstance(r["rpo_seconds"], float) and r["rpo_seconds"] <= 15 for r in rows[:-1])
     for row in rows[:-1]:
         assert row["ok"], row["error"]
     pg_catchup = [r for r in rows[:-1] if r["shard"] == "commerce/80-" and r["kind"] == "catchup"]
