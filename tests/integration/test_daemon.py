@@ -14,6 +14,7 @@ import tempfile
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from datetime import datetime
 from pathlib import Path
 
 import httpx
@@ -294,6 +295,11 @@ def test_the_daemon_archives_each_shard_shows_it_and_restarts_it_after_a_source_
 
         archive = wait_for(holds_the_source)
         assert archive["state"] == "streaming" and archive["archived_bytes"] > 0
+        # The window begins at the backup the daemon just took (noted within a few flushes).
+        window = wait_for(lambda: archive_of(client)["window_from"])
+        [backup] = client.get("/api/backups", headers=AUTH).json()
+        assert datetime.fromisoformat(window) == datetime.fromisoformat(backup["created_at"])
+        assert backup["pitr_window"]["to_position"] == wanted
         assert archive["lag_seconds"] == 0 and archive["error"] is None
         metrics = client.get("/metrics", headers=AUTH).text
         families = {f.name: f for f in text_string_to_metric_families(metrics)}

@@ -31,12 +31,14 @@ from catchup.engines.registry import engine_for
 from catchup.engines.workdir import instance_dir
 from catchup.errors import Cancelled, CatchupError, ShardBusyError
 from catchup.fleet.lock import archive_lock
+from catchup.pitr import at_or_before
 from catchup.repository import Repository
 from catchup.repository.archive import ArchiveConflictError, ArchiveWriter, Mark
 from catchup.repository.layout import new_backup_id
 from catchup.storage import StorageError
 
 log = logging.getLogger("catchup.archive")
+WINDOW_REFRESH_SECONDS = 600.0
 
 
 @dataclass
@@ -47,6 +49,7 @@ class ArchiverStatus:
     state: str = "starting"  # starting, streaming, behind, waiting, stopped
     position: str = ""  # the end of the archive
     newest_commit: datetime | None = None  # commit time of the newest archived transaction
+    window_from: datetime | None = None  # the oldest backup a restore can roll forward from
     last_flush: datetime | None = None  # the last time everything settled was stored
     pending_bytes: int = 0  # settled in the spool, not yet stored
     archived_bytes: int = 0  # stored by this process
@@ -69,6 +72,7 @@ class ArchiverStatus:
             "state": self.state,
             "position": self.position,
             "newest_commit": self.newest_commit.isoformat() if self.newest_commit else None,
+            "window_from": self.window_from.isoformat() if self.window_from else None,
             "last_flush": self.last_flush.isoformat() if self.last_flush else None,
             "lag_seconds": round(self.lag_seconds(), 3),
             "pending_bytes": self.pending_bytes,
@@ -92,6 +96,7 @@ class Archiver:
         self.engine = engine or engine_for(shard.engine)
         self.status = status or ArchiverStatus(shard.name)
         self.codec = CodecSettings(config.compression.level, config.compression.threads)
+        self.stretch = ""  # where the archive's current stretch (no gap since) begins
 
     def run(self, cancel: CancelToken) -> None:
         """Archive until cancelled; raise when the stream or the lease is lost."""
@@ -122,11 +127,14 @@ class Archiver:
                 self.engine.stream_log(self.config, shard, spool, resume) as stream,
             ):
                 start = Mark(position=stream.start)
+                stretch = index.runs()[-1].start.position if index.records else stream.start
                 if (
                     end is not None
                     and self.engine.compare_positions(stream.start, end.position) != 0
                 ):
                     self._gap(writer, end, start)
+                    stretch = stream.start
+                self.stretch = stretch
                 self._set(state="streaming", position=stream.start, error=None)
                 self._stream(stream, writer, end or start, held.cancel)
 
@@ -140,12 +148,26 @@ class Archiver:
         with self.status.lock:
             self.status.gaps += 1
 
+    def _note_window(self) -> None:
+        """When the restorable window begins: the oldest backup inside the archive's
+        current stretch (refreshed now and then: new backups and prunes move it)."""
+        shard = self.shard
+        backups = self.repository.backups(shard.keyspace, shard.shard)
+        inside = [m for m in backups if at_or_before(self.engine, self.stretch, m.position)]
+        self._set(window_from=inside[0].created_at if inside else None)
+
     def _stream(
         self, stream: LogStream, writer: ArchiveWriter, last: Mark, cancel: CancelToken
     ) -> None:
         interval = self.config.archive.flush_seconds
+        noted = 0.0
         while True:
             started = time.monotonic()
+            every = WINDOW_REFRESH_SECONDS if self.status.window_from else interval * 6
+            if started - noted > every:
+                with contextlib.suppress(CatchupError):  # only the status page's line
+                    self._note_window()
+                noted = started
             try:
                 last = self.flush(stream, writer, last)
             except StorageError as exc:  # the spool keeps the bytes: retry at the next tick
