@@ -9,6 +9,10 @@ from typing import Annotated
 import typer
 
 from catchup.config import Config, Shard
+from catchup.engines import LogTarget
+from catchup.engines.registry import engine_for
+from catchup.errors import UsageError
+from catchup.pitr import parse_target
 from catchup.repository import Manifest, Repository, open_repository
 
 CONFIG_HELP = "Config file (default: $CATCHUP_CONFIG, else ./catchup.toml)."
@@ -57,3 +61,16 @@ def find_backup(
     selected = config.shard(shard)
     repository = open_repository(config)
     return selected, repository, repository.find(selected.keyspace, selected.shard, backup_id)
+
+
+def point_in_time(
+    config: Config, shard: str, backup_id: str, to_time: str | None, to_position: str | None
+) -> tuple[Shard, LogTarget]:
+    """The shard and target of `restore`/`verify --to-time/--to-position`."""
+    selected = config.shard(shard)
+    if backup_id != "latest":
+        raise UsageError(
+            f"backup id {backup_id!r} with --to-time/--to-position: the base backup is "
+            "chosen for you (the newest before the target); leave the id out"
+        )
+    return selected, parse_target(engine_for(selected.engine), to_time, to_position)

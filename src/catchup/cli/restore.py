@@ -13,13 +13,13 @@ from catchup.cli.options import (
     ToPositionOption,
     ToTimeOption,
     find_backup,
+    point_in_time,
 )
 from catchup.cli.output import human_bytes, out, print_json, quoted
 from catchup.cli.signals import cancellable
 from catchup.config import Config, load_config
 from catchup.engines.registry import engine_for
-from catchup.errors import UsageError
-from catchup.pitr import hand_over, parse_target, replay_to
+from catchup.pitr import hand_over, replay_to
 from catchup.repository import open_repository
 
 
@@ -65,13 +65,7 @@ def restore_to_point(
     to_position: str | None,
     json_output: bool,
 ) -> None:
-    selected = config.shard(shard)
-    if backup_id != "latest":
-        raise UsageError(
-            f"backup id {backup_id!r} with --to-time/--to-position: the base backup is "
-            "chosen for you (the newest before the target); leave the id out"
-        )
-    target = parse_target(engine_for(selected.engine), to_time, to_position)
+    selected, target = point_in_time(config, shard, backup_id, to_time, to_position)
     repository = open_repository(config)
     with cancellable() as cancel:
         result = replay_to(config, selected, repository, target, cancel, hand_over(target_dir))

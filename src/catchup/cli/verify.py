@@ -12,13 +12,13 @@ from catchup.cli.options import (
     ToPositionOption,
     ToTimeOption,
     find_backup,
+    point_in_time,
 )
 from catchup.cli.output import out, print_findings, print_json, quoted
 from catchup.cli.signals import cancellable
 from catchup.config import Config, load_config
-from catchup.engines.registry import engine_for
-from catchup.errors import ExitCode, UsageError
-from catchup.pitr import check_instance, parse_target, replay_to
+from catchup.errors import ExitCode
+from catchup.pitr import check_instance, replay_to
 from catchup.repository import open_repository
 from catchup.verification import check_stored_objects, verify_backup
 
@@ -64,13 +64,7 @@ def verify_at_point(
     to_position: str | None,
     json_output: bool,
 ) -> NoReturn:
-    selected = config.shard(shard)
-    if backup_id != "latest":
-        raise UsageError(
-            f"backup id {backup_id!r} with --to-time/--to-position: the base backup is "
-            "chosen for you (the newest before the target); leave the id out"
-        )
-    target = parse_target(engine_for(selected.engine), to_time, to_position)
+    selected, target = point_in_time(config, shard, backup_id, to_time, to_position)
     with cancellable() as cancel:
         result = replay_to(
             config, selected, open_repository(config), target, cancel, check_instance(False)

@@ -30,7 +30,8 @@ from catchup.engines import Engine, LogStream
 from catchup.engines.registry import engine_for
 from catchup.engines.workdir import instance_dir
 from catchup.errors import Cancelled, CatchupError, ShardBusyError
-from catchup.fleet.lock import archive_lock
+from catchup.fleet.lease import ARCHIVE
+from catchup.fleet.lock import shard_lock
 from catchup.pitr import at_or_before
 from catchup.repository import Repository
 from catchup.repository.archive import ArchiveConflictError, ArchiveWriter, Mark
@@ -101,13 +102,14 @@ class Archiver:
     def run(self, cancel: CancelToken) -> None:
         """Archive until cancelled; raise when the stream or the lease is lost."""
         shard = self.shard
-        with archive_lock(
+        with shard_lock(
             self.config.work_dir,
             self.repository.store,
             shard.keyspace,
             shard.shard,
             self.config.lock.lease_seconds,
             cancel,
+            ARCHIVE,
         ) as held:
             index = self.repository.archive_index(shard.keyspace, shard.shard)
             for problem in index.problems:

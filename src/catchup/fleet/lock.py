@@ -20,7 +20,7 @@ from pathlib import Path
 
 from catchup.cancel import NEVER, CancelToken
 from catchup.errors import ShardBusyError
-from catchup.fleet.lease import ARCHIVE, BACKUP, Held, Leaser, Purpose, RepositoryLeaser, hold
+from catchup.fleet.lease import BACKUP, Held, Leaser, Purpose, RepositoryLeaser, hold
 from catchup.storage import Store
 
 
@@ -73,30 +73,17 @@ def shard_lock(
     shard: str,
     lease_seconds: float,
     cancel: CancelToken = NEVER,
+    purpose: Purpose = BACKUP,
 ) -> Iterator[Held]:
     """This host's flock, then the repository lease; or ShardBusyError naming the holder.
 
     Work under it with `held.cancel`, which a lost lease cancels, and call
-    `held.confirm()` right before committing anything.
+    `held.confirm()` right before committing anything. `purpose` ARCHIVE: the shard
+    archiver's own pair, so that one archiver per shard runs beside the cycles.
     """
-    leasers: list[Leaser] = [FlockLeaser(work_dir), RepositoryLeaser(store, lease_seconds)]
-    with hold(leasers, keyspace, shard, cancel) as held:
-        yield held
-
-
-@contextmanager
-def archive_lock(
-    work_dir: Path,
-    store: Store,
-    keyspace: str,
-    shard: str,
-    lease_seconds: float,
-    cancel: CancelToken = NEVER,
-) -> Iterator[Held]:
-    """The shard archiver's own pair of leases: one archiver per shard, on any host."""
     leasers: list[Leaser] = [
-        FlockLeaser(work_dir, ARCHIVE),
-        RepositoryLeaser(store, lease_seconds, purpose=ARCHIVE),
+        FlockLeaser(work_dir, purpose),
+        RepositoryLeaser(store, lease_seconds, purpose=purpose),
     ]
     with hold(leasers, keyspace, shard, cancel) as held:
         yield held
