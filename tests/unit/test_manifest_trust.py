@@ -26,7 +26,7 @@ from catchup.daemon.metrics import exposition
 from catchup.errors import IntegrityError
 from catchup.fleet.prune import prune
 from catchup.repository import Manifest, Repository
-from catchup.repository.envelope import _canonical
+from catchup.repository.envelope import canonical_json
 from catchup.repository.layout import new_backup_id
 from catchup.repository.retention import expired_backups
 from catchup.repository.transfer import DataDirError
@@ -79,7 +79,7 @@ def plant(
     document = {
         "format": "catchup-manifest",
         "version": 1,
-        "sha256": hashlib.sha256(_canonical(manifest)).hexdigest(),
+        "sha256": hashlib.sha256(canonical_json(manifest)).hexdigest(),
         "manifest": manifest,
     }
     (prefix / "manifest.json").write_text(json.dumps(document))

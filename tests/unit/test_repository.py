@@ -17,7 +17,7 @@ from catchup.codec import CodecSettings
 from catchup.errors import IntegrityError, NotFoundError, TargetNotEmptyError
 from catchup.fleet.prune import prune
 from catchup.repository import BackupHeader, Manifest, Repository
-from catchup.repository.envelope import _canonical
+from catchup.repository.envelope import canonical_json
 from catchup.repository.layout import BACKUP_ID, new_backup_id
 from catchup.repository.manifest import SourceInfo
 from catchup.repository.retention import expired_backups
@@ -267,7 +267,7 @@ def rewrite_plain_manifest(repo_dir: Path, manifest: Manifest, change) -> None:
     path = repo_dir / "ks" / "0" / manifest.backup_id / "manifest.json"
     document = json.loads(path.read_text())
     change(document["manifest"])
-    document["sha256"] = hashlib.sha256(_canonical(document["manifest"])).hexdigest()
+    document["sha256"] = hashlib.sha256(canonical_json(document["manifest"])).hexdigest()
     path.write_text(json.dumps(document))
 
 

@@ -46,12 +46,12 @@ class BackupKeys:
         return {"algorithm": ALGORITHM, "key_id": self.key_id}
 
 
-def _canonical(fields: dict[str, object]) -> bytes:
+def canonical_json(fields: dict[str, object]) -> bytes:
     return json.dumps(fields, sort_keys=True, separators=(",", ":")).encode()
 
 
 def encode_manifest(manifest: Manifest, keys: BackupKeys | None, context: str) -> bytes:
-    body = _canonical(manifest.model_dump(mode="json"))
+    body = canonical_json(manifest.model_dump(mode="json"))
     if keys is None:
         document = {
             "format": FORMAT,
@@ -116,7 +116,7 @@ def decode_manifest(
                 "encryption.read_unencrypted_before to the time encryption was turned on"
             )
         # The checksum covers the fields as stored, before any upgrade of an older format.
-        if hashlib.sha256(_canonical(document["manifest"])).hexdigest() != document["sha256"]:
+        if hashlib.sha256(canonical_json(document["manifest"])).hexdigest() != document["sha256"]:
             raise IntegrityError(
                 f"manifest {name} does not match its checksum: it was altered or damaged"
             )

@@ -97,12 +97,6 @@ class ArchiveIndex:
     def gaps(self) -> list[ArchiveRecord]:
         return [record for record in self.records if record.kind == "gap"]
 
-    def bytes(self) -> int:
-        return sum(record.size for record in self.records)
-
-    def stored_bytes(self) -> int:
-        return sum(record.stored_size for record in self.records)
-
 
 def read_index(
     store: Store,

@@ -16,7 +16,7 @@ from pydantic import AwareDatetime, Field, ValidationError, field_validator
 from catchup.codec.encryption import DecryptionError, seal, unseal
 from catchup.codec.keys import Keyring
 from catchup.errors import CatchupError, IntegrityError, KeyUnavailableError
-from catchup.repository.envelope import BackupKeys
+from catchup.repository.envelope import BackupKeys, canonical_json
 from catchup.repository.manifest import Model
 
 FORMAT = "catchup-archive-index"
@@ -81,12 +81,8 @@ class ArchiveRecord(Model):
         return value
 
 
-def _canonical(fields: dict[str, object]) -> bytes:
-    return json.dumps(fields, sort_keys=True, separators=(",", ":")).encode()
-
-
 def record_digest(record: ArchiveRecord) -> str:
-    return hashlib.sha256(_canonical(record.model_dump(mode="json"))).hexdigest()
+    return hashlib.sha256(canonical_json(record.model_dump(mode="json"))).hexdigest()
 
 
 Wrapped = tuple[str, bytes]  # a session's data key: the wrapping key's id, the wrapped key
@@ -102,7 +98,7 @@ def encode_index(
     """One index object: a record, or a batch of consecutive ones, with the wrapped data
     keys of their sessions; sealed with the writing session's key (bound to `key`), or
     checksummed without keys."""
-    body = _canonical(
+    body = canonical_json(
         {
             "records": [record.model_dump(mode="json") for record in records],
             "sessions": {
@@ -179,7 +175,7 @@ def decode_index(
                 f"archive index {key} is not encrypted although encryption is configured: "
                 "anyone with write access to the store could have written it; refused"
             )
-        if hashlib.sha256(_canonical(document["index"])).hexdigest() != document["sha256"]:
+        if hashlib.sha256(canonical_json(document["index"])).hexdigest() != document["sha256"]:
             raise IntegrityError(f"archive index {key} does not match its checksum")
         records = [ArchiveRecord.model_validate(r) for r in document["index"]["records"]]
         return Decoded([(record, None) for record in records], {})

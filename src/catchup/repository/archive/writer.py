@@ -63,7 +63,6 @@ class ArchiveWriter:
         self.next_seq = index.next_seq
         self.previous = record_digest(index.records[-1]) if index.records else None
         self.lengths = index.archived_lengths()
-        self.last: ArchiveRecord | None = index.records[-1] if index.records else None
         self.records = {record.seq: record for record in index.records}
         self.wraps = dict(index.wraps)
         if self.keys:
@@ -114,7 +113,7 @@ class ArchiveWriter:
                 f"archive record {key} was written by another archiver; this one stops (only "
                 "one archiver per shard may run: check for a second `catchup archive`)"
             )
-        self.next_seq, self.previous, self.last = seq + 1, record_digest(record), record
+        self.next_seq, self.previous = seq + 1, record_digest(record)
         self.records[seq] = record
         if (seq + 1) % self.batch_size == 0:
             self._gather(seq + 1 - self.batch_size, seq)
