@@ -3,6 +3,8 @@
 
 PYTHON ?= python3
 VENV   ?= .venv
+# The demo's engines: mariadb, mysql, postgres or mixed (the three in turn).
+ENGINE ?= mariadb
 BIN    := $(VENV)/bin
 # BINARY=PACKAGE: a Debian package is installed only when its binary is missing
 # (tools/install-missing), so a machine that has a tool from elsewhere, such as
@@ -16,12 +18,12 @@ TEST_PACKAGES := node=nodejs npm=npm chromium=chromium
 # Servers the tests start on loopback that come from npm (Azurite), pinned by tools/package-lock.json.
 TOOLS := tools/node_modules/.installed
 
-.PHONY: demo test lint deps system-deps venv test-tools bench-source-impact bench-archive clean
+.PHONY: demo test lint deps system-deps mysql venv test-tools bench-source-impact bench-archive clean
 
-demo: deps
-	$(BIN)/catchup demo
+demo: deps $(if $(filter mysql mixed,$(ENGINE)),mysql)
+	$(BIN)/catchup demo --engine $(ENGINE)
 
-test: deps test-tools
+test: deps mysql test-tools
 	$(BIN)/ruff check .
 	$(BIN)/mypy
 	$(BIN)/pytest -q
@@ -35,6 +37,11 @@ system-deps:
 	@sh tools/install-missing $(DEMO_PACKAGES)
 
 venv: $(VENV)/.installed
+
+# Debian 12 has no MySQL server: a private one from Debian unstable, unpacked under
+# .cache/mysql without touching the system (tools/install-mysql); once, then cached.
+mysql:
+	@sh tools/install-mysql
 
 test-tools: system-deps
 	@sh tools/install-missing $(TEST_PACKAGES)
@@ -52,7 +59,7 @@ $(VENV)/.installed: requirements.lock pyproject.toml
 
 # What a backup costs the source, against mariadb-dump, mydumper and mariadb-backup
 # (docs/benchmarks.md); about 15 minutes at the default 2 GB.
-bench-source-impact: deps
+bench-source-impact: deps mysql
 	@sh tools/install-missing mydumper=mydumper mariadb-backup=mariadb-backup
 	$(BIN)/python bench/source_impact.py $(ARGS)
 
@@ -62,4 +69,4 @@ bench-archive: deps
 	$(BIN)/python bench/archive.py $(ARGS)
 
 clean:
-	rm -rf $(VENV) .pytest_cache build src/*.egg-info tools/node_modules
+	rm -rf $(VENV) .pytest_cache build src/*.egg-info tools/node_modules .cache/mysql

@@ -22,6 +22,28 @@ from catchup.engines.relay import free_port
 REPO = Path(__file__).resolve().parents[1]
 
 
+def mysql_version() -> str:
+    """The MySQL the integration tests run against: it moves with Debian unstable
+    (tools/install-mysql takes what it has), so every run says which it was."""
+    from catchup.engines.mysql.binaries import find_binary, program_version
+    from catchup.errors import ConfigError
+
+    try:
+        mysqld = find_binary("mysqld")
+        return f"MySQL {program_version(mysqld)} ({mysqld})"
+    except ConfigError as exc:
+        return f"MySQL not installed ({exc})"
+
+
+def pytest_report_header() -> list[str]:
+    return [mysql_version()]
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    # Also under -q, which hides the header.
+    terminalreporter.write_line(f"tested against {mysql_version()}")
+
+
 @pytest.fixture
 def short_tmp() -> Iterator[Path]:
     """A temp dir with a short path: Unix socket paths must stay under 108 bytes."""

@@ -1,6 +1,7 @@
 """The tools operators run today, measured like catchup: mariadb-dump, mydumper and
-mariadb-backup for MariaDB, pg_basebackup for PostgreSQL. The network tools pull
-through a counting relay; mariadb-backup runs on the source host."""
+mariadb-backup for MariaDB, mysqldump and CLONE INSTANCE for MySQL, pg_basebackup for
+PostgreSQL. The network tools pull through a counting relay; mariadb-backup runs on
+the source host."""
 
 from __future__ import annotations
 
@@ -12,7 +13,10 @@ from pathlib import Path
 
 from benchlib import dir_bytes
 from catchup.demo.mariadb import MariaDBSandbox
+from catchup.demo.mysql import MySQLSandbox
 from catchup.demo.postgres import PostgresSandbox
+from catchup.engines.mysql.binaries import find_binary
+from catchup.engines.mysql.server import MySQLServer, ServerFiles
 from catchup.engines.relay import CountingRelay
 from catchup.files import write_private
 from impact.measure import Cost, children_usage, metered, shell
@@ -121,3 +125,65 @@ def pg_basebackup(bench: Bench, source: PostgresSandbox) -> Cost:
         return str(out)
 
     return relayed_tool(source, "pg_basebackup -X stream", run)  # type: ignore[arg-type]
+
+
+def mysqldump(bench: Bench, source: MySQLSandbox) -> Cost:
+    out = bench.root / "mysqldump.sql.zst"
+    cnf = client_config(bench)
+
+    def run(port: int) -> str:
+        shell(
+            f"{find_binary('mysqldump')} --defaults-extra-file={cnf} -h 127.0.0.1 -P {port} "
+            "--protocol=TCP --single-transaction --set-gtid-purged=ON --all-databases "
+            f"--routines --events --triggers --hex-blob | zstd -1 -T0 -q > {out}"
+        )
+        return str(out)
+
+    return relayed_tool(source, "mysqldump --single-transaction | zstd -1", run)
+
+
+def source_tls(source: MySQLSandbox) -> bool:
+    """Whether the source offers TLS: then CLONE uses it, as catchup's clone does."""
+    with source.connect() as conn, conn.cursor() as cursor:
+        cursor.execute(
+            "SHOW GLOBAL STATUS WHERE Variable_name IN ('Current_tls_cert', 'Current_tls_version')"
+        )
+        status = dict(cursor.fetchall())
+    return bool(status.get("Current_tls_cert")) and bool(status.get("Current_tls_version"))
+
+
+def mysql_clone(bench: Bench, source: MySQLSandbox) -> Cost:
+    """A raw `CLONE INSTANCE FROM` the source by a scratch mysqld into a directory of its
+    own: the full physical copy a clone-based tool takes at every backup (uncompressed)."""
+    root = bench.root / "clone-scratch"
+    shutil.rmtree(root, ignore_errors=True)
+    recipient = MySQLServer(
+        ServerFiles(root), 9999, ["--plugin-load-add=mysql_clone.so", "--skip-log-bin"]
+    )
+    recipient.install()
+    recipient.start()
+    target = root / "clone"
+    tls = "REQUIRE SSL" if source_tls(source) else "REQUIRE NO SSL"
+    try:
+        with (
+            CountingRelay("127.0.0.1", source.port, None) as relay,
+            recipient.connect() as conn,
+            conn.cursor() as cursor,
+        ):
+            cursor.execute("SET GLOBAL clone_valid_donor_list = %s", (f"127.0.0.1:{relay.port}",))
+            with metered(server_pid(source)) as (meter, clock):
+                cursor.execute(
+                    f"CLONE INSTANCE FROM %s@'127.0.0.1':%s IDENTIFIED BY %s "
+                    f"DATA DIRECTORY = %s {tls}",
+                    (BENCH_USER, relay.port, BENCH_PASSWORD, str(target)),
+                )
+    finally:
+        recipient.stop()
+    return Cost(
+        "CLONE INSTANCE FROM (raw data dir)",
+        relay.bytes_from_source,
+        meter.cpu_seconds,
+        meter.read_bytes,
+        clock["wall"],
+        dir_bytes(target),
+    )

@@ -1,17 +1,27 @@
 """The scenarios of one run: the main one (bootstrap, steady state by changed
-fraction, the full-backup tools), a zero-delta cycle, shards at once, and a
-PostgreSQL source."""
+fraction, the full-backup tools), a zero-delta cycle, shards at once, a PostgreSQL
+source, and a MySQL source (bootstrap by CLONE vs by mysqldump)."""
 
 from __future__ import annotations
 
 import shutil
 import statistics
+import subprocess
 import time
 from dataclasses import asdict
 
 from benchlib import MIB, dir_bytes, say
 from catchup.demo.shop import DATABASE
-from impact.competitors import mariadb_backup, mariadb_dump, mydumper, pg_basebackup
+from catchup.engines.mysql.binaries import find_binary
+from catchup.errors import ConfigError
+from impact.competitors import (
+    mariadb_backup,
+    mariadb_dump,
+    mydumper,
+    mysql_clone,
+    mysqldump,
+    pg_basebackup,
+)
 from impact.sources import Bench, catchup_cycle
 from impact.workload import change_rows, settle
 
@@ -109,3 +119,76 @@ def postgres_scenario(bench: Bench, size_mb: float, fraction: float) -> dict:
     steady = catchup_cycle(bench, source, f"catchup steady state ({fraction:.0%} of accounts)")
     base = pg_basebackup(bench, source)
     return {"size_mb": size_mb, "costs": [asdict(c) for c in (bootstrap, steady, base)]}
+
+
+def mysql_missing() -> str | None:
+    """Why the MySQL part cannot run here (no MySQL programs), or None."""
+    try:
+        for program in ("mysqld", "mysqldump", "mysql"):
+            find_binary(program)
+    except ConfigError as exc:
+        return str(exc)
+    return None
+
+
+def mysql_scenario(bench: Bench, size_mb: float, fraction: float) -> dict:
+    """One MySQL source, two shards of it: one bootstrapped by CLONE, one by mysqldump;
+    a workload; a catch-up cycle of each; then mysqldump and a raw CLONE of everything."""
+    mysqld = find_binary("mysqld")
+    version = subprocess.run([mysqld, "--version"], capture_output=True, text=True, check=True)
+    say(f"MySQL: loading {size_mb:g} MB into a MySQL source")
+    started = time.monotonic()
+    source = bench.add_mysql(size_mb)
+    settle(source)
+    load_seconds = time.monotonic() - started
+    data_dir = source.server.files.data_dir
+    data_bytes = dir_bytes(data_dir / DATABASE)
+    # What CLONE copies: every InnoDB file (system, undo, redo as it goes), not binlogs.
+    binlogs = sum(p.stat().st_size for p in data_dir.glob("binlog.*"))
+    innodb_bytes = dir_bytes(data_dir) - binlogs
+    name = bench.names[id(source)]
+    bootstrap, steady = [], []
+    for method in ("clone", "dump"):
+        say(f"catchup bootstrap by {method}")
+        bootstrap.append(
+            catchup_cycle(
+                bench,
+                source,
+                f'catchup bootstrap, mysql.bootstrap = "{method}"',
+                f"{name}-{method}",
+                {"bootstrap": method},
+            )
+        )
+    say(f"workload: {fraction:.1%} of rows, then a catchup cycle of each shard")
+    workload = change_rows(source, fraction, 1)
+    for method in ("clone", "dump"):
+        cost = catchup_cycle(
+            bench,
+            source,
+            f"catchup steady state ({fraction:.0%} changed; {method} bootstrap)",
+            f"{name}-{method}",
+            {"bootstrap": method},
+        )
+        cost.extra |= {
+            "fraction": fraction,
+            "binlog_bytes": workload["binlog_bytes"],
+            "rows_changed": workload["rows"],
+            "workload_seconds": workload["seconds"],
+            "bytes_vs_binlog": cost.source_bytes / workload["binlog_bytes"],
+        }
+        steady.append(cost)
+    say("mysqldump of everything")
+    dump = mysqldump(bench, source)
+    say("CLONE INSTANCE of everything")
+    clone = mysql_clone(bench, source)
+    return {
+        "size_mb": size_mb,
+        "data_bytes": data_bytes,
+        "innodb_bytes": innodb_bytes,
+        "load_seconds": load_seconds,
+        "server_version": source.server.connect().get_server_info(),
+        "mysqld_version": "mysqld " + version.stdout.split(None, 1)[1].strip(),
+        "bootstrap": [asdict(c) for c in bootstrap],
+        "steady": [asdict(c) for c in steady],
+        "full": [asdict(c) for c in (dump, clone)],
+    }

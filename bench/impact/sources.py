@@ -12,6 +12,7 @@ from catchup.cancel import CancelToken
 from catchup.config import Config, parse_config
 from catchup.cycle import CycleOptions, LogReporter
 from catchup.demo.mariadb import MariaDBSandbox
+from catchup.demo.mysql import MySQLSandbox
 from catchup.demo.postgres import PostgresSandbox
 from catchup.demo.run import demo_config
 from catchup.fleet.run import ShardResult, backup_fleet
@@ -26,7 +27,7 @@ class Bench:
 
     def __init__(self, root: Path) -> None:
         self.root = root
-        self.sources: list[MariaDBSandbox | PostgresSandbox] = []  # running
+        self.sources: list[MariaDBSandbox | PostgresSandbox] = []  # running (MySQL's too)
         self.names: dict[int, str] = {}  # id(source) -> shard name, unique over the run
         self.made = 0
 
@@ -50,13 +51,25 @@ class Bench:
         source.load_demo_data(size_mb)
         return source
 
+    def add_mysql(self, size_mb: float) -> MySQLSandbox:
+        source = self._named(lambda root, server_id: MySQLSandbox(root, server_id))
+        source.start()  # ROW binlogs: MySQL's default
+        source.execute(f"CREATE USER '{BENCH_USER}'@'%' IDENTIFIED BY '{BENCH_PASSWORD}'")
+        source.execute(f"GRANT ALL ON *.* TO '{BENCH_USER}'@'%'")
+        source.load_demo_data(size_mb)
+        return source
+
     def add_postgres(self, size_mb: float) -> PostgresSandbox:
         source = self._named(lambda root, server_id: PostgresSandbox(root))
         source.start()
         source.load_demo_data(size_mb)
         return source
 
-    def config(self, sources: list) -> Config:
+    def config(
+        self, sources: list, shard: str | None = None, mysql: dict[str, Any] | None = None
+    ) -> Config:
+        """`shard` names a single source's shard (one source, two shards: clone vs dump);
+        `mysql` overrides the [mysql] settings (e.g. {"bootstrap": "clone"})."""
         path = self.root / f"catchup-{len(sources)}.toml"
         path.write_text(
             demo_config(self.root, sources, len(sources), repository=str(self.root / "repo"))
@@ -64,13 +77,18 @@ class Bench:
         config = parse_config(tomllib.loads(path.read_text()), str(path))
         # demo_config names shards by position: give each source its own name.
         shards = [
-            shard.model_copy(update={"shard": self.names[id(source)]})
-            for shard, source in zip(config.shards, sources, strict=True)
+            entry.model_copy(update={"shard": shard or self.names[id(source)]})
+            for entry, source in zip(config.shards, sources, strict=True)
         ]
-        return config.model_copy(update={"shards": shards})
+        update: dict[str, Any] = {"shards": shards}
+        if mysql:
+            update["mysql"] = config.mysql.model_copy(update=mysql)
+        return config.model_copy(update=update)
 
-    def backup(self, sources: list) -> list[ShardResult]:
-        config = self.config(sources)
+    def backup(
+        self, sources: list, shard: str | None = None, mysql: dict[str, Any] | None = None
+    ) -> list[ShardResult]:
+        config = self.config(sources, shard, mysql)
         results = backup_fleet(
             config,
             config.shards,
@@ -99,9 +117,15 @@ def server_pid(source: MariaDBSandbox | PostgresSandbox) -> int:
     return source.server.process.pid
 
 
-def catchup_cycle(bench: Bench, source: MariaDBSandbox | PostgresSandbox, name: str) -> Cost:
+def catchup_cycle(
+    bench: Bench,
+    source: MariaDBSandbox | PostgresSandbox,
+    name: str,
+    shard: str | None = None,
+    mysql: dict[str, Any] | None = None,
+) -> Cost:
     with metered(server_pid(source)) as (meter, clock):
-        [result] = bench.backup([source])
+        [result] = bench.backup([source], shard, mysql)
     return Cost(
         name,
         result.bytes_from_source,
@@ -109,5 +133,9 @@ def catchup_cycle(bench: Bench, source: MariaDBSandbox | PostgresSandbox, name: 
         meter.read_bytes,
         clock["wall"],
         result.stored_bytes,
-        {"catch_up_seconds": result.durations.get("catch up", 0.0), "cycle": result.seconds},
+        {
+            "catch_up_seconds": result.durations.get("catch up", 0.0),
+            "cycle": result.seconds,
+            **{f"step {step}": seconds for step, seconds in result.durations.items()},
+        },
     )

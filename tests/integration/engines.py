@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from catchup.demo.mariadb import MariaDBSandbox
+from catchup.demo.mysql import MySQLSandbox
 from catchup.demo.postgres import PostgresSandbox
 from catchup.demo.sandbox import Sandbox
 from catchup.fleet.run import ShardResult
@@ -42,6 +43,12 @@ ENGINES = {
         lambda root, server_id: MariaDBSandbox(root, server_id),
         purge_binlogs,
         "ephemeral mariadbd died",
+    ),
+    "mysql": EngineCase(
+        "mysql",
+        lambda root, server_id: MySQLSandbox(root, server_id),
+        purge_binlogs,  # MySQL's PURGE BINARY LOGS, as MariaDB's
+        "ephemeral mysqld died",
     ),
     "postgres": EngineCase(
         "postgres",

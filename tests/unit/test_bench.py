@@ -119,3 +119,49 @@ def test_the_archive_bench_takes_its_sizes_as_flags(monkeypatch) -> None:
     assert defaults.engines == ["mariadb", "postgres"] and defaults.window >= 60
     with pytest.raises(SystemExit):
         bench.parse_args(["--engines", "mysql"])
+
+
+def fake_cost(method: str, sent: int, cpu: float, **extra: float) -> dict:
+    """One method's row as bench/impact/measure.py's Cost records it, made-up numbers."""
+    steps = {"step bootstrap": 30.0, "step stop": 3.0, "step precheck": 0.01}
+    return {
+        "method": method,
+        "source_bytes": sent,
+        "source_cpu_seconds": cpu,
+        "source_read_bytes": sent,
+        "wall_seconds": 40.0,
+        "backup_bytes": 100 << 20,
+        "extra": {**steps, **extra},
+    }
+
+
+def test_the_mysql_section_compares_the_catch_up_with_mysqldump_and_clone(monkeypatch) -> None:
+    monkeypatch.syspath_prepend(str(BENCH))
+    from impact.report import MYSQL_BEGIN, mysql_headline, mysql_markdown
+
+    delta = {
+        "fraction": 0.01,
+        "binlog_bytes": 4 << 20,
+        "rows_changed": 5000,
+        "bytes_vs_binlog": 0.5,
+    }
+    mysql = {
+        "size_mb": 500,
+        "data_bytes": 600 << 20,
+        "innodb_bytes": 800 << 20,
+        "server_version": "9.7.4",
+        "mysqld_version": "mysqld Ver 9.7.4",
+        "bootstrap": [fake_cost("clone", 800 << 20, 2.0), fake_cost("dump", 700 << 20, 8.0)],
+        "steady": [fake_cost("steady", 2 << 20, 0.1, **delta)] * 2,
+        "full": [fake_cost("mysqldump", 700 << 20, 10.0), fake_cost("CLONE", 800 << 20, 2.0)],
+    }
+    h = mysql_headline(mysql)
+    assert h["mysql_cpu_ratio_vs_mysqldump"] == pytest.approx(0.01)
+    assert h["mysql_cpu_ratio_vs_clone"] == pytest.approx(0.05)
+    assert h["mysql_bytes_ratio_vs_clone"] == pytest.approx(2 / 800, abs=1e-4)
+    assert h["mysql_dump_vs_clone_bootstrap_cpu"] == pytest.approx(4.0)
+    text = mysql_markdown({"date": "2026-12-03", "machine": "2 cores", "mysql": mysql}, h)
+    assert MYSQL_BEGIN not in text  # write_section adds the markers
+    assert "| source CPU s | 2.00 | 8.00 | 4.00 |" in text
+    assert "| bootstrap step s |" in text and "precheck" not in text  # steps that took time
+    assert "1.0% of its CPU" in text and "5.0% of its CPU" in text

@@ -16,7 +16,7 @@ from catchup.engines.registry import engine_for
 from tests.conftest import REPO
 
 PACKAGE = REPO / "src" / "catchup"
-ENGINES = {"mariadb": "MariaDB", "postgres": "Postgres"}
+ENGINES = {"mariadb": "MariaDB", "mysql": "MySQL", "postgres": "Postgres"}
 SHARED_FILES = {
     "__init__.py",  # wires the Engine, nothing more
     "source.py",  # <Engine>Source: what a cycle asks of the source

@@ -28,3 +28,13 @@ def test_the_readme_shows_the_mariadb_grant_the_engine_checks() -> None:
 def test_the_readme_shows_the_postgres_role_the_sandboxes_create() -> None:
     statements = readme_sql_block("CREATE ROLE catchup")
     assert statements == [SOURCE_ROLE.format("'…'"), *SOURCE_GRANTS]
+
+
+def test_the_readme_shows_the_mysql_grant_the_engine_checks() -> None:
+    from catchup.engines.mysql.source import REQUIRED_PRIVILEGES as MYSQL_PRIVILEGES
+    from catchup.engines.mysql.source import SOURCE_GRANT as MYSQL_GRANT
+
+    statements = readme_sql_block("BACKUP_ADMIN")
+    assert statements == ["CREATE USER 'catchup'@'%' IDENTIFIED BY '…'", MYSQL_GRANT]
+    granted = MYSQL_GRANT.removeprefix("GRANT ").partition(" ON ")[0].split(", ")
+    assert granted == list(MYSQL_PRIVILEGES)

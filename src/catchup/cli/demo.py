@@ -37,15 +37,18 @@ def demo(
         Path, typer.Option("--dir", help="Where the sandbox, repository and config go.")
     ] = Path("catchup-demo"),
     engine: Annotated[
-        str, typer.Option("--engine", help="mariadb, postgres, or mixed (alternating).")
+        str,
+        typer.Option("--engine", help="mariadb, mysql, postgres, or mixed (the three in turn)."),
     ] = "mariadb",
     json_output: JsonOption = False,
 ) -> None:
     """Back up a local sandbox fleet twice, restore a shard and prove it equal to its source."""
     from catchup.demo.run import DemoOptions, run_demo
 
-    if engine not in ("mariadb", "postgres", "mixed"):
-        raise UsageError(f"--engine {engine!r} is not one of mariadb, postgres, mixed; pick one")
+    if engine not in ("mariadb", "mysql", "postgres", "mixed"):
+        raise UsageError(
+            f"--engine {engine!r} is not one of mariadb, mysql, postgres, mixed; pick one"
+        )
     options = DemoOptions(
         shards=shards, size_mb=size, directory=directory, keep=keep or serve, engine=engine
     )

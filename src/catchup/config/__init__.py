@@ -24,7 +24,7 @@ from catchup.config.daemon import (
     Schedules,
     ScheduleSettings,
 )
-from catchup.config.engines import MariaDBSettings, PostgresSettings
+from catchup.config.engines import MariaDBSettings, MySQLSettings, PostgresSettings
 from catchup.config.repository import (
     ArchiveSettings,
     Compression,
@@ -51,6 +51,7 @@ __all__ = [
     "KubernetesSettings",
     "LockSettings",
     "MariaDBSettings",
+    "MySQLSettings",
     "PostgresSettings",
     "Retention",
     "ScheduleSettings",
@@ -81,6 +82,7 @@ class Config(Strict):
     archive: ArchiveSettings = ArchiveSettings()
     compression: Compression = Compression()
     mariadb: MariaDBSettings = MariaDBSettings()
+    mysql: MySQLSettings = MySQLSettings()
     postgres: PostgresSettings = PostgresSettings()
     storage: StorageSettings = StorageSettings()
     encryption: EncryptionSettings = EncryptionSettings()

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 
 from pydantic import Field
 
@@ -31,3 +31,20 @@ class PostgresSettings(Strict):
     # Bootstrap again when the WAL since the last backup exceeds this x the database size:
     # a fresh base backup then costs the source less than streaming that WAL.
     rebootstrap_wal_ratio: Annotated[float, Field(gt=0)] = 1.0
+
+
+class MySQLSettings(Strict):
+    """Knobs for the ephemeral MySQL servers (not the source)."""
+
+    # A directory with mysqld, mysql, mysqldump and mysqlbinlog (or wrappers of them), of the
+    # source's version; default: the private server `make` installs under .cache/mysql, then PATH.
+    binaries: Path | None = None
+    # clone: CLONE INSTANCE FROM the source (physical; needs its clone plugin, BACKUP_ADMIN and
+    # the same version); dump: mysqldump with its GTID set; auto: clone where the source allows.
+    bootstrap: Literal["auto", "clone", "dump"] = "auto"
+    buffer_pool_mb: Annotated[int, Field(ge=16)] = 256
+    redo_log_mb: Annotated[int, Field(ge=8)] = 256  # innodb_redo_log_capacity during catch-up
+    archive_redo_log_mb: Annotated[int, Field(ge=8)] = 8  # shrunk to this before archiving
+    # zstd on the replication stream: the source spends a little CPU to send fewer bytes.
+    compress_replication: bool = True
+    replica_parallel_workers: Annotated[int, Field(ge=0, le=64)] = 0

@@ -54,7 +54,7 @@ class Credentials(Strict):
 class Shard(Strict):
     keyspace: Annotated[str, Field(pattern=NAME_PATTERN)]
     shard: Annotated[str, Field(pattern=NAME_PATTERN)]
-    engine: Literal["mariadb", "postgres"] = "mariadb"
+    engine: Literal["mariadb", "mysql", "postgres"] = "mariadb"
     source: str | None = None
     socket: Path | None = None
     role: Literal["primary", "replica"] = "primary"

@@ -43,6 +43,7 @@ class MariaDBSandbox:
     """One sandbox primary with its `catchup` account and the demo schema."""
 
     engine = "mariadb"
+    grant = SOURCE_GRANT  # the engine's documented GRANT for the catchup account
 
     def __init__(
         self,
@@ -83,7 +84,7 @@ class MariaDBSandbox:
             password = secrets.token_urlsafe(18)
             write_private(self.password_file, password + "\n")
             self.execute("CREATE USER 'catchup'@'%%' IDENTIFIED BY %s", (password,))
-            self.execute(SOURCE_GRANT)
+            self.execute(self.grant)
 
     def _replicate_from(self, primary: MariaDBSandbox) -> None:
         self.execute(

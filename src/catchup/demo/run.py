@@ -40,6 +40,7 @@ from catchup.demo.archive import (
     prove_point_in_time,
 )
 from catchup.demo.mariadb import MariaDBSandbox
+from catchup.demo.mysql import MySQLSandbox
 from catchup.demo.postgres import PostgresSandbox
 from catchup.demo.sandbox import Sandbox
 from catchup.errors import CatchupError
@@ -59,7 +60,7 @@ class DemoOptions:
     parallel: int = 2
     workload_fraction: float = 0.03
     keep: bool = False  # leave the sandbox fleet running afterwards
-    engine: str = "mariadb"  # mariadb, postgres or mixed
+    engine: str = "mariadb"  # mariadb, mysql, postgres or mixed (the three in turn)
 
 
 @dataclass
@@ -137,7 +138,7 @@ def prepare_directory(root: Path) -> None:
     """Start from nothing, stopping any sandbox a previous `--keep` left running."""
     if root.exists():
         for sandbox in root.glob("sandbox/*"):
-            MariaDBSandbox.kill_leftover(sandbox)
+            MariaDBSandbox.kill_leftover(sandbox)  # MySQL's too: one server process
             PostgresSandbox.kill_leftover(sandbox)
         shutil.rmtree(root)
     root.mkdir(parents=True)
@@ -145,9 +146,11 @@ def prepare_directory(root: Path) -> None:
 
 def new_sandbox(root: Path, index: int, engine: str) -> Sandbox:
     if engine == "mixed":
-        engine = ("mariadb", "postgres")[index % 2]
+        engine = ("mariadb", "postgres", "mysql")[index % 3]
     if engine == "postgres":
         return PostgresSandbox(root)
+    if engine == "mysql":
+        return MySQLSandbox(root, server_id=index + 1)
     return MariaDBSandbox(root, server_id=index + 1)
 
 
@@ -178,7 +181,12 @@ def run_demo(
     """Run the whole demo; `say(text)` narrates each phase."""
     root = options.directory.absolute()
     prepare_directory(root)
-    kinds = {"mariadb": "MariaDB", "postgres": "PostgreSQL", "mixed": "MariaDB and PostgreSQL"}
+    kinds = {
+        "mariadb": "MariaDB",
+        "mysql": "MySQL",
+        "postgres": "PostgreSQL",
+        "mixed": "MariaDB, PostgreSQL and MySQL",
+    }
     say(f"Starting {options.shards} sandbox {kinds[options.engine]} primaries under {root}/sandbox")
     result = DemoResult(config_path=root / "catchup.toml")
     result.sources = start_fleet(root, options)

@@ -5,6 +5,7 @@ procedure, a trigger), rows generated on the server, and a write workload.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from pymysql.cursors import Cursor
@@ -96,53 +97,68 @@ TRIGGER = """CREATE TRIGGER count_orders AFTER INSERT ON orders FOR EACH ROW
     UPDATE customers SET order_count = order_count + 1 WHERE id = NEW.customer_id"""
 
 
-def fill_statements(rows: RowCounts) -> list[str]:
-    """Server-side generated rows (Sequence engine): fast and without client traffic."""
+def fill_statements(rows: RowCounts, numbers: Callable[[int], str]) -> list[str]:
+    """Server-side generated rows (`numbers(n)`: a table of seq = 1..n), fast and without
+    client traffic."""
     return [
         f"""INSERT INTO customers (email, name, country, created_at)
             SELECT CONCAT('user', seq, '@example.com'),
                    CONCAT(ELT(1 + seq % 5, 'Zoë', 'José', 'Łukasz', 'Ayşe', '李雷'), ' ', seq),
                    ELT(1 + seq % 6, 'DE', 'FR', 'PL', 'TR', 'CN', 'US'),
                    '2024-01-01' + INTERVAL (seq * 37) MINUTE
-            FROM seq_1_to_{rows.customers}""",
+            FROM {numbers(rows.customers)}""",
         f"""INSERT INTO products (sku, title, price, attributes)
             SELECT CONCAT('SKU-', LPAD(seq, 8, '0')), CONCAT('Product ', seq, ' ✓'),
                    ROUND(1 + (seq * 7919) % 50000 / 100, 2),
                    JSON_OBJECT('color', ELT(1 + seq % 4, 'red', 'green', 'blue', 'black'),
                                'weight_g', seq % 2000, 'tags', JSON_ARRAY('a', seq % 10))
-            FROM seq_1_to_{rows.products}""",
+            FROM {numbers(rows.products)}""",
         f"""INSERT INTO orders (customer_id, status, total, note, created_at)
             SELECT 1 + (seq * 7) % {rows.customers},
                    ELT(1 + seq % 4, 'new', 'paid', 'shipped', 'cancelled'),
                    ROUND((seq * 104729) % 100000 / 100, 2),
                    IF(seq % 3 = 0, CONCAT('deliver after ', seq % 24, 'h — merci'), NULL),
                    '2024-01-01' + INTERVAL (seq * 3) MINUTE
-            FROM seq_1_to_{rows.orders}""",
+            FROM {numbers(rows.orders)}""",
         f"""INSERT INTO order_items (order_id, line, product_id, qty, price)
             SELECT 1 + (seq - 1) DIV 3, 1 + (seq - 1) % 3, 1 + (seq * 31) % {rows.products},
                    1 + seq % 5,
                    ROUND(1 + (seq * 13) % 9000 / 100, 2)
-            FROM seq_1_to_{rows.items}""",
+            FROM {numbers(rows.items)}""",
         f"""INSERT INTO documents (customer_id, title, body)
             SELECT 1 + seq % {rows.customers}, CONCAT('Scan ', seq, ' 📄'),
                    IF(seq % 2, RANDOM_BYTES(1024),
                       REPEAT(CONCAT('invoice line ', seq, ' amount ', seq % 977, '\n'), 40))
-            FROM seq_1_to_{rows.documents}""",
+            FROM {numbers(rows.documents)}""",
         f"""INSERT INTO event_log (happened_at, kind, payload)
             SELECT '2024-01-01' + INTERVAL seq SECOND, ELT(1 + seq % 3, 'login', 'view', 'buy'),
-                   JSON_OBJECT('session', MD5(seq), 'n', seq)
-            FROM seq_1_to_{rows.events}""",
+                   JSON_OBJECT('session', LEFT(SHA2(seq, 256), 32), 'n', seq)
+            FROM {numbers(rows.events)}""",
         TRIGGER,
         """UPDATE customers c JOIN (SELECT customer_id, COUNT(*) n FROM orders
             GROUP BY customer_id) o ON o.customer_id = c.id SET c.order_count = o.n""",
     ]
 
 
+def number_table(cursor: Cursor) -> Callable[[int], str]:
+    """The server's table of the numbers 1..n: MariaDB's Sequence engine, or on MySQL (which
+    has none) a recursive common table expression."""
+    (version,) = select_row(cursor, "SELECT VERSION()")
+    if "mariadb" in str(version).lower():
+        return lambda n: f"seq_1_to_{n}"
+    cursor.execute("SET SESSION cte_max_recursion_depth = 100000000")
+    return lambda n: (
+        f"(WITH RECURSIVE numbers (seq) AS (SELECT 1 UNION ALL SELECT seq + 1 FROM numbers "
+        f"WHERE seq < {n}) SELECT seq FROM numbers) AS numbers"
+    )
+
+
 def load(cursor: Cursor, size_mb: float) -> None:
     """Create the schema and about `size_mb` of rows."""
+    numbers = number_table(cursor)
     cursor.execute(SCHEMA[0])
     cursor.execute(f"USE {DATABASE}")
-    for statement in [*SCHEMA[1:], *fill_statements(RowCounts.for_size(size_mb))]:
+    for statement in [*SCHEMA[1:], *fill_statements(RowCounts.for_size(size_mb), numbers)]:
         cursor.execute(statement)
 
 
@@ -150,6 +166,7 @@ def apply_workload(cursor: Cursor, fraction: float, round_: int, batch: int = 20
     """Change about `fraction` of the rows in many small transactions, plus DDL and a
     procedure call; `round_` makes each round's changes differ."""
     run = cursor.execute
+    numbers = number_table(cursor)
     run(f"USE {DATABASE}")
     orders, max_id = select_row(cursor, "SELECT COUNT(*), COALESCE(MAX(id), 0) FROM orders")
     (customers,) = select_row(cursor, "SELECT COUNT(*) FROM customers")
@@ -159,7 +176,7 @@ def apply_workload(cursor: Cursor, fraction: float, round_: int, batch: int = 20
         run(
             "INSERT INTO orders (customer_id, status, total, note, created_at) "
             "SELECT 1 + (seq * 11) %% %s, 'new', seq %% 500, 'workload ✓', "
-            "'2025-06-01' + INTERVAL seq MINUTE FROM seq_1_to_" + str(n // 2 + 1),
+            "'2025-06-01' + INTERVAL seq MINUTE FROM " + numbers(n // 2 + 1),
             (customers,),
         )
         run(
@@ -169,5 +186,12 @@ def apply_workload(cursor: Cursor, fraction: float, round_: int, batch: int = 20
         run("DELETE FROM event_log ORDER BY happened_at LIMIT %s", (n // 6 + 1,))
     run("UPDATE documents SET body = RANDOM_BYTES(900) WHERE id %% 97 = %s", (round_ % 97,))
     run("CALL cancel_stale_orders(%s)", (max_id // 50,))
-    run("ALTER TABLE customers ADD COLUMN IF NOT EXISTS loyalty TINYINT NOT NULL DEFAULT 0")
+    (has_loyalty,) = select_row(
+        cursor,
+        "SELECT COUNT(*) FROM information_schema.columns WHERE table_schema = %s "
+        "AND table_name = 'customers' AND column_name = 'loyalty'",
+        (DATABASE,),
+    )
+    if not has_loyalty:  # MySQL has no ADD COLUMN IF NOT EXISTS
+        run("ALTER TABLE customers ADD COLUMN loyalty TINYINT NOT NULL DEFAULT 0")
     run(f"ALTER TABLE products COMMENT = 'workload {round_}'")

@@ -19,6 +19,12 @@ def _mariadb() -> Engine[Any]:
     return MariaDBEngine()
 
 
+def _mysql() -> Engine[Any]:
+    from catchup.engines.mysql import MySQLEngine
+
+    return MySQLEngine()
+
+
 def _postgres() -> Engine[Any]:
     from catchup.engines.postgres import PostgresEngine
 
@@ -26,7 +32,11 @@ def _postgres() -> Engine[Any]:
 
 
 # Imported lazily: a command that touches one engine loads only that one's drivers.
-ENGINES: dict[str, Callable[[], Engine[Any]]] = {"mariadb": _mariadb, "postgres": _postgres}
+ENGINES: dict[str, Callable[[], Engine[Any]]] = {
+    "mariadb": _mariadb,
+    "mysql": _mysql,
+    "postgres": _postgres,
+}
 
 
 def engine_for(name: str) -> Engine[Any]:

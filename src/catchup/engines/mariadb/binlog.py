@@ -219,5 +219,5 @@ def archive_order(name: str) -> tuple[str, str, int]:
     """Sort key of an archived file name: stream start, then binlog sequence."""
     match = NAME.match(name)
     if not match:
-        raise ValueError(f"{name!r} is not an archived MariaDB binlog name")
+        raise ValueError(f"{name!r} is not an archived binlog name")
     return match.group(1), match.group(2), int(match.group(3))

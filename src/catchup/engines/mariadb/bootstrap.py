@@ -18,7 +18,6 @@ from pathlib import Path
 from catchup.cancel import CancelToken
 from catchup.engines import StepProgress
 from catchup.engines.environment import child_environment
-from catchup.engines.mariadb.binaries import find_binary
 from catchup.engines.mariadb.server import ADMIN_USER, MariaDBServer, option_file
 from catchup.engines.mariadb.source import MariaDBSource
 from catchup.errors import SourceError
@@ -76,8 +75,11 @@ def load_dump(
     databases: list[str],
     cancel: CancelToken,
     on_progress: Callable[[], None] | None = None,
+    programs: tuple[str, str] = ("mariadb-dump", "mariadb"),
+    options: list[str] = DUMP_OPTIONS,
 ) -> None:
-    """Pipe mariadb-dump (through the relay) into the mariadb client of `server`."""
+    """Pipe the dump program (through the relay) into the client of `server`: `programs`
+    names the two (MySQL's are mysqldump and mysql), `options` the dump's."""
     root = server.files.root
     source_config = root / "source.cnf"
     write_private(
@@ -87,14 +89,15 @@ def load_dump(
         ),
     )
     selection = ["--databases", *databases] if databases else ["--no-data", "--databases", "mysql"]
+    dump_program, client_program = programs
     dump_cmd = [
-        find_binary("mariadb-dump", server.binaries),
+        server.program(dump_program),
         f"--defaults-extra-file={source_config}",
-        *DUMP_OPTIONS,
+        *options,
         *selection,
     ]
     load_cmd = [
-        find_binary("mariadb", server.binaries),
+        server.program(client_program),
         f"--defaults-extra-file={server.files.client_config}",
         "--binary-mode",
         "--max-allowed-packet=1G",
@@ -114,7 +117,7 @@ def load_dump(
     # nothing: then the loader's error is the one to show.
     load_failed_first = load.returncode != 0 and "errno 32" in _tail(dump_log)
     if dump.returncode != 0 and not load_failed_first:
-        raise SourceError(f"mariadb-dump of the source failed: {_tail(dump_log)}")
+        raise SourceError(f"{dump_program} of the source failed: {_tail(dump_log)}")
     if load.returncode != 0:
         raise SourceError(f"loading the dump into the ephemeral instance failed: {_tail(load_log)}")
 

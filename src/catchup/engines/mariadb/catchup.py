@@ -148,10 +148,10 @@ class _replica_session:
 def _instance_lost(server: MariaDBServer, exc: Exception) -> InstanceError:
     if not server.running:
         return InstanceError(
-            f"the ephemeral mariadbd died (exit code {server.exit_code}) during catch-up: "
+            f"the ephemeral {server.name} died (exit code {server.exit_code}) during catch-up: "
             f"{server.log_tail()}"
         )
-    return InstanceError(f"cannot talk to the ephemeral mariadbd: {exc}")
+    return InstanceError(f"cannot talk to the ephemeral {server.name}: {exc}")
 
 
 def _execute(conn: pymysql.Connection, sql: str, args: tuple[object, ...] | None = None) -> None:

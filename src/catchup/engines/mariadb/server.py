@@ -108,12 +108,16 @@ class MariaDBServer(ServerProcess):
 
     # --- lifecycle -------------------------------------------------------------
 
+    def program(self, name: str) -> str:
+        """The path of one of this server's programs (`mariadbd`, `mariadb-dump`, …)."""
+        return find_binary(name, self.binaries)
+
     def install(self) -> None:
         """Create a fresh, empty data dir with the system tables."""
         self.files.data_dir.mkdir(parents=True, exist_ok=True)
         self.files.tmp_dir.mkdir(exist_ok=True)
         command = [
-            find_binary("mariadb-install-db", self.binaries),
+            self.program("mariadb-install-db"),
             "--no-defaults",
             f"--datadir={self.files.data_dir}",
             f"--tmpdir={self.files.tmp_dir}",
@@ -140,7 +144,7 @@ class MariaDBServer(ServerProcess):
                 socket=str(self.files.socket),
             ),
         )
-        command = [find_binary("mariadbd", self.binaries), "--no-defaults", *self._arguments()]
+        command = [self.program(self.name), "--no-defaults", *self._arguments()]
         if self.die_with_parent and shutil.which("setpriv"):
             # If catchup itself is killed, the kernel takes the server down with it.
             command = ["setpriv", "--pdeathsig", "KILL", *command]
@@ -220,7 +224,7 @@ class MariaDBServer(ServerProcess):
             cancel.check()
             if self.process is not None and not self.running:
                 raise InstanceError(
-                    f"mariadbd exited with code {self.exit_code} at startup: {self.log_tail()}"
+                    f"{self.name} exited with code {self.exit_code} at startup: {self.log_tail()}"
                 )
             with contextlib.suppress(pymysql.err.OperationalError):
                 self.connect(timeout=2).close()
@@ -228,7 +232,7 @@ class MariaDBServer(ServerProcess):
             if time.monotonic() > deadline:
                 self.kill()
                 raise InstanceError(
-                    f"mariadbd did not become ready within {timeout:.0f}s: {self.log_tail()}"
+                    f"{self.name} did not become ready within {timeout:.0f}s: {self.log_tail()}"
                 )
             time.sleep(0.05)
 

@@ -21,6 +21,12 @@ def verify(server: MariaDBServer, expected_position: str) -> list[Finding]:
             f"@@gtid_slave_pos {reached or '(empty)'}; manifest {expected_position or '(empty)'}",
         )
     ]
+    return [*findings, *check_tables(server)]
+
+
+def check_tables(server: MariaDBServer) -> list[Finding]:
+    """CHECK TABLE of every table (MariaDB and MySQL alike)."""
+    findings = []
     with server.connect() as conn, conn.cursor() as cursor:
         for table in _all_tables(cursor):
             cursor.execute(f"CHECK TABLE {table}")
