@@ -19,15 +19,23 @@ import contextlib
 import hashlib
 import shutil
 import subprocess
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any, ClassVar, Generic, TypeVar
 
 from catchup.config import Config, Shard
 from catchup.engines import Coverage, LogMark
 from catchup.engines.environment import child_environment
 from catchup.engines.mariadb.binaries import find_binary
-from catchup.engines.mariadb.binlog import NAME, BinlogFormatError, BinlogReader, archive_order
+from catchup.engines.mariadb.binlog import (
+    NAME,
+    BinlogFile,
+    BinlogFormatError,
+    BinlogReader,
+    P,
+    archive_order,
+)
 from catchup.engines.mariadb.gtid import Position, judge_coverage
 from catchup.engines.mariadb.instance import SERVER_ID_RANGE, random_server_id
 from catchup.engines.mariadb.server import option_file
@@ -39,6 +47,8 @@ from catchup.files import write_private
 
 STOP_SECONDS = 10
 
+T = TypeVar("T", bound="BinlogStream[Any]")  # the engine's stream
+
 
 def archive_server_id(shard: Shard, taken: set[int]) -> int:
     """The same id for every stream of a shard, so that a restarted archiver replaces its
@@ -49,23 +59,30 @@ def archive_server_id(shard: Shard, taken: set[int]) -> int:
     return candidate if candidate not in taken else random_server_id(taken)
 
 
-class MariaDBLogStream:
-    """One run of mariadb-binlog and the files it writes (see the module docstring)."""
+class BinlogStream(Generic[P]):
+    """One run of the engine's binlog tool and the files it writes (see the module
+    docstring), MariaDB's or MySQL's: a subclass names the tool and makes the reader of
+    each file (`_reader`), which says where its transactions end."""
 
-    def __init__(self, spool: Path, prefix: str, start: Position, stderr: Path) -> None:
+    tool: ClassVar[str]  # the program, as its exit is reported
+
+    def __init__(self, spool: Path, prefix: str, start: P, stderr: Path) -> None:
         self.spool = spool
         self.prefix = prefix  # "<stamp>-": this stream's files, and no other's
         self.begin = start
         self.stderr = stderr
         self.process: subprocess.Popen[bytes] | None = None
-        self.readers: dict[str, BinlogReader] = {}
+        self.readers: dict[str, BinlogFile[P]] = {}
         self.forgotten: set[str] = set()
         self.forgotten_time: datetime | None = None
-        self.first: str | None = None
 
     @property
     def start(self) -> str:
         return str(self.begin)
+
+    def _reader(self, name: str, time: datetime | None) -> BinlogFile[P]:
+        """A reader of spool file `name` from its start; `time`: the last commit before it."""
+        raise NotImplementedError
 
     def launch(self, command: list[str]) -> None:
         with open(self.stderr, "ab") as errors:
@@ -82,7 +99,7 @@ class MariaDBLogStream:
         if self.process is None or self.process.poll() is not None:
             code = self.process.returncode if self.process else None
             raise LogStreamError(
-                f"mariadb-binlog exited (code {code}): {log_tail(self.stderr, ('ERROR',))}"
+                f"{self.tool} exited (code {code}): {log_tail(self.stderr, ('ERROR',))}"
             )
         names = sorted(
             (p.name for p in self.spool.iterdir() if p.name.startswith(self.prefix)),
@@ -95,8 +112,7 @@ class MariaDBLogStream:
                 continue
             reader = self.readers.get(name)
             if reader is None:
-                self.first = self.first or name
-                reader = self.readers[name] = BinlogReader(self._floor(name), time)
+                reader = self.readers[name] = self._reader(name, time)
             try:
                 reader.read(self.spool / name)
             except BinlogFormatError as exc:
@@ -104,11 +120,6 @@ class MariaDBLogStream:
             settled.append((name, reader.settled))
             time = reader.time
         return settled
-
-    def _floor(self, name: str) -> Position | None:
-        # The stream's first file holds its start position as a second GTID list, after
-        # the file's own (earlier) one: its state is never below the start.
-        return self.begin if name == self.first else None
 
     def path(self, name: str) -> Path:
         return self.spool / name
@@ -118,7 +129,7 @@ class MariaDBLogStream:
         boundary = reader.at(length) if reader else None
         if boundary is None and reader is not None and reader.boundaries:
             # A shorter prefix than asked before (its boundaries are forgotten): read again.
-            again = BinlogReader(self._floor(name), reader.time_before)
+            again = self._reader(name, reader.time_before)
             again.read(self.spool / name)
             boundary = again.at(length)
         if boundary is None:
@@ -141,6 +152,22 @@ class MariaDBLogStream:
         except subprocess.TimeoutExpired:
             self.process.kill()
             self.process.wait()
+
+
+class MariaDBLogStream(BinlogStream[Position]):
+    """One run of mariadb-binlog and the files it writes (see the module docstring)."""
+
+    tool = "mariadb-binlog"
+
+    def __init__(self, spool: Path, prefix: str, start: Position, stderr: Path) -> None:
+        super().__init__(spool, prefix, start, stderr)
+        self.first: str | None = None
+
+    def _reader(self, name: str, time: datetime | None) -> BinlogReader:
+        self.first = self.first or name
+        # The stream's first file holds its start position as a second GTID list, after
+        # the file's own (earlier) one: its state is never below the start.
+        return BinlogReader(self.begin if name == self.first else None, time)
 
 
 def choose_start(session: MariaDBSession, resume: str | None) -> tuple[Position, str | None]:
@@ -188,6 +215,30 @@ def stream_log(
         source.require_ready()
         start, first_file = choose_start(source.session, resume)
         server_id = archive_server_id(shard, source.known_server_ids())
+
+    options = ["--read-from-remote-server", f"--stop-never-slave-server-id={server_id}"]
+    # The file name is required but unused at a GTID: the source finds the GTID's file.
+    files = [f"--start-position={start}", "binlog.000001"] if first_file is None else [first_file]
+    binlog = find_binary("mariadb-binlog", config.mariadb.binaries)
+    with run_stream(
+        config, shard, spool, [binlog, *options], files, MariaDBLogStream, start
+    ) as stream:
+        yield stream
+
+
+@contextlib.contextmanager
+def run_stream(
+    config: Config,
+    shard: Shard,
+    spool: Path,
+    tool: list[str],
+    files: list[str],
+    kind: Callable[[Path, str, P, Path], T],
+    start: P,
+) -> Iterator[T]:
+    """Either engine's stream of `kind` from `start`, run and stopped: a fresh spool, the
+    source's login in a private option file, and `tool` (the program and its engine's
+    options) writing raw files there forever, from `files` (where the stream starts)."""
     user, password = config.login(shard)
     spool.mkdir(parents=True, exist_ok=True)
     private_directory(spool)
@@ -202,25 +253,14 @@ def stream_log(
         )
         write_private(defaults, option_file("client", user=user, password=password or "", **where))
         prefix = datetime.now(UTC).strftime("%Y%m%dT%H%M%S.%fZ") + "-"
-        binlog = find_binary("mariadb-binlog", config.mariadb.binaries)
-        command = [
-            binlog,
-            f"--defaults-extra-file={defaults}",
-            "--read-from-remote-server",
-            "--raw",
-            "--stop-never",
-            f"--stop-never-slave-server-id={server_id}",
-            f"--result-file={spool}/{prefix}",
-        ]
-        if first_file is None:
-            # The file name is required but unused: the source finds the GTID's file.
-            command += [f"--start-position={start}", "binlog.000001"]
-        else:
-            command.append(first_file)
+        program, *options = tool
+        # The option file comes first, as both tools require.
+        command = [program, f"--defaults-extra-file={defaults}", *options]
+        command += ["--raw", "--stop-never", f"--result-file={spool}/{prefix}", *files]
         if shutil.which("setpriv"):
             # If catchup is killed, the kernel stops the stream with it.
             command = ["setpriv", "--pdeathsig", "KILL", *command]
-        stream = MariaDBLogStream(spool, prefix, start, private / "stderr.log")
+        stream = kind(spool, prefix, start, private / "stderr.log")
         stream.launch(command)
         try:
             yield stream

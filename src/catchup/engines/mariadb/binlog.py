@@ -8,10 +8,11 @@ format description event says so. A transaction is an event group: a GTID event,
 its events, and an XID event or a COMMIT/ROLLBACK query (an XA PREPARE event for a
 prepared XA transaction); a standalone group (DDL) ends with its one statement.
 
-A `BinlogReader` reads one file incrementally: each call reads only the bytes that
-arrived since the last, and records a `Boundary` after every whole group and every
-event outside a group, with the GTID position reached and the group's time. Bytes up
-to the last boundary are whole transactions: the settled length an archive may take.
+A `BinlogFile` reads one file incrementally, MariaDB's or MySQL's (mysql/binlog.py):
+each call reads only the bytes that arrived since the last, and records a `Boundary`
+after every whole group and every event outside a group, with the GTID position
+reached and the group's time. Bytes up to the last boundary are whole transactions:
+the settled length an archive may take. `BinlogReader` is MariaDB's events on it.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import BinaryIO
+from typing import BinaryIO, ClassVar, Generic, TypeVar
 
 from catchup.engines.mariadb.gtid import Gtid, Position
 
@@ -55,43 +56,40 @@ CHECKSUM_SIZE = 4
 
 
 class BinlogFormatError(ValueError):
-    """The bytes are not a MariaDB binlog (or are damaged)."""
+    """The bytes are not a MariaDB or MySQL binlog (or are damaged)."""
+
+
+P = TypeVar("P")  # a position: MariaDB's GTID position, MySQL's GTID set
 
 
 @dataclass(frozen=True)
-class Boundary:
+class Boundary(Generic[P]):
     """A point of the file between whole transactions."""
 
     offset: int
-    position: Position
-    time: datetime | None  # the last transaction's commit time (binlog time: whole seconds)
+    position: P  # never changed once made (the reader makes a new state, or a copy)
+    time: datetime | None  # the last commit's time (MariaDB: whole seconds; MySQL: microseconds)
     group: bool  # whether a transaction ends here (not an event outside any)
 
 
-@dataclass
-class _Group:
-    gtid: Gtid
-    time: datetime
-    standalone: bool
+class BinlogFile(Generic[P]):
+    """The v4 framing both engines' binlogs share, read incrementally: the magic, whole
+    events only (a partial one is left for the next call), the CRC per the format
+    description, and the boundaries. A subclass reads the event bodies of `bodies`
+    (`_event`) and keeps `state`, the position after the last whole transaction."""
 
+    bodies: ClassVar[frozenset[int]]  # the event types whose bodies `_event` needs
 
-class BinlogReader:
-    """One binlog file read incrementally. `floor`: a position the file's state is never
-    below (a stream started at a GTID first sends the file's own GTID list, from the
-    file's start, then its start position as a second list)."""
-
-    def __init__(self, floor: Position | None = None, time: datetime | None = None) -> None:
-        self.floor = Position(floor or {})
+    def __init__(self, time: datetime | None) -> None:
         self.offset = 0  # bytes read: the end of the last whole event
-        self.state: Position | None = None  # unknown until the file's GTID list
+        self.state: P | None = None  # unknown until the file's GTID list (PREVIOUS_GTIDS)
         self.time = time  # of the last transaction, carried over from earlier files
         self.time_before = time
         self.checksum = False
-        self.group: _Group | None = None
-        self.boundaries: list[Boundary] = []
+        self.boundaries: list[Boundary[P]] = []
         self.settled = 0  # the offset of the last boundary
         # Given, each boundary goes there instead of into `boundaries` (a whole-file scan).
-        self.sink: Callable[[Boundary], None] | None = None
+        self.sink: Callable[[Boundary[P]], None] | None = None
 
     def read(self, path: Path) -> None:
         """Read what `path` has past `offset`: whole events only, a partial one is left."""
@@ -114,14 +112,17 @@ class BinlogReader:
                 raise BinlogFormatError(f"event at {self.offset} claims {length} bytes")
             if self.offset + length > size:
                 return  # being written
-            wanted = kind in (FORMAT_DESCRIPTION_EVENT, GTID_EVENT, GTID_LIST_EVENT, QUERY_EVENT)
-            if wanted:
+            if kind in self.bodies:
                 body = file.read(length - HEADER_SIZE)
             else:
                 body = b""
                 file.seek(length - HEADER_SIZE, 1)
+            event_at = self.offset
             self.offset += length
-            self._event(timestamp, kind, server_id, self._payload(kind, body))
+            try:
+                self._event(timestamp, kind, server_id, self._payload(kind, body))
+            except (struct.error, IndexError, ValueError) as exc:
+                raise BinlogFormatError(f"event {kind} at {event_at} is damaged ({exc})") from None
 
     def _payload(self, kind: int, body: bytes) -> bytes:
         if kind == FORMAT_DESCRIPTION_EVENT:
@@ -129,6 +130,56 @@ class BinlogReader:
             algorithm_at = len(body) - CHECKSUM_SIZE - 1
             self.checksum = algorithm_at >= FD_FIXED and body[algorithm_at] == CHECKSUM_CRC32
         return body[:-CHECKSUM_SIZE] if self.checksum and body else body
+
+    def _event(self, timestamp: int, kind: int, server_id: int, body: bytes) -> None:
+        raise NotImplementedError
+
+    def _position(self, state: P) -> P:
+        """`state` as a boundary keeps it: as it is, when the reader never changes it."""
+        return state
+
+    def _boundary(self, group: bool) -> None:
+        if self.state is None:
+            return  # before the file's GTID list: not a point anyone can resume from
+        boundary = Boundary(self.offset, self._position(self.state), self.time, group)
+        if self.sink is not None:
+            self.sink(boundary)
+        else:
+            self.boundaries.append(boundary)
+        self.settled = self.offset
+
+    def at(self, length: int) -> Boundary[P] | None:
+        """The last boundary within the first `length` bytes, forgetting earlier ones
+        (asked for growing lengths, the list stays short)."""
+        found = None
+        for index, boundary in enumerate(self.boundaries):
+            if boundary.offset > length:
+                break
+            found = index
+        if found is None:
+            return None
+        del self.boundaries[:found]
+        return self.boundaries[0]
+
+
+@dataclass
+class _Group:
+    gtid: Gtid
+    time: datetime
+    standalone: bool
+
+
+class BinlogReader(BinlogFile[Position]):
+    """One MariaDB binlog file read incrementally. `floor`: a position the file's state is
+    never below (a stream started at a GTID first sends the file's own GTID list, from
+    the file's start, then its start position as a second list)."""
+
+    bodies = frozenset({FORMAT_DESCRIPTION_EVENT, GTID_EVENT, GTID_LIST_EVENT, QUERY_EVENT})
+
+    def __init__(self, floor: Position | None = None, time: datetime | None = None) -> None:
+        super().__init__(time)
+        self.floor = Position(floor or {})
+        self.group: _Group | None = None
 
     def _event(self, timestamp: int, kind: int, server_id: int, body: bytes) -> None:
         when = datetime.fromtimestamp(timestamp, UTC)
@@ -143,6 +194,7 @@ class BinlogReader:
             return
         if self._ends_group(kind, body):
             gtid = self.group.gtid
+            # A new Position, never the one the last boundary holds (see `_position`).
             self.state = Position(self.state or {})
             self.state[gtid.domain] = gtid
             self.time = self.group.time
@@ -168,29 +220,6 @@ class BinlogReader:
                 state[domain] = gtid
         self.state = state
 
-    def _boundary(self, group: bool) -> None:
-        if self.state is None:
-            return  # before the file's GTID list: not a point anyone can resume from
-        boundary = Boundary(self.offset, self.state, self.time, group)
-        if self.sink is not None:
-            self.sink(boundary)
-        else:
-            self.boundaries.append(boundary)
-        self.settled = self.offset
-
-    def at(self, length: int) -> Boundary | None:
-        """The last boundary within the first `length` bytes, forgetting earlier ones
-        (asked for growing lengths, the list stays short)."""
-        found = None
-        for index, boundary in enumerate(self.boundaries):
-            if boundary.offset > length:
-                break
-            found = index
-        if found is None:
-            return None
-        del self.boundaries[:found]
-        return self.boundaries[0]
-
 
 def query_text(body: bytes) -> bytes:
     """The statement of a QUERY event's body (checksum already removed)."""
@@ -198,15 +227,6 @@ def query_text(body: bytes) -> bytes:
     db_length = body[8]
     start = QUERY_POST_HEADER + status_length + db_length + 1  # the db name ends in NUL
     return body[start:].strip()
-
-
-def scan(path: Path, floor: Position | None = None, limit: int | None = None) -> BinlogReader:
-    """A reader that has read the whole file (or its first `limit` bytes' boundaries)."""
-    reader = BinlogReader(floor)
-    reader.read(path)
-    if limit is not None:
-        reader.at(limit)
-    return reader
 
 
 # Spool and archive file names: `<stream start, UTC>-<the source's binlog name>`. The stamp

@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import contextlib
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import pymysql
 import pymysql.cursors
@@ -24,6 +25,7 @@ from catchup.engines.mariadb.source import MariaDBSource
 from catchup.errors import CatchUpFailedError, CatchUpStalledError, InstanceError
 
 POLL_SECONDS = 0.5
+P = TypeVar("P")  # a position: MariaDB's GTID position, MySQL's GTID set
 # IO errors the replica retries by itself (network trouble): they count as a
 # stall, not as a failure, until the stall timeout says otherwise.
 TRANSIENT_IO_ERRORS = {2003, 2005, 2006, 2013, 1158, 1159, 1160, 1161}
@@ -85,7 +87,18 @@ def replicate_until(
             (source.host, source.port, source.user, source.password),
         )
         _execute(conn, "START SLAVE UNTIL master_gtid_pos = %s", (str(checkpoint),))
-        _wait_until(conn, server, checkpoint, start, stall_timeout, cancel, progress)
+        wait_until(
+            conn,
+            server,
+            MARIADB,
+            checkpoint,
+            start,
+            slave_position,
+            Position.transactions,
+            stall_timeout,
+            cancel,
+            progress,
+        )
         _wait_sql_thread_stopped(conn, server, cancel)
         reached = slave_position(conn)
         _execute(conn, "STOP SLAVE")
@@ -159,50 +172,77 @@ def _execute(conn: pymysql.Connection, sql: str, args: tuple[object, ...] | None
         cursor.execute(sql, args)
 
 
-def slave_status(conn: pymysql.Connection) -> dict[str, Any]:
+@dataclass(frozen=True)
+class Dialect:
+    """How one server of the protocol family names its replica's threads and waits: the
+    catch-up loop below is one mechanism for MariaDB and MySQL."""
+
+    wait: str  # returns 0 once the replica has applied a position (a timeout follows it)
+    status: str  # the replica status statement
+    receiver: str  # status columns: the receiver (IO) thread, the applier (SQL) thread,
+    applier: str  # and what the receiver has fetched so far
+    received: str
+    purged_errors: frozenset[int]  # IO errors of a source that cannot serve the position
+
+
+MARIADB = Dialect(
+    wait="SELECT MASTER_GTID_WAIT(%s, %s)",
+    status="SHOW SLAVE STATUS",
+    receiver="Slave_IO_Running",
+    applier="Slave_SQL_Running",
+    received="Gtid_IO_Pos",
+    purged_errors=frozenset({1236}),
+)
+
+
+def slave_status(conn: pymysql.Connection, dialect: Dialect = MARIADB) -> dict[str, Any]:
     with conn.cursor(pymysql.cursors.DictCursor) as cursor:
-        cursor.execute("SHOW SLAVE STATUS")
+        cursor.execute(dialect.status)
         return cursor.fetchone() or {}
 
 
-def _wait_until(
+def wait_until(
     conn: pymysql.Connection,
     server: MariaDBServer,
-    checkpoint: Position,
-    start: Position,
+    dialect: Dialect,
+    checkpoint: P,
+    start: P,
+    applied: Callable[[pymysql.Connection], P],
+    measure: Callable[[P], int],
     stall_timeout: float,
     cancel: CancelToken,
     progress: StepProgress | None,
 ) -> None:
-    total = max(1, checkpoint.transactions() - start.transactions())
+    """Poll the replica until it has applied `checkpoint` (read by `applied`; `measure`
+    counts transactions for progress), failing on a replication error, a stop short of
+    it, a stall or the server's death."""
+    total = max(1, measure(checkpoint) - measure(start))
     watch = _Watch(since=time.monotonic())
     while True:
         cancel.check()
         with conn.cursor() as cursor:
-            waited = select_value(
-                cursor, "SELECT MASTER_GTID_WAIT(%s, %s)", (str(checkpoint), POLL_SECONDS)
-            )
+            waited = select_value(cursor, dialect.wait, (str(checkpoint), POLL_SECONDS))
             if waited == 0:
                 return
-        status = slave_status(conn)
-        _raise_on_error(status)
-        applied = slave_position(conn)
-        if status.get("Slave_IO_Running") == "No" and status.get("Slave_SQL_Running") == "No":
-            if applied == checkpoint:
+        status = slave_status(conn, dialect)
+        raise_on_error(status, dialect)
+        reached = applied(conn)
+        if status.get(dialect.applier) == "No":
+            if reached == checkpoint:
                 return  # reached between the wait and the status check
             raise CatchUpFailedError(
-                f"replication stopped at {applied or 'nothing'} before the checkpoint "
+                f"replication stopped at {reached or 'nothing'} before the checkpoint "
                 f"{checkpoint} without an error: the source's history does not contain the "
                 "backup's position; bootstrap again with `catchup backup --bootstrap`"
             )
         if progress:
-            progress(min(total, applied.transactions() - start.transactions()), total)
-        _check_stall(watch, status, applied, stall_timeout)
+            progress(min(total, measure(reached) - measure(start)), total)
+        _check_stall(watch, status, str(reached), stall_timeout, dialect)
         if not server.running:
             raise _instance_lost(server, RuntimeError("server exited"))
 
 
-def _raise_on_error(status: dict[str, Any]) -> None:
+def raise_on_error(status: dict[str, Any], dialect: Dialect = MARIADB) -> None:
     sql_errno = int(status.get("Last_SQL_Errno") or 0)
     if sql_errno:
         raise CatchUpFailedError(
@@ -214,19 +254,23 @@ def _raise_on_error(status: dict[str, Any]) -> None:
         hint = (
             "the source no longer has the binlogs after the backup's position (purged since "
             "the precheck), or the position is foreign to it; run the backup again: its "
-            "precheck then bootstraps a new chain if the binlogs are gone"
-            if io_errno == 1236
-            else "check the catchup account's REPLICATION SLAVE grant and the source's logs"
+            "precheck then bootstraps a new chain if the binlogs are gone, and refuses a "
+            "foreign position by name"
+            if io_errno in dialect.purged_errors
+            else "check the catchup account's REPLICATION SLAVE grant, its TLS and "
+            "authentication settings, and the source's logs"
         )
         raise CatchUpFailedError(
             f"replication IO error {io_errno}: {status.get('Last_IO_Error')}; {hint}"
         )
 
 
-def _check_stall(watch: _Watch, status: dict[str, Any], applied: Position, limit: float) -> None:
+def _check_stall(
+    watch: _Watch, status: dict[str, Any], applied: str, limit: float, dialect: Dialect
+) -> None:
     marker = (
-        str(status.get("Gtid_IO_Pos", "")),
-        str(applied),
+        str(status.get(dialect.received, "")),
+        applied,
         int(status.get("Relay_Log_Space") or 0),
     )
     now = time.monotonic()
@@ -234,7 +278,7 @@ def _check_stall(watch: _Watch, status: dict[str, Any], applied: Position, limit
         watch.marker, watch.since = marker, now
         return
     if now - watch.since > limit:
-        detail = status.get("Last_IO_Error") or f"IO thread {status.get('Slave_IO_Running')}"
+        detail = status.get("Last_IO_Error") or f"IO thread {status.get(dialect.receiver)}"
         raise CatchUpStalledError(
             f"catch-up stalled: no progress for {limit:.0f}s at {applied} ({detail}); "
             "check that the source is reachable, or raise stall_timeout_seconds"

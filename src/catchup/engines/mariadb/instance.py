@@ -167,21 +167,27 @@ class MariaDBReplica(InstanceReplica[MariaDBServer, ServerFiles, MariaDBSource])
 
     def stop_for_archive(self) -> None:
         catchup.forget_source(self.server)
-        archive_size = self.instance.settings.archive_redo_log_mb * MIB
-        with self.server.connect() as conn, conn.cursor() as cursor:
-            # With a clean, fast shutdown the next restore starts without crash recovery.
-            cursor.execute("SET GLOBAL innodb_fast_shutdown = 1")
-            resize = select_value(cursor, "SELECT @@innodb_log_file_size") != archive_size
-        if resize:
-            # A small redo log makes a smaller archive. InnoDB resizes it at startup in
-            # about 0.2 s; online (SET GLOBAL innodb_log_file_size) it waits 1-2 s for
-            # a checkpoint, which was most of a zero-delta cycle.
-            self.server.stop()
-            self.server.options.append(f"--innodb-log-file-size={archive_size}")  # last wins
-            self.server.start()
-        with self.server.connect() as conn, conn.cursor() as cursor:
-            cursor.execute("DROP USER IF EXISTS %s@'localhost'", (ADMIN_USER,))
-        self.server.stop()
+        size = self.instance.settings.archive_redo_log_mb * MIB
+        shrink_redo_and_stop(self.server, "innodb_log_file_size", size)
 
     def is_archived(self, relative_path: str) -> bool:
         return "/" in relative_path or not NOT_ARCHIVED.match(relative_path)
+
+
+def shrink_redo_and_stop(server: MariaDBServer, redo_variable: str, size: int) -> None:
+    """The last steps of every MariaDB and MySQL cycle (`redo_variable` names the redo log's
+    size): the redo log shrunk to `size`, catchup's account dropped, a clean shutdown."""
+    with server.connect() as conn, conn.cursor() as cursor:
+        # With a clean, fast shutdown the next restore starts without crash recovery.
+        cursor.execute("SET GLOBAL innodb_fast_shutdown = 1")
+        resize = select_value(cursor, f"SELECT @@{redo_variable}") != size
+    if resize:
+        # A small redo log makes a smaller archive. InnoDB resizes it at startup (MariaDB in
+        # about 0.2 s); online (SET GLOBAL) MariaDB waits 1-2 s for a checkpoint, which
+        # was most of a zero-delta cycle.
+        server.stop()
+        server.options.append(f"--{redo_variable.replace('_', '-')}={size}")  # last wins
+        server.start()
+    with server.connect() as conn, conn.cursor() as cursor:
+        cursor.execute("DROP USER IF EXISTS %s@'localhost'", (ADMIN_USER,))
+    server.stop()

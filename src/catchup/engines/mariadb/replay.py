@@ -19,14 +19,17 @@ from __future__ import annotations
 
 import os
 import shutil
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import BinaryIO
+from typing import BinaryIO, Generic, TypeVar
+
+import pymysql
 
 from catchup.cancel import CancelToken
 from catchup.engines import LogTarget
-from catchup.engines.mariadb.binlog import NAME, BinlogReader, Boundary, archive_order
+from catchup.engines.mariadb.binlog import NAME, BinlogReader, Boundary, P, archive_order
 from catchup.engines.mariadb.catchup import slave_position, slave_status
 from catchup.engines.mariadb.gtid import Position, compare_positions
 from catchup.engines.mariadb.server import ADMIN_USER, MariaDBServer, select_value
@@ -36,6 +39,8 @@ POLL_SECONDS = 0.5
 RELAY_LOG = "relay-bin.{:06}"  # the instance's --relay-log basename (instance.py)
 RELAY_INDEX = "relay-bin.index"
 COPY_CHUNK = 1 << 20
+
+S = TypeVar("S", bound=MariaDBServer)  # the engine's server (MySQL's is a MariaDBServer)
 
 
 @dataclass
@@ -48,9 +53,9 @@ class Piece:
 
 
 @dataclass
-class ReplayPlan:
+class ReplayPlan(Generic[P]):
     pieces: list[Piece] = field(default_factory=list)
-    end: Position | None = None  # the position the replay reaches; None: start not found
+    end: P | None = None  # the position the replay reaches; None: start not found
     time: datetime | None = None  # of its last transaction
     done: bool = False  # the target is reached within the files
 
@@ -61,21 +66,117 @@ def archived_files(log_dir: Path) -> list[Path]:
     return [log_dir / name for name in sorted(names, key=archive_order)]
 
 
-class _Planner:
+class ReplayPlanner(Generic[P]):
+    """Both engines' planning: the walk over the files in order, and the verdicts on the
+    plan it builds. A subclass reads each file's boundaries into the plan (`read`) with
+    its engine's positions, which it also parses, compares and checks (`reached`)."""
+
+    def __init__(self, start: P, target: LogTarget, until_time: datetime | None) -> None:
+        self.start = start
+        self.target = target
+        self.until = self.parse(target.position) if target.position else None
+        self.until_time = until_time  # to the binlog's precision
+        self.plan: ReplayPlan[P] = ReplayPlan()
+        self.covered: tuple[P, datetime | None] | None = None  # the files' last state
+
+    def parse(self, text: str) -> P:
+        raise NotImplementedError
+
+    def compare(self, a: P, b: P) -> int | None:
+        """-1, 0 or 1 as `a` is before, at or after `b`; None: different histories."""
+        raise NotImplementedError
+
+    def at_target(self, end: P, until: P) -> bool:
+        """Whether `end`, which has reached `until`, is exactly there (not past it)."""
+        raise NotImplementedError
+
+    def read(self, path: Path) -> None:
+        raise NotImplementedError
+
+    def reached(self) -> bool:
+        raise NotImplementedError
+
+    def after_target(self, boundary: Boundary[P]) -> bool:
+        """Whether the transaction ending at `boundary` committed after the target time."""
+        return bool(
+            boundary.group and self.until_time and boundary.time and boundary.time > self.until_time
+        )
+
+    def walk(self, files: list[Path]) -> ReplayPlan[P]:
+        for path in files:
+            self.read(path)
+            if self.plan.done:
+                break
+        plan = self.plan
+        plan.pieces = [p for p in plan.pieces if p.start is None or p.stop > p.start]
+        return plan
+
+    def replay(self, files: list[Path]) -> ReplayPlan[P]:
+        """What to replay of `files` to go from `start` to the target; ArchiveGapError if
+        the files do not hold that stretch of the log (naming what they do hold)."""
+        start, target = self.start, self.target
+        if self.until is not None:
+            order = self.compare(self.until, start)
+            if order is None or order < 0:
+                raise ArchiveGapError(
+                    f"position {target.position} is not after the backup's position {start}"
+                )
+        plan = self.walk(files)
+        covered = self.covered
+        held = (
+            f"the archive ends at {covered[0] or '(nothing)'}" if covered else "no archived files"
+        )
+        if covered and covered[1]:
+            held += f", last commit {covered[1].isoformat()}"
+        if plan.end is None:
+            raise ArchiveGapError(
+                f"the archive does not hold the backup's position {start}; {held}"
+            )
+        if not plan.done and not (self.until_time and plan.time == self.until_time):
+            # A time after the archive's last commit may have had commits the archive does
+            # not hold yet; the caller who knows the archive was current then asks for its
+            # end position instead. The last commit's own time (to the binlog's precision)
+            # is the window's end: taken.
+            raise ArchiveGapError(f"target {target.describe()} is past the archive: {held}")
+        if self.until is not None and not self.at_target(plan.end, self.until):
+            raise ArchiveGapError(
+                f"position {target.position} is not in the archived history: it has "
+                f"{plan.end} there"
+            )
+        return plan
+
+    def toward(self, files: list[Path], checkpoint: P) -> ReplayPlan[P]:
+        """A cycle's part of the archive: from the backup up to `checkpoint`, or as far as
+        the files go before it; nothing when they do not hold the backup's position or do
+        not continue cleanly (the source then sends it all, as without an archive)."""
+        try:
+            plan = self.walk(files)
+        except ArchiveGapError:
+            return ReplayPlan()
+        if plan.end is None or self.compare(plan.end, checkpoint) not in (-1, 0):
+            return ReplayPlan()
+        return plan
+
+
+class _Planner(ReplayPlanner[Position]):
     """Walks the boundaries of every file in order (binlog.py) and builds a ReplayPlan."""
 
     def __init__(self, start: Position, target: LogTarget) -> None:
-        self.start = start
-        self.target = target
-        self.until = Position.parse(target.position) if target.position else None
         # Whole seconds: the binlog's precision (see docs/operations.md).
-        self.until_time = utc_seconds(target.time) if target.time else None
-        self.plan = ReplayPlan()
-        self.covered: tuple[Position, datetime | None] | None = None  # the files' last state
+        super().__init__(start, target, utc_seconds(target.time) if target.time else None)
+
+    def parse(self, text: str) -> Position:
+        return Position.parse(text)
+
+    def compare(self, a: Position, b: Position) -> int | None:
+        return compare_positions(a, b)
+
+    def at_target(self, end: Position, until: Position) -> bool:
+        return all(end.get(d) == g for d, g in until.items())
 
     def read(self, path: Path) -> None:
         self.reading = path
-        self.header: Boundary | None = None  # the file's state before its first transaction
+        self.header: Boundary[Position] | None = None  # the state before the first transaction
         self.in_header = True
         self.piece: Piece | None = None
         reader = BinlogReader()
@@ -86,7 +187,7 @@ class _Planner:
         if self.piece is not None:
             self.plan.pieces.append(self.piece)
 
-    def boundary(self, boundary: Boundary) -> None:
+    def boundary(self, boundary: Boundary[Position]) -> None:
         self.covered = (boundary.position, boundary.time)
         if self.in_header and not boundary.group:
             self.header = boundary  # a later GTID list replaces an earlier one
@@ -100,7 +201,7 @@ class _Planner:
             self.in_header = False
         self.step(self.reading, boundary)
 
-    def file_starts(self, path: Path, header: Boundary) -> None:
+    def file_starts(self, path: Path, header: Boundary[Position]) -> None:
         plan = self.plan
         if plan.done:
             return
@@ -114,7 +215,7 @@ class _Planner:
             )
         self.step(path, header)
 
-    def step(self, path: Path, boundary: Boundary) -> None:
+    def step(self, path: Path, boundary: Boundary[Position]) -> None:
         plan = self.plan
         if plan.done:
             return
@@ -126,7 +227,7 @@ class _Planner:
             return
         if self.piece is None:
             self.piece = Piece(path, stop=boundary.offset)
-        if boundary.group and self.until_time and boundary.time and boundary.time > self.until_time:
+        if self.after_target(boundary):
             plan.done = True  # this transaction is after the target: stop before it
             return
         self.piece.stop = boundary.offset
@@ -140,60 +241,14 @@ class _Planner:
         return all(d in end and end[d].seqno >= g.seqno for d, g in self.until.items())
 
 
-def plan_replay(start: Position, files: list[Path], target: LogTarget) -> ReplayPlan:
-    """What to replay of `files` to go from `start` to `target`; ArchiveGapError if the
-    files do not hold that stretch of the log (naming what they do hold)."""
-    if target.position is not None:
-        order = compare_positions(Position.parse(target.position), start)
-        if order is None or order < 0:
-            raise ArchiveGapError(
-                f"position {target.position} is not after the backup's position {start}"
-            )
-    planner = _Planner(start, target)
-    for path in files:
-        planner.read(path)
-        if planner.plan.done:
-            break
-    plan = planner.plan
-    covered = planner.covered
-    held = f"the archive ends at {covered[0] or '(nothing)'}" if covered else "no archived files"
-    if covered and covered[1]:
-        held += f", last commit {covered[1].isoformat()}"
-    if plan.end is None:
-        raise ArchiveGapError(f"the archive does not hold the backup's position {start}; {held}")
-    if not plan.done and not (planner.until_time and plan.time == planner.until_time):
-        # A time after the archive's last commit may have had commits the archive does
-        # not hold yet; the caller who knows the archive was current then asks for its
-        # end position instead. The last commit's own second is the window's end: taken.
-        raise ArchiveGapError(f"target {target.describe()} is past the archive: {held}")
-    if planner.until is not None:
-        wrong = {d: g for d, g in planner.until.items() if plan.end.get(d) != g}
-        if wrong:
-            raise ArchiveGapError(
-                f"position {target.position} is not in the archived history: it has "
-                f"{plan.end} there"
-            )
-    plan.pieces = [p for p in plan.pieces if p.start is None or p.stop > p.start]
-    return plan
+def plan_replay(start: Position, files: list[Path], target: LogTarget) -> ReplayPlan[Position]:
+    """ReplayPlanner.replay with MariaDB's positions."""
+    return _Planner(start, target).replay(files)
 
 
-def plan_toward(start: Position, files: list[Path], checkpoint: Position) -> ReplayPlan:
-    """A cycle's part of the archive: from the backup up to `checkpoint`, or as far as
-    the files go before it; nothing when they do not hold the backup's position or do
-    not continue cleanly (the source then sends it all, as without an archive)."""
-    planner = _Planner(start, LogTarget(position=str(checkpoint)))
-    try:
-        for path in files:
-            planner.read(path)
-            if planner.plan.done:
-                break
-    except ArchiveGapError:
-        return ReplayPlan()
-    plan = planner.plan
-    if plan.end is None or compare_positions(plan.end, checkpoint) not in (-1, 0):
-        return ReplayPlan()
-    plan.pieces = [p for p in plan.pieces if p.start is None or p.stop > p.start]
-    return plan
+def plan_toward(start: Position, files: list[Path], checkpoint: Position) -> ReplayPlan[Position]:
+    """ReplayPlanner.toward with MariaDB's positions."""
+    return _Planner(start, LogTarget(position=str(checkpoint))).toward(files, checkpoint)
 
 
 def replay_archived(
@@ -204,12 +259,9 @@ def replay_archived(
     with server.connect() as conn:
         start = slave_position(conn)
     plan = plan_toward(start, archived_files(log_dir), Position.parse(checkpoint))
-    if not plan.pieces or plan.end is None or plan.end == start:
+    if not apply_archived(server, start, plan, _apply, cancel):
         return start
-    server.stop()
-    stage_relay_logs(server.files.data_dir, plan.pieces)
-    server.start(cancel=cancel)
-    _apply(server, plan.pieces[0].start or 4, plan.end, cancel)
+    assert plan.end is not None
     return plan.end
 
 
@@ -219,20 +271,55 @@ def replay_log(
     """Start the restored backup, replay the archive up to exactly `target`, and leave it
     running at the position reached (returned)."""
     plan = plan_replay(Position.parse(position), archived_files(log_dir), target)
-    if plan.pieces:
-        stage_relay_logs(server.files.data_dir, plan.pieces)
-    server.start(cancel=cancel)
-    assert plan.end is not None
-    if plan.pieces:
-        _apply(server, plan.pieces[0].start or 4, plan.end, cancel)
+    return apply_to_target(server, plan, _apply, slave_position, cancel)
+
+
+# The engine's SQL thread run over the staged relay logs: (server, relay log offset to
+# start at, position to stop at, cancel).
+Applier = Callable[[S, int, P, CancelToken], None]
+
+
+def apply_archived(
+    server: S, start: P, plan: ReplayPlan[P], apply: Applier[S, P], cancel: CancelToken
+) -> bool:
+    """A cycle's replay: restart the running replica on the plan's pieces as relay logs
+    and apply them; False when the plan has nothing past `start` (nothing is done)."""
+    if not plan.pieces or plan.end is None or plan.end == start:
+        return False
+    server.stop()
+    _stage_and_apply(server, plan, apply, cancel)
+    return True
+
+
+def apply_to_target(
+    server: S,
+    plan: ReplayPlan[P],
+    apply: Applier[S, P],
+    position: Callable[[pymysql.Connection], P],
+    cancel: CancelToken,
+) -> str:
+    """A restore's replay: start the stopped server on the plan's pieces, apply them, and
+    check it stands at the plan's end (`position`: the server's own, returned)."""
+    _stage_and_apply(server, plan, apply, cancel)
     with server.connect() as conn:
-        reached = slave_position(conn)
+        reached = position(conn)
     if reached != plan.end:
         raise InstanceError(
             f"the replay stopped at {reached or 'nothing'} instead of {plan.end}; the archive "
             "and the backup do not fit together"
         )
     return str(reached)
+
+
+def _stage_and_apply(
+    server: S, plan: ReplayPlan[P], apply: Applier[S, P], cancel: CancelToken
+) -> None:
+    if plan.pieces:
+        stage_relay_logs(server.files.data_dir, plan.pieces)
+    server.start(cancel=cancel)
+    assert plan.end is not None
+    if plan.pieces:
+        apply(server, plan.pieces[0].start or 4, plan.end, cancel)
 
 
 def stage_relay_logs(data_dir: Path, pieces: list[Piece]) -> None:
@@ -298,19 +385,29 @@ def stop_for_restore(server: MariaDBServer) -> str:
     """No replication state, no catchup account: then a clean shutdown, after which a
     stock mariadbd starts without crash recovery at gtid_slave_pos, the target. Returns
     how to start it, for the operator."""
-    with server.connect() as conn, conn.cursor() as cursor:
-        cursor.execute("STOP SLAVE")
-        cursor.execute("RESET SLAVE ALL")
-        cursor.execute("SET GLOBAL innodb_fast_shutdown = 1")
-        cursor.execute("DROP USER IF EXISTS %s@'localhost'", (ADMIN_USER,))
-        position = slave_position(conn)
-    server.stop()
+    position = shut_down_clean(server, "SLAVE", slave_position)
     return (
         "Start it with: mariadbd --datadir=<target dir> (chown -R mysql: it first when the "
         "server runs as mysql). It was shut down cleanly at the target: no recovery is left "
         "to do. To attach it as a replica: CHANGE MASTER TO …, MASTER_USE_GTID=slave_pos "
         f"(gtid_slave_pos is {position})."
     )
+
+
+def shut_down_clean(
+    server: MariaDBServer, replica: str, position: Callable[[pymysql.Connection], P]
+) -> P:
+    """Drop the replication state (`replica`: the engine's word in STOP/RESET ... ALL)
+    and the catchup account, then shut down without leaving crash recovery to do;
+    returns the position it stands at (`position`, read before the shutdown)."""
+    with server.connect() as conn, conn.cursor() as cursor:
+        cursor.execute(f"STOP {replica}")
+        cursor.execute(f"RESET {replica} ALL")
+        cursor.execute("SET GLOBAL innodb_fast_shutdown = 1")
+        cursor.execute("DROP USER IF EXISTS %s@'localhost'", (ADMIN_USER,))
+        reached = position(conn)
+    server.stop()
+    return reached
 
 
 def utc_seconds(moment: datetime) -> datetime:

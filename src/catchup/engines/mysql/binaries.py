@@ -16,6 +16,7 @@ import subprocess
 from pathlib import Path
 
 from catchup.engines.environment import child_environment
+from catchup.engines.mariadb.binaries import configured_binary
 from catchup.errors import ConfigError
 
 PROJECT_BINARIES = Path(__file__).resolve().parents[4] / ".cache" / "mysql" / "bin"
@@ -29,13 +30,8 @@ INSTALL_HINT = (
 
 def find_binary(name: str, configured_dir: Path | None = None) -> str:
     if configured_dir is not None:
-        candidate = configured_dir / name
-        if os.access(candidate, os.X_OK):
-            return str(candidate)
-        raise ConfigError(
-            f"mysql.binaries = '{configured_dir}': {name} is not there; point it at the "
-            "directory holding mysqld, mysql, mysqldump and mysqlbinlog"
-        )
+        holding = "mysqld, mysql, mysqldump and mysqlbinlog"
+        return configured_binary(name, configured_dir, "mysql.binaries", holding)
     private = PROJECT_BINARIES / name
     if os.access(private, os.X_OK):
         return str(private)

@@ -2,7 +2,8 @@
 few event bodies that say where a transaction ends, and the GTID set after it.
 
 The file layout (magic, 19-byte v4 headers, CRC32 per the format description) is
-MariaDB's (mariadb/binlog.py); the events that differ are MySQL's:
+MariaDB's, read by the same `BinlogFile` (mariadb/binlog.py); the events that differ
+are MySQL's:
 
 - PREVIOUS_GTIDS (35), after the format description: the GTID set logged before the
   file. Untagged: n_sids u64, then per sid a 16-byte uuid, n_intervals u64 and
@@ -28,25 +29,21 @@ whole transaction and every event outside one, with the GTID set reached.
 from __future__ import annotations
 
 import struct
-from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import BinaryIO
 from uuid import UUID
 
 from catchup.engines.mariadb.binlog import (
-    CHECKSUM_CRC32,
-    CHECKSUM_SIZE,
-    FD_FIXED,
-    HEADER,
-    HEADER_SIZE,
-    MAGIC,
+    FORMAT_DESCRIPTION_EVENT,
+    GROUP_ENDING_QUERIES,
     NAME,
     QUERY_EVENT,
     XA_PREPARE_LOG_EVENT,
     XID_EVENT,
+    BinlogFile,
     BinlogFormatError,
+    Boundary,
     archive_order,
     query_text,
 )
@@ -67,16 +64,13 @@ __all__ = [
     "varint",
 ]
 
-FORMAT_DESCRIPTION_EVENT = 15
 GTID_LOG_EVENT = 33
 ANONYMOUS_GTID_LOG_EVENT = 34
 PREVIOUS_GTIDS_LOG_EVENT = 35
 TRANSACTION_PAYLOAD_EVENT = 40
 GTID_TAGGED_LOG_EVENT = 42
 GTID_EVENTS = (GTID_LOG_EVENT, ANONYMOUS_GTID_LOG_EVENT, GTID_TAGGED_LOG_EVENT)
-READ_BODIES = {FORMAT_DESCRIPTION_EVENT, PREVIOUS_GTIDS_LOG_EVENT, QUERY_EVENT, *GTID_EVENTS}
 GROUP_ENDERS = {XID_EVENT, XA_PREPARE_LOG_EVENT, TRANSACTION_PAYLOAD_EVENT}
-GROUP_ENDING_QUERIES = (b"COMMIT", b"ROLLBACK")
 # flags 1, uuid 16, gno 8, typecode 1, last_committed 8, sequence_number 8
 GTID_TIMESTAMP_AT = 42
 TIMESTAMP_SIZE = 7
@@ -86,14 +80,7 @@ TAGGED_FORMAT = 1
 FIELD_UUID, FIELD_GNO, FIELD_TAG, FIELD_IMMEDIATE = 1, 2, 3, 6
 
 
-@dataclass(frozen=True)
-class MySQLBoundary:
-    """A point of the file between whole transactions."""
-
-    offset: int
-    position: GtidSet  # never changed once made: a copy of the reader's state
-    time: datetime | None  # the last transaction's commit time (microseconds)
-    group: bool  # whether a transaction ends here (not an event outside any)
+MySQLBoundary = Boundary[GtidSet]
 
 
 @dataclass
@@ -103,65 +90,24 @@ class _Group:
     began: bool = False  # a BEGIN query: ends at XID or COMMIT (else DDL: one statement)
 
 
-class MySQLBinlogReader:
+class MySQLBinlogReader(BinlogFile[GtidSet]):
     """One binlog file read incrementally. `floor`: a GTID set the file's state is never
     below (a stream with --exclude-gtids leaves the excluded transactions out of its
     files, whose PREVIOUS_GTIDS is still the source file's)."""
 
+    bodies = frozenset(
+        {FORMAT_DESCRIPTION_EVENT, PREVIOUS_GTIDS_LOG_EVENT, QUERY_EVENT, *GTID_EVENTS}
+    )
+
     def __init__(self, floor: GtidSet | None = None, time: datetime | None = None) -> None:
+        super().__init__(time)
         self.floor = floor.copy() if floor else GtidSet()
-        self.offset = 0  # bytes read: the end of the last whole event
-        self.state: GtidSet | None = None  # unknown until the file's PREVIOUS_GTIDS
-        self.snapshot: GtidSet | None = None  # a copy of `state` for boundaries to share
-        self.time = time  # of the last transaction, carried over from earlier files
-        self.time_before = time
-        self.checksum = False
+        # A copy of `state` for boundaries to share: a GtidSet grows in place, so a
+        # boundary keeps a copy, made once per state rather than once per boundary.
+        self.snapshot: GtidSet | None = None
         self.group: _Group | None = None
-        self.boundaries: list[MySQLBoundary] = []
-        self.settled = 0  # the offset of the last boundary
-        # Given, each boundary goes there instead of into `boundaries` (a whole-file scan).
-        self.sink: Callable[[MySQLBoundary], None] | None = None
 
-    def read(self, path: Path) -> None:
-        """Read what `path` has past `offset`: whole events only, a partial one is left."""
-        with open(path, "rb") as file:
-            size = file.seek(0, 2)
-            file.seek(self.offset)
-            if self.offset == 0:
-                if size < len(MAGIC):
-                    return
-                if file.read(len(MAGIC)) != MAGIC:
-                    raise BinlogFormatError(f"{path.name} does not start with the binlog magic")
-                self.offset = len(MAGIC)
-            self._read_events(file, size)
-
-    def _read_events(self, file: BinaryIO, size: int) -> None:
-        while size - self.offset >= HEADER_SIZE:
-            timestamp, kind, _server, length, _next, _flags = HEADER.unpack(file.read(HEADER_SIZE))
-            if length < HEADER_SIZE:
-                raise BinlogFormatError(f"event at {self.offset} claims {length} bytes")
-            if self.offset + length > size:
-                return  # being written
-            if kind in READ_BODIES:
-                body = file.read(length - HEADER_SIZE)
-            else:
-                body = b""
-                file.seek(length - HEADER_SIZE, 1)
-            event_at = self.offset
-            self.offset += length
-            try:
-                self._event(timestamp, kind, self._payload(kind, body))
-            except (struct.error, IndexError, ValueError) as exc:
-                raise BinlogFormatError(f"event {kind} at {event_at} is damaged ({exc})") from None
-
-    def _payload(self, kind: int, body: bytes) -> bytes:
-        if kind == FORMAT_DESCRIPTION_EVENT:
-            # The format description itself carries the algorithm, and its CRC when set.
-            algorithm_at = len(body) - CHECKSUM_SIZE - 1
-            self.checksum = algorithm_at >= FD_FIXED and body[algorithm_at] == CHECKSUM_CRC32
-        return body[:-CHECKSUM_SIZE] if self.checksum and body else body
-
-    def _event(self, timestamp: int, kind: int, body: bytes) -> None:
+    def _event(self, timestamp: int, kind: int, server_id: int, body: bytes) -> None:
         if kind in GTID_EVENTS:
             gtid, when = _tagged_gtid(body) if kind == GTID_TAGGED_LOG_EVENT else _gtid(body)
             self.group = _Group(None if kind == ANONYMOUS_GTID_LOG_EVENT else gtid, when)
@@ -198,30 +144,10 @@ class MySQLBinlogReader:
         group.began = text.endswith(b"START TRANSACTION")
         return not group.began
 
-    def _boundary(self, group: bool) -> None:
-        if self.state is None:
-            return  # before the file's PREVIOUS_GTIDS: not a point anyone can resume from
+    def _position(self, state: GtidSet) -> GtidSet:
         if self.snapshot is None:
-            self.snapshot = self.state.copy()
-        boundary = MySQLBoundary(self.offset, self.snapshot, self.time, group)
-        if self.sink is not None:
-            self.sink(boundary)
-        else:
-            self.boundaries.append(boundary)
-        self.settled = self.offset
-
-    def at(self, length: int) -> MySQLBoundary | None:
-        """The last boundary within the first `length` bytes, forgetting earlier ones
-        (asked for growing lengths, the list stays short)."""
-        found = None
-        for index, boundary in enumerate(self.boundaries):
-            if boundary.offset > length:
-                break
-            found = index
-        if found is None:
-            return None
-        del self.boundaries[:found]
-        return self.boundaries[0]
+            self.snapshot = state.copy()
+        return self.snapshot
 
 
 def _gtid(body: bytes) -> tuple[MySQLGtid, datetime | None]:

@@ -15,7 +15,6 @@ support it".
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -25,17 +24,27 @@ import pymysql.cursors
 from catchup.cancel import CancelToken
 from catchup.engines import StepProgress
 from catchup.engines.mariadb.catchup import (
-    TRANSIENT_IO_ERRORS,
+    Dialect,
     _execute,
-    _instance_lost,
     _replica_session,
+    slave_status,
+    wait_until,
 )
 from catchup.engines.mysql.gtid import GtidSet
 from catchup.engines.mysql.server import MySQLServer, select_value
 from catchup.engines.mysql.source import MySQLSource
-from catchup.errors import CatchUpFailedError, CatchUpStalledError
+from catchup.errors import CatchUpFailedError
 
-POLL_SECONDS = 0.5
+MYSQL = Dialect(
+    wait="SELECT WAIT_FOR_EXECUTED_GTID_SET(%s, %s)",
+    status="SHOW REPLICA STATUS",
+    receiver="Replica_IO_Running",
+    applier="Replica_SQL_Running",
+    received="Retrieved_Gtid_Set",
+    # 1236: the source cannot send what the replica lacks (purged, or errant GTIDs);
+    # 13114: the same, as MySQL 8.0.23+ reports it for a purged GTID.
+    purged_errors=frozenset({1236, 13114}),
+)
 # The status a replicated CREATE EVENT gets on a replica (named so before 8.0.22).
 REPLICA_DISABLED = ("REPLICA_SIDE_DISABLED", "SLAVESIDE_DISABLED")
 
@@ -123,7 +132,18 @@ def replicate_until(
             (str(checkpoint), channel.user, channel.password),
         )
         try:
-            _wait_until(conn, server, checkpoint, start, stall_timeout, cancel, progress)
+            wait_until(
+                conn,
+                server,
+                MYSQL,
+                checkpoint,
+                start,
+                executed,
+                GtidSet.count,
+                stall_timeout,
+                cancel,
+                progress,
+            )
         finally:
             _execute(conn, "STOP REPLICA")
         reached = executed(conn)
@@ -164,91 +184,4 @@ def forget_sources(server: MySQLServer) -> None:
 
 
 def replica_status(conn: pymysql.Connection) -> dict[str, Any]:
-    with conn.cursor(pymysql.cursors.DictCursor) as cursor:
-        cursor.execute("SHOW REPLICA STATUS")
-        return cursor.fetchone() or {}
-
-
-@dataclass
-class _Watch:
-    marker: tuple[str, str, int] = ("", "", 0)
-    since: float = 0.0
-
-
-def _wait_until(
-    conn: pymysql.Connection,
-    server: MySQLServer,
-    checkpoint: GtidSet,
-    start: GtidSet,
-    stall_timeout: float,
-    cancel: CancelToken,
-    progress: StepProgress | None,
-) -> None:
-    total = max(1, checkpoint.count() - start.count())
-    watch = _Watch(since=time.monotonic())
-    while True:
-        cancel.check()
-        with conn.cursor() as cursor:
-            waited = select_value(
-                cursor,
-                "SELECT WAIT_FOR_EXECUTED_GTID_SET(%s, %s)",
-                (str(checkpoint), POLL_SECONDS),
-            )
-        if waited == 0:
-            return
-        status = replica_status(conn)
-        raise_on_error(status)
-        applied = executed(conn)
-        if status.get("Replica_SQL_Running") == "No":
-            if applied == checkpoint:
-                return
-            raise CatchUpFailedError(
-                f"replication stopped at {applied or 'nothing'} before the checkpoint "
-                f"{checkpoint} without an error: the source's history does not contain the "
-                "backup's GTID set; bootstrap again with `catchup backup --bootstrap`"
-            )
-        if progress:
-            progress(min(total, applied.count() - start.count()), total)
-        _check_stall(watch, status, applied, stall_timeout)
-        if not server.running:
-            raise _instance_lost(server, RuntimeError("server exited"))
-
-
-def raise_on_error(status: dict[str, Any]) -> None:
-    sql_errno = int(status.get("Last_SQL_Errno") or 0)
-    if sql_errno:
-        raise CatchUpFailedError(
-            f"replication SQL error {sql_errno}: {status.get('Last_SQL_Error')}; the backup no "
-            "longer matches the source, bootstrap again with `catchup backup --bootstrap`"
-        )
-    io_errno = int(status.get("Last_IO_Errno") or 0)
-    if io_errno and io_errno not in TRANSIENT_IO_ERRORS:
-        hint = (
-            "the source no longer has the binary logs the backup needs (purged since the "
-            "precheck), or the backup has GTIDs the source never had; run the backup again: "
-            "its precheck then bootstraps a new chain or refuses by name"
-            if io_errno in (1236, 13114)
-            else "check the catchup account's REPLICATION SLAVE grant, its TLS and "
-            "authentication settings, and the source's logs"
-        )
-        raise CatchUpFailedError(
-            f"replication IO error {io_errno}: {status.get('Last_IO_Error')}; {hint}"
-        )
-
-
-def _check_stall(watch: _Watch, status: dict[str, Any], applied: GtidSet, limit: float) -> None:
-    marker = (
-        str(status.get("Retrieved_Gtid_Set", "")),
-        str(applied),
-        int(status.get("Relay_Log_Space") or 0),
-    )
-    now = time.monotonic()
-    if marker != watch.marker:
-        watch.marker, watch.since = marker, now
-        return
-    if now - watch.since > limit:
-        detail = status.get("Last_IO_Error") or f"receiver {status.get('Replica_IO_Running')}"
-        raise CatchUpStalledError(
-            f"catch-up stalled: no progress for {limit:.0f}s at {applied} ({detail}); "
-            "check that the source is reachable, or raise stall_timeout_seconds"
-        )
+    return slave_status(conn, MYSQL)

@@ -15,11 +15,15 @@ from pathlib import Path
 from catchup.cancel import CancelToken
 from catchup.config import MySQLSettings
 from catchup.engines import Finding, LogTarget, StepProgress
-from catchup.engines.mariadb.instance import MariaDBInstance, random_server_id
+from catchup.engines.mariadb.instance import (
+    MariaDBInstance,
+    random_server_id,
+    shrink_redo_and_stop,
+)
 from catchup.engines.mysql import bootstrap, catchup, replay, restore, verify
 from catchup.engines.mysql.binaries import program_version
 from catchup.engines.mysql.gtid import GtidSet
-from catchup.engines.mysql.server import ADMIN_USER, MySQLServer, ServerFiles, select_value
+from catchup.engines.mysql.server import MySQLServer, ServerFiles
 from catchup.engines.mysql.source import MySQLSource
 from catchup.engines.replica import InstanceReplica
 from catchup.engines.workdir import instance_dir, record_server
@@ -151,19 +155,8 @@ class MySQLReplica(InstanceReplica[MySQLServer, ServerFiles, MySQLSource]):
 
     def stop_for_archive(self) -> None:
         catchup.forget_sources(self.server)
-        archive_size = self.instance.mysql.archive_redo_log_mb * MIB
-        with self.server.connect() as conn, conn.cursor() as cursor:
-            # A clean shutdown: a stock mysqld then starts the data dir without recovery.
-            cursor.execute("SET GLOBAL innodb_fast_shutdown = 1")
-            resize = select_value(cursor, "SELECT @@innodb_redo_log_capacity") != archive_size
-        if resize:
-            # A small redo log makes a smaller archive; the server recreates it at startup.
-            self.server.stop()
-            self.server.options.append(f"--innodb-redo-log-capacity={archive_size}")  # last wins
-            self.server.start()
-        with self.server.connect() as conn, conn.cursor() as cursor:
-            cursor.execute("DROP USER IF EXISTS %s@'localhost'", (ADMIN_USER,))
-        self.server.stop()
+        size = self.instance.mysql.archive_redo_log_mb * MIB
+        shrink_redo_and_stop(self.server, "innodb_redo_log_capacity", size)
 
     def is_archived(self, relative_path: str) -> bool:
         return not NOT_ARCHIVED.match(relative_path)

@@ -1,8 +1,9 @@
 """Point-in-time restore: replaying archived MySQL binary logs on a restored backup.
 
-As MariaDB's (mariadb/replay.py): the files are read once by binlog.py to plan the
-replay, their bytes become the instance's relay logs (the last one cut at the
-target), and the replication SQL thread applies them with no source.
+As MariaDB's, with the same mechanism (mariadb/replay.py: ReplayPlanner, the staging
+and the checks): the files are read once by binlog.py to plan the replay, their
+bytes become the instance's relay logs (the last one cut at the target), and the
+replication SQL thread applies them with no source.
 
 What differs is the position: a GTID set. A file's state is its PREVIOUS_GTIDS
 joined with all the archive held before it, so a resumed stream's file (which lacks
@@ -15,7 +16,6 @@ replay starts at the last point of the archive within the backup's set, and
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -28,38 +28,42 @@ from catchup.engines.mariadb.replay import (
     POLL_SECONDS,
     RELAY_LOG,
     Piece,
+    ReplayPlan,
+    ReplayPlanner,
+    apply_archived,
+    apply_to_target,
     archived_files,
-    stage_relay_logs,
+    shut_down_clean,
 )
 from catchup.engines.mysql.binlog import MySQLBinlogReader, MySQLBoundary
 from catchup.engines.mysql.catchup import REPLICA_DISABLED, executed, replica_status
 from catchup.engines.mysql.gtid import GtidSet, compare_positions
 from catchup.engines.mysql.restore import start_instructions
-from catchup.engines.mysql.server import ADMIN_USER, MySQLServer, select_value
+from catchup.engines.mysql.server import MySQLServer, select_value
 from catchup.errors import ArchiveGapError, InstanceError
 
 # SHOW REPLICA STATUS's Replica_SQL_Running_State once the staged files are applied.
 RELAY_LOG_DONE = "Replica has read all relay log"
 
 
-@dataclass
-class MySQLReplayPlan:
-    pieces: list[Piece] = field(default_factory=list)
-    end: GtidSet | None = None  # the set the replay reaches; None: start not found
-    time: datetime | None = None  # of its last transaction
-    done: bool = False  # the target is reached within the files
+MySQLReplayPlan = ReplayPlan[GtidSet]
 
 
-class _Planner:
+class _Planner(ReplayPlanner[GtidSet]):
     """Walks the boundaries of every file in order (binlog.py) and builds a MySQLReplayPlan."""
 
     def __init__(self, start: GtidSet, target: LogTarget) -> None:
-        self.start = start
-        self.until = GtidSet.parse(target.position) if target.position else None
-        self.until_time = as_utc(target.time) if target.time else None
-        self.plan = MySQLReplayPlan()
+        super().__init__(start, target, as_utc(target.time) if target.time else None)
         self.carried = GtidSet()  # what the files read so far hold
-        self.covered: tuple[GtidSet, datetime | None] | None = None  # the files' last state
+
+    def parse(self, text: str) -> GtidSet:
+        return GtidSet.parse(text)
+
+    def compare(self, a: GtidSet, b: GtidSet) -> int | None:
+        return compare_positions(a, b)
+
+    def at_target(self, end: GtidSet, until: GtidSet) -> bool:
+        return end == until
 
     def read(self, path: Path) -> None:
         self.reading = path
@@ -110,7 +114,7 @@ class _Planner:
             return  # the archive starts after the backup: found nowhere
         if self.piece is None:
             self.piece = Piece(self.reading, stop=boundary.offset)
-        if boundary.group and self.until_time and boundary.time and boundary.time > self.until_time:
+        if self.after_target(boundary):
             plan.done = True  # this transaction is after the target: stop before it
             return
         self.piece.stop = boundary.offset
@@ -125,56 +129,15 @@ class _Planner:
             and self.until.issubset(self.plan.end)
         )
 
-    def walk(self, files: list[Path]) -> MySQLReplayPlan:
-        for path in files:
-            self.read(path)
-            if self.plan.done:
-                break
-        plan = self.plan
-        plan.pieces = [p for p in plan.pieces if p.start is None or p.stop > p.start]
-        return plan
-
 
 def plan_replay(start: GtidSet, files: list[Path], target: LogTarget) -> MySQLReplayPlan:
-    """What to replay of `files` to go from `start` to `target`; ArchiveGapError if the
-    files do not hold that stretch of the log (naming what they do hold)."""
-    if target.position is not None:
-        order = compare_positions(GtidSet.parse(target.position), start)
-        if order is None or order < 0:
-            raise ArchiveGapError(
-                f"position {target.position} is not after the backup's position {start}"
-            )
-    planner = _Planner(start, target)
-    plan = planner.walk(files)
-    covered = planner.covered
-    held = f"the archive ends at {covered[0] or '(nothing)'}" if covered else "no archived files"
-    if covered and covered[1]:
-        held += f", last commit {covered[1].isoformat()}"
-    if plan.end is None:
-        raise ArchiveGapError(f"the archive does not hold the backup's position {start}; {held}")
-    if not plan.done and not (planner.until_time and plan.time == planner.until_time):
-        # A time after the archive's last commit may have had commits the archive does
-        # not hold yet; the last commit's own microsecond is the window's end: taken.
-        raise ArchiveGapError(f"target {target.describe()} is past the archive: {held}")
-    if planner.until is not None and plan.end != planner.until:
-        raise ArchiveGapError(
-            f"position {target.position} is not in the archived history: it has {plan.end} there"
-        )
-    return plan
+    """ReplayPlanner.replay with MySQL's GTID sets."""
+    return _Planner(start, target).replay(files)
 
 
 def plan_toward(start: GtidSet, files: list[Path], checkpoint: GtidSet) -> MySQLReplayPlan:
-    """A cycle's part of the archive: from the backup up to `checkpoint`, or as far as
-    the files go before it; nothing when they do not hold the backup's position or do
-    not continue cleanly (the source then sends it all, as without an archive)."""
-    planner = _Planner(start, LogTarget(position=str(checkpoint)))
-    try:
-        plan = planner.walk(files)
-    except ArchiveGapError:
-        return MySQLReplayPlan()
-    if plan.end is None or not plan.end.issubset(checkpoint):
-        return MySQLReplayPlan()
-    return plan
+    """ReplayPlanner.toward with MySQL's GTID sets."""
+    return _Planner(start, LogTarget(position=str(checkpoint))).toward(files, checkpoint)
 
 
 def replay_archived(
@@ -185,12 +148,8 @@ def replay_archived(
     with server.connect() as conn:
         start = executed(conn)
     plan = plan_toward(start, archived_files(log_dir), GtidSet.parse(checkpoint))
-    if not plan.pieces or plan.end is None or plan.end == start:
+    if not apply_archived(server, start, plan, _apply, cancel):
         return start
-    server.stop()
-    stage_relay_logs(server.files.data_dir, plan.pieces)
-    server.start(cancel=cancel)
-    _apply(server, plan.pieces[0].start or 4, plan.end, cancel)
     with server.connect() as conn:
         return executed(conn)
 
@@ -201,20 +160,7 @@ def replay_log(
     """Start the restored backup, replay the archive up to exactly `target`, and leave it
     running at the GTID set reached (returned)."""
     plan = plan_replay(GtidSet.parse(position), archived_files(log_dir), target)
-    if plan.pieces:
-        stage_relay_logs(server.files.data_dir, plan.pieces)
-    server.start(cancel=cancel)
-    assert plan.end is not None
-    if plan.pieces:
-        _apply(server, plan.pieces[0].start or 4, plan.end, cancel)
-    with server.connect() as conn:
-        reached = executed(conn)
-    if reached != plan.end:
-        raise InstanceError(
-            f"the replay stopped at {reached or 'nothing'} instead of {plan.end}; the archive "
-            "and the backup do not fit together"
-        )
-    return str(reached)
+    return apply_to_target(server, plan, _apply, executed, cancel)
 
 
 def _apply(server: MySQLServer, start: int, end: GtidSet, cancel: CancelToken) -> None:
@@ -284,13 +230,7 @@ def stop_for_restore(server: MySQLServer) -> str:
     """No replication state, no catchup account: then a clean shutdown, after which a
     stock mysqld starts without crash recovery at @@gtid_executed, the target. Returns
     how to start it, for the operator."""
-    with server.connect() as conn, conn.cursor() as cursor:
-        cursor.execute("STOP REPLICA")
-        cursor.execute("RESET REPLICA ALL")
-        cursor.execute("SET GLOBAL innodb_fast_shutdown = 1")
-        cursor.execute("DROP USER IF EXISTS %s@'localhost'", (ADMIN_USER,))
-        position = executed(conn)
-    server.stop()
+    position = shut_down_clean(server, "REPLICA", executed)
     return start_instructions("<target dir>", str(position))
 
 
