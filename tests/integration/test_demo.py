@@ -64,40 +64,18 @@ def test_mixed_demo_proves_one_shard_of_each_engine(short_tmp):
         assert row["ok"], row["error"]
     pg_catchup = [r for r in rows[:-1] if r["shard"] == "commerce/1" and r["kind"] == "catchup"]
     assert pg_catchup and pg_catchup[0]["bytes_from_source"] > 0
+    # MySQL's catch-up pulls a fraction of its bootstrap (a CLONE of the source).
+    full = {r["shard"]: r["bytes_from_source"] for r in rows[:-1] if r["kind"] == "bootstrap"}
+    [mysql_catchup] = [
+        r for r in rows[:-1] if r["shard"] == "commerce/2" and r["kind"] == "catchup"
+    ]
+    assert 0 < mysql_catchup["bytes_from_source"] < full["commerce/2"] / 2
     config = (directory / "catchup.toml").read_text()
     assert [line for line in config.splitlines() if line.startswith("engine")] == [
         'engine = "mariadb"',
         'engine = "postgres"',
         'engine = "mysql"',
     ]
-
-
-def test_mysql_demo_catches_up_with_a_fraction_of_the_bootstrap(short_tmp):
-    directory = short_tmp / "mysql"
-    result = run_cli(
-        "demo",
-        "--engine",
-        "mysql",
-        "--shards",
-        "2",
-        "--size",
-        "10",
-        "--json",
-        "--dir",
-        str(directory),
-    )
-    assert result.returncode == 0, result.stdout + result.stderr
-    rows = json.loads(result.stdout)
-    cycles, verdict = rows[:-1], rows[-1]
-    assert verdict["verified"] is True and verdict["pitr_verified"] is True, verdict
-    [check] = verdict["checks"]
-    assert check["checksums_equal"] and check["position_equal"] and check["tables_compared"] == 6
-    full = {r["shard"]: r["bytes_from_source"] for r in cycles if r["kind"] == "bootstrap"}
-    catchups = [r for r in cycles if r["kind"] == "catchup"]
-    assert len(full) == 2 and len(catchups) == 2
-    for row in catchups:
-        assert row["ok"], row["error"]
-        assert row["bytes_from_source"] < full[row["shard"]] / 2
 
 
 def test_demo_serve_runs_the_daemon_over_the_fleet_and_prints_its_url(short_tmp):

@@ -1,8 +1,8 @@
 """Backup cycles against real mysqld sources (tools/install-mysql's MySQL; the version is
 in pytest's header): both bootstrap methods, a chain of three with DDL and a GRANT, a
-restored data dir started by a stock mysqld and attached as a replica of the source;
-a replica as the source and errant GTIDs refused; a source that compresses its binary
-log and has no TLS."""
+restored data dir started by a stock mysqld and attached as a replica of the source, the
+password in no argv, log or stored object; a replica as the source and errant GTIDs
+refused; a source that compresses its binary log and has no TLS; a frozen source."""
 
 from __future__ import annotations
 
@@ -10,7 +10,6 @@ import json
 import os
 import signal
 
-import pytest
 import zstandard
 
 from catchup.cancel import CancelToken
@@ -34,18 +33,38 @@ def add_mysql(fleet: Fleet, name: str, server_id: int, **kwargs: object) -> MySQ
     return source
 
 
+def assert_no_password(fleet: Fleet, password: bytes, seen_in_argv: list[int], logs: str) -> None:
+    """The source's password reached no process's argv, no log line and no stored object
+    (a password given to CHANGE REPLICATION SOURCE would linger in the redo log)."""
+    assert not seen_in_argv
+    assert password not in logs.encode()
+    for path in (fleet.root / "repository").rglob("*"):
+        if path.is_file():
+            blob = path.read_bytes()
+            if path.suffix == ".zst":
+                blob = zstandard.ZstdDecompressor().decompressobj().decompress(blob)
+            assert password not in blob, f"the password is in {path}"
+
+
 def bootstrap_method(fleet: Fleet, method: str) -> None:
     with fleet.config_path.open("a") as config:  # a table after the shards' array
         config.write(f'\n[mysql]\nbootstrap = "{method}"\n')
 
 
-@pytest.mark.parametrize("method", ["clone", "dump"])
-def test_three_cycles_restore_to_a_stock_mysqld_that_then_replicates(fleet, short_tmp, method):
+def test_three_cycles_restore_to_a_stock_mysqld_that_then_replicates(fleet, short_tmp, caplog):
+    """By dump, which copies the accounts itself (the engine contract suite's cycles,
+    and the other tests here, clone: `auto` picks it on this sandbox)."""
     source = add_mysql(fleet, "src", 1)
     source.load_demo_data(2)
     fleet.write_config([source])  # type: ignore[list-item]
-    bootstrap_method(fleet, method)
-    [first] = fleet.backup()
+    bootstrap_method(fleet, "dump")
+    password = source.password_file.read_text().strip().encode()
+    seen_in_argv: list[int] = []
+
+    def scan_processes() -> None:
+        seen_in_argv.extend(pid for pid, line in command_lines() if password in line)
+
+    [first] = fleet.backup(reporter=HookReporter("bootstrap", scan_processes))
     assert first.ok and first.kind == "bootstrap", first.error
 
     source.apply_workload(0.05)  # inserts, updates, deletes, ALTER TABLE, a procedure call
@@ -54,9 +73,10 @@ def test_three_cycles_restore_to_a_stock_mysqld_that_then_replicates(fleet, shor
         "CREATE EVENT shop.nightly ON SCHEDULE EVERY 1 DAY DO DELETE FROM shop.event_log "
         "WHERE happened_at < '2000-01-01'"
     )
-    [second] = fleet.backup()
+    [second] = fleet.backup(reporter=HookReporter("catch up", scan_processes))
     assert second.ok and second.kind == "catchup", second.error
     assert second.bytes_from_source < first.bytes_from_source / 2
+    assert_no_password(fleet, password, seen_in_argv, caplog.text)
 
     source.apply_workload(0.02)
     [third] = fleet.backup()
@@ -159,6 +179,7 @@ def test_a_source_compressing_its_binary_log_without_tls(fleet):
     )
     source.load_demo_data(1)
     fleet.write_config([source])  # type: ignore[list-item]
+    bootstrap_method(fleet, "clone")  # fails, naming why, where a clone is impossible
     second = fleet.backup_then_catch_up(lambda: source.apply_workload(0.05))
     assert second.ok, second.error
     config = fleet.config
@@ -166,33 +187,6 @@ def test_a_source_compressing_its_binary_log_without_tls(fleet):
     assert proof is not None and proof.ok, proof
     check = run_cli("check", "-c", str(fleet.config_path))
     assert "gtid_mode ON" in check.stdout, check.stdout
-
-
-@pytest.mark.parametrize("method", ["clone", "dump"])
-def test_the_password_reaches_no_process_list_log_or_backup(fleet, caplog, method):
-    source = add_mysql(fleet, "src", 1)
-    source.load_demo_data(1)
-    fleet.write_config([source])  # type: ignore[list-item]
-    bootstrap_method(fleet, method)
-    password = source.password_file.read_text().strip().encode()
-    seen_in_argv: list[int] = []
-
-    def scan_processes() -> None:
-        seen_in_argv.extend(pid for pid, line in command_lines() if password in line)
-
-    [first] = fleet.backup(reporter=HookReporter("bootstrap", scan_processes))
-    assert first.ok, first.error
-    source.apply_workload(0.02)
-    [second] = fleet.backup(reporter=HookReporter("catch up", scan_processes))
-    assert second.ok, second.error
-    assert not seen_in_argv
-    assert password not in caplog.text.encode()
-    for path in (fleet.root / "repository").rglob("*"):
-        if path.is_file():
-            blob = path.read_bytes()
-            if path.suffix == ".zst":
-                blob = zstandard.ZstdDecompressor().decompressobj().decompress(blob)
-            assert password not in blob, f"the password is in {path}"
 
 
 def test_a_frozen_source_fails_the_catch_up_after_the_stall_timeout(fleet):

@@ -85,3 +85,45 @@ def test_ci_removes_database_packages_before_make_test() -> None:
     for package in ("mariadb-server", "mariadb-client", "postgresql-15"):
         assert package in script[remove:run]
     assert os.access(REPO / "tools" / "install-missing", os.X_OK)
+
+
+MYSQL_SCRIPT = REPO / "tools" / "install-mysql"
+
+
+def stub_tools(bin_dir: Path, apt_exit: int) -> Path:
+    """A PATH with the shell tools the script uses and an apt-get that records its calls
+    and exits with `apt_exit`."""
+    bin_dir.mkdir()
+    log = bin_dir.parent / "apt.log"
+    for tool in ("sh", "awk", "rm", "mkdir", "mv", "cat", "chmod", "touch", "dirname", "id"):
+        (bin_dir / tool).symlink_to(subprocess.check_output(["which", tool], text=True).strip())
+    apt = bin_dir / "apt-get"
+    apt.write_text(f'#!/bin/sh\necho "$@" >> {log}\nexit {apt_exit}\n')
+    apt.chmod(0o755)
+    return log
+
+
+def test_install_mysql_leaves_a_complete_install_alone(tmp_path: Path) -> None:
+    log = stub_tools(tmp_path / "bin", apt_exit=1)
+    target = tmp_path / "mysql"
+    (target / "bin").mkdir(parents=True)
+    mysqld = target / "bin" / "mysqld"
+    mysqld.write_text("#!/bin/sh\necho 'mysqld  Ver 9.7.4'\n")
+    mysqld.chmod(0o755)
+    (target / ".installed").touch()
+    env = {"PATH": str(tmp_path / "bin")}
+    subprocess.run(["sh", str(MYSQL_SCRIPT), str(target)], check=True, env=env)
+    assert not log.exists(), "apt was asked although MySQL is installed"
+
+
+def test_install_mysql_fails_with_one_clear_line_when_the_download_fails(tmp_path: Path) -> None:
+    log = stub_tools(tmp_path / "bin", apt_exit=100)
+    target = tmp_path / "mysql"
+    env = {"PATH": str(tmp_path / "bin")}
+    result = subprocess.run(
+        ["sh", str(MYSQL_SCRIPT), str(target)], env=env, capture_output=True, text=True
+    )
+    assert result.returncode == 1
+    assert "sid) failed; check the network or the mirror, or set mysql.binaries" in result.stderr
+    assert "Dir::Etc::sourceparts=-" in log.read_text(), "the system's own sources stay unused"
+    assert not target.exists() and not os.path.exists("/etc/apt/sources.list.d/catchup.list")
