@@ -56,6 +56,11 @@ def test_three_cycles_restore_to_a_stock_mysqld_that_then_replicates(fleet, shor
     and the other tests here, clone: `auto` picks it on this sandbox)."""
     source = add_mysql(fleet, "src", 1)
     source.load_demo_data(2)
+    # Grants on a table, a column and a procedure: copied after the dump created them.
+    source.execute("CREATE USER 'auditor'@'%' IDENTIFIED BY 'not-a-secret'")
+    source.execute("GRANT SELECT ON shop.orders TO 'auditor'@'%'")
+    source.execute("GRANT SELECT (email) ON shop.customers TO 'auditor'@'%'")
+    source.execute("GRANT EXECUTE ON PROCEDURE shop.cancel_stale_orders TO 'auditor'@'%'")
     fleet.write_config([source])  # type: ignore[list-item]
     bootstrap_method(fleet, "dump")
     password = source.password_file.read_text().strip().encode()
@@ -112,6 +117,10 @@ def test_three_cycles_restore_to_a_stock_mysqld_that_then_replicates(fleet, shor
             assert uuid not in source.position(), "a fresh server_uuid, not the source's"
             cursor.execute("SELECT user FROM mysql.user WHERE user = 'reporter'")
             assert cursor.fetchall(), "the GRANT made after the bootstrap is in the backup"
+            cursor.execute("SHOW GRANTS FOR 'auditor'@'%'")
+            grants = " ".join(row[0] for row in cursor.fetchall())
+            for granted in ("`shop`.`orders`", "SELECT (`email`)", "`cancel_stale_orders`"):
+                assert granted in grants, grants
             cursor.execute(
                 "SELECT status FROM information_schema.events WHERE event_name = 'nightly'"
             )

@@ -41,9 +41,11 @@ def test_tagged_gtids_keep_their_tag() -> None:
     assert tagged.count() == 6
 
 
-@pytest.mark.parametrize(
-    "text", [f"{A}", f"{A}:0-3", f"{A}:5-3", "not-a-uuid:1-3", f"{A}:1-x", f"{A}:Tag!:1"]
-)
+MALFORMED = [f"{A}", f"{A}:0-3", f"{A}:5-3", "not-a-uuid:1-3", f"{A}:1-x", f"{A}:Tag!:1"]
+MALFORMED += [f"{A}:tg", f"{A}:1-3:tg", f"{A}:tg:other:1"]  # a tag without its intervals
+
+
+@pytest.mark.parametrize("text", MALFORMED)
 def test_a_malformed_set_is_refused(text: str) -> None:
     with pytest.raises(ValueError, match=r"GTID set|interval"):
         GtidSet.parse(text)
@@ -97,6 +99,7 @@ def test_an_operator_position_is_a_non_empty_set() -> None:
 def test_the_instance_identity_and_replication_state_stay_behind() -> None:
     left_behind = ["auto.cnf", "server-key.pem", "private_key.pem", "relay-bin.000002"]
     left_behind += ["relay-bin.index", "mysqld.pid", "#innodb_temp/temp_1.ibt", "mysqld-auto.cnf"]
+    left_behind += ["#clone/#view_status"]  # a clone's status, naming its donor
     for name in left_behind:
         assert NOT_ARCHIVED.match(name), name
     for name in ("ibdata1", "mysql.ibd", "shop/orders.ibd", "#innodb_redo/#ib_redo9", "undo_001"):

@@ -179,17 +179,18 @@ class MariaDBReplica(InstanceReplica[MariaDBServer, ServerFiles, MariaDBSource])
 def shrink_redo_and_stop(
     server: MariaDBServer,
     redo_variable: str,
-    size: int,
+    size: int | None,
     resize_online: Callable[[pymysql.cursors.Cursor, int], bool] | None = None,
 ) -> None:
     """The last steps of every MariaDB and MySQL cycle (`redo_variable` names the redo log's
-    size): the redo log shrunk to `size`, catchup's account dropped, a clean shutdown.
+    size): the redo log shrunk to `size` (None: left as it is), catchup's account dropped,
+    a clean shutdown.
     `resize_online`, where the server can, resizes without a restart (True when done)."""
     with server.connect() as conn, conn.cursor() as cursor:
         # With a clean, fast shutdown the next restore starts without crash recovery.
         cursor.execute("SET GLOBAL innodb_fast_shutdown = 1")
-        resize = select_value(cursor, f"SELECT @@{redo_variable}") != size
-        if resize and resize_online is not None:
+        resize = size is not None and select_value(cursor, f"SELECT @@{redo_variable}") != size
+        if resize and resize_online is not None and size is not None:
             resize = not resize_online(cursor, size)
     if resize:
         # A small redo log makes a smaller archive. InnoDB resizes it at startup (MariaDB in

@@ -26,7 +26,7 @@ from pathlib import Path
 from catchup.config import Config, Shard
 from catchup.engines import Coverage
 from catchup.engines.mariadb.archive import BinlogStream, archive_server_id, run_stream
-from catchup.engines.mysql.binaries import find_binary
+from catchup.engines.mysql.binaries import find_binary, program_version, version_numbers
 from catchup.engines.mysql.binlog import MySQLBinlogReader
 from catchup.engines.mysql.gtid import GtidSet, judge_coverage
 from catchup.engines.mysql.source import MySQLSession, open_source
@@ -79,9 +79,12 @@ def stream_log(
         start = choose_start(source.session, resume)
         server_id = archive_server_id(shard, taken_server_ids(source.session))
 
+    mysqlbinlog = find_binary("mysqlbinlog", config.mysql.binaries)
+    # The option's name before 8.0.26.
+    remote = "source" if version_numbers(program_version(mysqlbinlog)) >= (8, 0, 26) else "master"
     tool = [
-        find_binary("mysqlbinlog", config.mysql.binaries),
-        "--read-from-remote-source=BINLOG-DUMP-GTIDS",
+        mysqlbinlog,
+        f"--read-from-remote-{remote}=BINLOG-DUMP-GTIDS",
         f"--connection-server-id={server_id}",
         # caching_sha2_password without TLS needs the server's RSA key; with TLS
         # (ssl-mode PREFERRED, the default) it is not asked for.

@@ -11,6 +11,7 @@ from __future__ import annotations
 import functools
 import itertools
 import os
+import re
 import shutil
 import subprocess
 from pathlib import Path
@@ -57,6 +58,11 @@ def _version(program: str) -> str:
     except OSError as exc:
         raise ConfigError(f"{program} does not run ({exc.strerror}); {INSTALL_HINT}") from None
     return result.stdout + result.stderr
+
+
+def version_numbers(version: str) -> tuple[int, ...]:
+    """(9, 7, 4) of "9.7.4-2": for comparing versions."""
+    return tuple(int(part) for part in re.findall(r"\d+", version.split("-")[0])[:3])
 
 
 def program_version(program: str) -> str:

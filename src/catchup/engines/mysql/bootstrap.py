@@ -114,20 +114,29 @@ def clone(
     if server.running:
         server.stop()
     server.start(cancel=cancel)
-    forget_sources(server)  # a replica source's channels travel with the clone
+    require_completed_clone(server)
+    forget_sources(server)
 
 
 def dump(
     server: MySQLServer, source: MySQLSource, cancel: CancelToken, report: Callable[[], None]
 ) -> None:
-    """Copy the accounts, then load a consistent dump that sets the GTID set."""
-    copy_accounts(server, source)
+    """Load a consistent dump that sets the GTID set, then copy the accounts.
+
+    The accounts are read after the dump's snapshot, never before: a change made to
+    them in between is then both copied and replicated again by the catch-up, where a
+    repeated GRANT or ALTER USER is harmless and a repeated CREATE or DROP USER fails
+    the cycle loudly. Read before the snapshot, such a change would be lost silently
+    (the dump's GTID set says it was applied). Grants come after the tables they name;
+    objects whose definer does not exist yet load with a warning (the admin account
+    holds ALLOW_NONEXISTENT_DEFINER)."""
     with server.connect() as conn, conn.cursor() as cursor:
         cursor.execute(reset_gtids_statement(server.version()))
     databases = source.user_databases()
-    if not databases:  # nothing to dump: the GTID set alone
+    if not databases:  # nothing to dump: the GTID set alone, read before the accounts
         with server.connect() as conn, conn.cursor() as cursor:
             cursor.execute("SET GLOBAL gtid_purged = %s", (str(source.session.executed()),))
+        copy_accounts(server, source)
         return
     load_dump(
         server,
@@ -140,6 +149,7 @@ def dump(
         programs=("mysqldump", "mysql"),
         options=DUMP_OPTIONS,
     )
+    copy_accounts(server, source)
 
 
 def reset_gtids_statement(version: str) -> str:
@@ -157,8 +167,14 @@ def copy_accounts(server: MySQLServer, source: MySQLSource) -> None:
         for user, host in session.query("SELECT user, host FROM mysql.user")
         if user not in SYSTEM_ACCOUNTS and user != ADMIN_USER
     ]
-    creates = [session.query("SHOW CREATE USER %s@%s", (u, h))[0][0] for u, h in accounts]
-    grants = [row[0] for u, h in accounts for row in session.query("SHOW GRANTS FOR %s@%s", (u, h))]
+    creates = [
+        (f"{u}@{h}", session.query("SHOW CREATE USER %s@%s", (u, h))[0][0]) for u, h in accounts
+    ]
+    grants = [
+        (f"{u}@{h}", row[0])
+        for u, h in accounts
+        for row in session.query("SHOW GRANTS FOR %s@%s", (u, h))
+    ]
     with server.connect() as conn, conn.cursor() as cursor:
         cursor.execute("SET SESSION sql_log_bin = 0")
         cursor.execute("SELECT user, host FROM mysql.user")
@@ -169,16 +185,30 @@ def copy_accounts(server: MySQLServer, source: MySQLSource) -> None:
         pending = creates
         for _ in range(2):
             failed = []
-            for statement in pending:
+            for account, statement in pending:
                 try:
                     cursor.execute(statement)
                 except pymysql.err.MySQLError:
-                    failed.append(statement)
+                    failed.append((account, statement))
             pending = failed
-        for statement in [*pending, *grants]:
+        for account, statement in [*pending, *grants]:
             try:
                 cursor.execute(statement)
             except pymysql.err.MySQLError as exc:
+                # The account, not the statement: it may hold a password hash.
                 raise SourceError(
-                    f"copying the source's accounts failed at {statement[:80]!r}: {exc.args[-1]}"
+                    f"copying the source's account {account} failed: {exc.args[-1]}"
                 ) from None
+
+
+def require_completed_clone(server: MySQLServer) -> None:
+    """A lost connection also ends a failed clone, after which MySQL rolls the recipient
+    back to its empty data dir: only the clone's own status says it completed."""
+    with server.connect() as conn, conn.cursor() as cursor:
+        cursor.execute("SELECT state, error_no, error_message FROM performance_schema.clone_status")
+        row = cursor.fetchone()
+    if row is None or row[0] != "Completed" or row[1]:
+        state, error, message = row or ("no status", 0, "")
+        raise SourceError(
+            f"CLONE INSTANCE from the source did not complete ({state}): {error} {message}"
+        )

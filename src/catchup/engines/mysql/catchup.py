@@ -36,7 +36,8 @@ from catchup.engines.mysql.source import MySQLSource
 from catchup.errors import CatchUpFailedError
 
 MYSQL = Dialect(
-    wait="SELECT WAIT_FOR_EXECUTED_GTID_SET(%s, %s)",
+    # Whole seconds: a fractional timeout is not documented for every supported version.
+    wait="SELECT WAIT_FOR_EXECUTED_GTID_SET(%s, CEIL(%s))",
     status="SHOW REPLICA STATUS",
     receiver="Replica_IO_Running",
     applier="Replica_SQL_Running",

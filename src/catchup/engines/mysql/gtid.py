@@ -52,10 +52,14 @@ class GtidSet:
             uuid, tag = parts[0], ""
             if not UUID.match(uuid) or len(parts) < 2:
                 raise ValueError(f"{item!r} is not {EXPECTED}")
+            pending = True  # a uuid or a tag still waits for its first interval
             for part in parts[1:]:
                 if TAG.match(part):
-                    tag = part
+                    if pending:
+                        raise ValueError(f"{item!r} names a tag without intervals; {EXPECTED}")
+                    tag, pending = part, True
                     continue
+                pending = False
                 first, _, last = part.partition("-")
                 if not first.isdigit() or (last and not last.isdigit()):
                     raise ValueError(f"{item!r} is not {EXPECTED}")
@@ -63,6 +67,8 @@ class GtidSet:
                 if low < 1 or high < low:
                     raise ValueError(f"{item!r} has an empty or zero interval; {EXPECTED}")
                 result._add_interval((uuid, tag), (low, high))
+            if pending:
+                raise ValueError(f"{item!r} ends without an interval; {EXPECTED}")
         return result
 
     def _add_interval(self, source: Origin, span: Interval) -> None:

@@ -24,7 +24,7 @@ from catchup.engines.mariadb.instance import (
     shrink_redo_and_stop,
 )
 from catchup.engines.mysql import bootstrap, catchup, replay, restore, verify
-from catchup.engines.mysql.binaries import program_version
+from catchup.engines.mysql.binaries import program_version, version_numbers
 from catchup.engines.mysql.gtid import GtidSet
 from catchup.engines.mysql.server import MySQLServer, ServerFiles
 from catchup.engines.mysql.source import MySQLSource
@@ -39,7 +39,7 @@ MIB = 1024 * 1024
 # a server generates when they are missing), and runtime leftovers.
 NOT_ARCHIVED = re.compile(
     r"^(relay-bin\.\d+|relay-bin\.index|auto\.cnf|mysqld-auto\.cnf|[^/]*\.pem|[^/]*\.pid"
-    r"|[^/]*\.sock|[^/]*\.sock\.lock|#innodb_temp/.*)$"
+    r"|[^/]*\.sock|[^/]*\.sock\.lock|#innodb_temp/.*|#clone/.*)$"
 )
 
 # `loose-`: the option's name differs or it is absent in some supported version (8.0.23+);
@@ -96,6 +96,12 @@ class MySQLInstance(MariaDBInstance):
         return replay.stop_for_restore(self.server)
 
 
+def has_redo_capacity(server: MySQLServer) -> bool:
+    with server.connect() as conn, conn.cursor() as cursor:
+        cursor.execute("SHOW GLOBAL VARIABLES LIKE 'innodb_redo_log_capacity'")
+        return cursor.fetchone() is not None
+
+
 def resize_redo_online(cursor: pymysql.cursors.Cursor, size: int, timeout: float = 30) -> bool:
     """MySQL 8.0.30+ resizes its redo log online: measured 0.04 s, against 2.2 s for the
     restart that MariaDB needs (most of a zero-delta cycle's stop step)."""
@@ -118,16 +124,13 @@ def resize_redo_online(cursor: pymysql.cursors.Cursor, size: int, timeout: float
 
 def check_version(binaries: str, backup_version: str) -> None:
     """A data dir opens only on its own MySQL version or a newer one (which upgrades it)."""
-    ours, theirs = _numbers(program_version(binaries)), _numbers(backup_version)
+    ours = version_numbers(program_version(binaries))
+    theirs = version_numbers(backup_version)
     if ours and theirs and ours < theirs:
         raise InstanceError(
             f"the backup was made by MySQL {backup_version}, and mysql.binaries has "
             f"{'.'.join(map(str, ours))}: point mysql.binaries at MySQL {backup_version} or newer"
         )
-
-
-def _numbers(version: str) -> tuple[int, ...]:
-    return tuple(int(part) for part in re.findall(r"\d+", version.split("-")[0])[:3])
 
 
 @contextlib.contextmanager
@@ -179,6 +182,10 @@ class MySQLReplica(InstanceReplica[MySQLServer, ServerFiles, MySQLSource]):
     def stop_for_archive(self) -> None:
         catchup.forget_sources(self.server)
         size = self.instance.mysql.archive_redo_log_mb * MIB
+        if not has_redo_capacity(self.server):
+            # Before 8.0.30 the redo log has a fixed size (innodb_log_file_size x files).
+            shrink_redo_and_stop(self.server, "innodb_log_file_size", None)
+            return
         shrink_redo_and_stop(self.server, "innodb_redo_log_capacity", size, resize_redo_online)
 
     def is_archived(self, relative_path: str) -> bool:

@@ -51,10 +51,17 @@ class MySQLSession(MariaDBSession):
     """A connection to the shard's MySQL source, through the cycle's counting relay."""
 
     def facts(self) -> MySQLSourceFacts:  # type: ignore[override]
-        version, server_id, uuid, log_bin, gtid_mode, updates, fmt = self.query(
-            "SELECT @@version, @@server_id, @@server_uuid, @@log_bin, @@gtid_mode, "
-            "@@log_replica_updates, @@binlog_format"
+        version, server_id, uuid, log_bin, gtid_mode, fmt = self.query(
+            "SELECT @@version, @@server_id, @@server_uuid, @@log_bin, @@gtid_mode, @@binlog_format"
         )[0]
+        # log_replica_updates before 8.0.26 was log_slave_updates, and 8.4 dropped that name.
+        updates = dict(
+            self.query(
+                "SHOW GLOBAL VARIABLES WHERE Variable_name IN "
+                "('log_replica_updates', 'log_slave_updates')"
+            )
+        )
+        replica_updates = updates.get("log_replica_updates", updates.get("log_slave_updates"))
         clone = self.query(
             "SELECT COUNT(*) FROM information_schema.plugins "
             "WHERE plugin_name = 'clone' AND plugin_status = 'ACTIVE'"
@@ -73,7 +80,7 @@ class MySQLSession(MariaDBSession):
             server_uuid=str(uuid),
             log_bin=bool(log_bin),
             gtid_mode=str(gtid_mode),
-            log_replica_updates=bool(updates),
+            log_replica_updates=replica_updates == "ON",
             binlog_format=str(fmt),
             clone_plugin=bool(clone),
             tls=bool(tls_status.get("Current_tls_cert"))
@@ -163,6 +170,13 @@ class MySQLSource(RelayedSource[MySQLSession]):
             )
         if "BACKUP_ADMIN" in self.session.missing_privileges():
             return "the catchup account lacks BACKUP_ADMIN"
+        if self.session.query(
+            "SELECT COUNT(*) FROM performance_schema.replication_connection_configuration"
+        )[0][0]:
+            # A replica's channel settings, its stored password included, live in InnoDB
+            # tables that a clone may copy; deleted afterwards, the bytes would stay in
+            # the backup's pages.
+            return "the source is itself a replica, and a clone may copy its stored password"
         if facts.version.split("-")[0] != own_version:
             return f"the source runs MySQL {facts.version} and the ephemeral server {own_version}"
         return None
