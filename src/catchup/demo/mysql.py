@@ -14,7 +14,7 @@ from pathlib import Path
 
 from catchup.demo.mariadb import MariaDBSandbox
 from catchup.engines.mysql.gtid import GtidSet
-from catchup.engines.mysql.server import MySQLServer, ServerFiles, kill_server_in, select_value
+from catchup.engines.mysql.server import MySQLServer, ServerFiles, select_value
 from catchup.engines.mysql.source import SOURCE_GRANT
 
 SOURCE_OPTIONS = [
@@ -74,10 +74,6 @@ class MySQLSandbox(MariaDBSandbox):
             )
             if waited != 0:
                 raise RuntimeError(f"replica did not reach {target} in {timeout}s")
-
-    @staticmethod
-    def kill_leftover(root: Path) -> None:
-        kill_server_in(root)
 
     def position(self) -> str:
         with self.connect() as conn, conn.cursor() as cursor:

@@ -131,8 +131,8 @@ def dump(
     objects whose definer does not exist yet load with a warning (the admin account
     holds ALLOW_NONEXISTENT_DEFINER)."""
     with server.connect() as conn, conn.cursor() as cursor:
-        cursor.execute(reset_gtids_statement(server.version()))
-    databases = source.user_databases()
+        cursor.execute(reset_gtids_statement(program_version(server.program("mysqld"))))
+    databases = source.session.user_databases()
     if not databases:  # nothing to dump: the GTID set alone, read before the accounts
         with server.connect() as conn, conn.cursor() as cursor:
             cursor.execute("SET GLOBAL gtid_purged = %s", (str(source.session.executed()),))

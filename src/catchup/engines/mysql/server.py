@@ -19,7 +19,6 @@ from catchup.engines.mariadb.server import (
     ADMIN_USER,
     MariaDBServer,
     ServerFiles,
-    kill_server_in,
     option_file,
     select_row,
     select_value,
@@ -31,7 +30,6 @@ __all__ = [
     "ADMIN_USER",
     "MySQLServer",
     "ServerFiles",
-    "kill_server_in",
     "option_file",
     "select_row",
     "select_value",
@@ -95,7 +93,3 @@ class MySQLServer(MariaDBServer):
             # of PROXY WITH GRANT OPTION may give.
             f"GRANT PROXY ON ''@'' TO {user} WITH GRANT OPTION;\n"
         )
-
-    def version(self) -> str:
-        with self.connect() as conn, conn.cursor() as cursor:
-            return str(select_value(cursor, "SELECT @@version"))

@@ -157,9 +157,6 @@ class MySQLSource(RelayedSource[MySQLSession]):
     def estimated_data_bytes(self) -> int:
         return self.session.data_bytes()
 
-    def user_databases(self) -> list[str]:
-        return self.session.user_databases()
-
     def clone_refusal(self, own_version: str) -> str | None:
         """Why CLONE INSTANCE cannot copy this source into a server of `own_version`, or None."""
         facts = self.session.facts()
