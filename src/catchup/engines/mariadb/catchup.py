@@ -9,6 +9,7 @@ equal the checkpoint exactly.
 from __future__ import annotations
 
 import contextlib
+import subprocess
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -25,6 +26,7 @@ from catchup.engines.mariadb.source import MariaDBSource
 from catchup.errors import CatchUpFailedError, CatchUpStalledError, InstanceError
 
 POLL_SECONDS = 0.5
+LOST_GRACE_SECONDS = 2
 P = TypeVar("P")  # a position: MariaDB's GTID position, MySQL's GTID set
 # IO errors the replica retries by itself (network trouble): they count as a
 # stall, not as a failure, until the stall timeout says otherwise.
@@ -159,6 +161,11 @@ class _replica_session:
 
 
 def _instance_lost(server: MariaDBServer, exc: Exception) -> InstanceError:
+    # A killed server drops its connections a moment before it can be reaped: give it
+    # that moment, so that its death is reported as such and not as a lost connection.
+    if server.process is not None:
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            server.process.wait(LOST_GRACE_SECONDS)
     if not server.running:
         return InstanceError(
             f"the ephemeral {server.name} died (exit code {server.exit_code}) during catch-up: "
