@@ -62,12 +62,46 @@ def check_stored_objects(
     config: Config, shard: Shard, repository: Repository, manifest: Manifest
 ) -> VerifyReport:
     """`verify --deep`: every object re-read from the store, authenticated and hashed."""
-    report = VerifyReport(shard.name, manifest.backup_id, manifest.position)
+    return check_stored_backups(config, shard, repository, [manifest])
+
+
+def check_stored_backups(
+    config: Config, shard: Shard, repository: Repository, manifests: list[Manifest]
+) -> VerifyReport:
+    """`verify --deep` of one backup or of all a shard's: format 2 objects re-read and
+    hashed; format 3 chunks re-read once each, however many backups share them."""
+    newest = manifests[-1]
+    report = VerifyReport(shard.name, newest.backup_id, newest.position)
+    encrypted = "authenticated and " if newest.encryption else ""
     try:
-        repository.check_objects(manifest, config.jobs)
+        objects = [f for m in manifests if not m.chunked for f in m.object_files()]
+        for manifest in manifests:
+            if not manifest.chunked:
+                repository.check_objects(manifest, config.jobs)
+        chunks, chunk_bytes = repository.check_chunks(manifests, config.jobs)
     except IntegrityError as exc:
         report.findings.append(Finding("stored objects", False, str(exc)))
         return report
+    if objects:
+        stored = sum(f.stored_size for f in objects)
+        report.findings.append(
+            Finding(
+                "stored objects",
+                True,
+                f"{len(objects)} objects ({stored} bytes) re-read, {encrypted}hashed",
+            )
+        )
+    if any(m.chunked for m in manifests):
+        tables = sum(1 for m in manifests if m.chunked)
+        report.findings.append(
+            Finding(
+                "stored chunks",
+                True,
+                f"{chunks} chunks ({chunk_bytes} bytes) of {tables} backups re-read once "
+                f"each, {encrypted}checked against their ids",
+            )
+        )
+    return report
     stored = sum(f.stored_size for f in manifest.files)
     encrypted = "authenticated and " if manifest.encryption else ""
     report.findings.append(

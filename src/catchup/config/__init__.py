@@ -27,6 +27,7 @@ from catchup.config.daemon import (
 from catchup.config.engines import MariaDBSettings, MySQLSettings, PostgresSettings
 from catchup.config.repository import (
     ArchiveSettings,
+    ChunkSettings,
     Compression,
     EncryptionSettings,
     LockSettings,
@@ -41,6 +42,7 @@ __all__ = [
     "CONFIG_ENV",
     "NAME_PATTERN",
     "ArchiveSettings",
+    "ChunkSettings",
     "Compression",
     "Config",
     "Credentials",
@@ -81,6 +83,7 @@ class Config(Strict):
     lock: LockSettings = LockSettings()
     archive: ArchiveSettings = ArchiveSettings()
     compression: Compression = Compression()
+    chunks: ChunkSettings = ChunkSettings()
     mariadb: MariaDBSettings = MariaDBSettings()
     mysql: MySQLSettings = MySQLSettings()
     postgres: PostgresSettings = PostgresSettings()

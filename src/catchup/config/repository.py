@@ -39,6 +39,36 @@ class LockSettings(Strict):
     lease_seconds: Annotated[float, Field(ge=3, le=3600)] = 120.0
 
 
+class ChunkSettings(Strict):
+    """How backups are stored (docs/repository-format.md). Format 3 cuts files into chunks
+    that a shard's backups share, so a backup stores only the chunks its shard lacks."""
+
+    format: Literal[2, 3] = 3
+    # Fixed, page-aligned chunks: measured on demo-schema data dirs (docs/benchmarks.md,
+    # "Deduplicated backups"); a multiple of InnoDB's 16 KiB and PostgreSQL's 8 KiB pages.
+    size_kib: Annotated[int, Field(ge=16, le=16384)] = 256
+    # Chunks are bundled into pack objects of about this size: a bucket of 10^9 objects
+    # is a real cost, and one ranged read fetches many chunks.
+    pack_mb: Annotated[int, Field(ge=1, le=4096)] = 64
+    # A pack whose chunks the previous backup uses for less than this fraction of its bytes
+    # is not reused: the next backup stores those chunks again, densely, and the sparse
+    # pack is collected once no backup names it (lazy repack; no backup is rewritten).
+    repack_below: Annotated[float, Field(ge=0, le=1)] = 0.5
+    # An unreferenced pack younger than this is never collected: a backup being written
+    # (or retried after a failure) may reuse the chunks it holds.
+    gc_window_minutes: Annotated[float, Field(ge=0)] = 360.0
+
+    @field_validator("size_kib")
+    @classmethod
+    def _page_multiple(cls, value: int) -> int:
+        if value % 16:
+            raise ValueError(
+                f"{value} is not a multiple of 16: chunks must hold whole 16 KiB InnoDB "
+                "pages (and 8 KiB PostgreSQL pages); use e.g. 256"
+            )
+        return value
+
+
 class Compression(Strict):
     # Level 1: compression is the pipeline's bottleneck (docs/benchmarks.md); higher
     # levels shrink InnoDB files little for much more CPU. Negative levels are zstd's

@@ -15,18 +15,16 @@ Properties the rest of catchup relies on:
 
 from __future__ import annotations
 
-import contextlib
 import os
 import shutil
-import time
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 
 from catchup.codec import CodecSettings
-from catchup.codec.encryption import Encryptor, new_data_key
+from catchup.codec.encryption import Encryptor
 from catchup.codec.keys import Keyring, KeyService
-from catchup.config import Config
+from catchup.config import ChunkSettings, Config
 from catchup.errors import (
     IntegrityError,
     KeyUnavailableError,
@@ -48,7 +46,8 @@ from catchup.repository.catalog import (
     incomplete_prefixes,
     read_catalog,
 )
-from catchup.repository.envelope import BackupKeys, decode_manifest, encode_manifest
+from catchup.repository.chunks import ChunkStore
+from catchup.repository.envelope import decode_manifest
 from catchup.repository.layout import (
     MANIFEST,
     backup_prefix,
@@ -61,13 +60,12 @@ from catchup.repository.retention import backup_id_time
 from catchup.repository.transfer import (
     DIR_MODE,
     ByteCounter,
-    DataDirError,
     DataDirListing,
     RestoreTargetError,
     download_files,
     scan_data_dir,
-    upload_files,
 )
+from catchup.repository.writing import write_backup
 from catchup.storage import ObjectNotFound, Store, open_store
 
 __all__ = [
@@ -86,6 +84,7 @@ class Repository:
         store: Store,
         keyring: Keyring | None = None,
         read_unencrypted_before: datetime | None = None,
+        chunks: ChunkSettings | None = None,
     ) -> None:
         self.store = store
         self.keyring = keyring or Keyring()
@@ -96,6 +95,8 @@ class Repository:
             str, bytes | None
         ] = {}  # per backup prefix, once its manifest is read
         self._damaged = DamagedBook()
+        self.chunk_settings = chunks or ChunkSettings()
+        self.chunks = ChunkStore(store, self.keyring, self.chunk_settings)
 
     @property
     def url(self) -> str:
@@ -280,78 +281,10 @@ class Repository:
         progress: ByteCounter | None = None,
         confirm: Callable[[], None] = lambda: None,
     ) -> Manifest:
-        """Store the data dir's files, then the manifest; only then is the backup visible.
-
-        The manifest is the header with what this adds: a new backup id, the files and
-        sizes, compression and encryption, the commit time and the 'back up' duration.
-        Before the manifest is stored, every object it names is confirmed in the store
-        with its size, and then `confirm` is called (a lock holder checks it still holds
-        the shard): either raising stops the commit. On failure the partial prefix is
-        removed if possible (else `prune` removes it).
-        """
-        if not listing.files:
-            raise DataDirError(
-                f"the data dir '{data_dir}' holds no file to back up; refusing to commit an "
-                "empty backup (was the data dir emptied, or is the listing wrong?)"
-            )
-        started = time.monotonic()
-        backup_id = self.new_backup_id()
-        prefix = backup_prefix(header.keyspace, header.shard, backup_id)
-        active = self.keyring.active
-        keys = BackupKeys.create(active, new_data_key(), prefix.rstrip("/")) if active else None
-        encryptor = Encryptor(keys.data_key) if keys else None
-        try:
-            files = upload_files(
-                self.store, prefix, data_dir, listing, codec, jobs, encryptor, progress
-            )
-            manifest = Manifest(
-                **{
-                    **dict(header),
-                    "durations": {
-                        **header.durations,
-                        "back up": round(time.monotonic() - started, 3),
-                    },
-                },
-                backup_id=backup_id,
-                created_at=self.now(),
-                files=files,
-                directories=listing.directories,
-                data_bytes=sum(f.size for f in files),
-                stored_bytes=sum(f.stored_size for f in files),
-                compression=codec.describe(),
-                encryption=keys.describe() if keys else None,
-            )
-            blob = encode_manifest(manifest, keys, prefix.rstrip("/"))
-            self._confirm_objects(prefix, manifest)
-            confirm()
-            self.store.put(prefix + MANIFEST, blob)
-        except BaseException:
-            self._discard(prefix)
-            raise
-        return manifest
-
-    def _confirm_objects(self, prefix: str, manifest: Manifest) -> None:
-        """Every object the manifest names is in the store with its size (one listing), so
-        a manifest never names an object someone else removed meanwhile."""
-        stored = {obj.key: obj.size for obj in self.store.list(prefix)}
-        for entry in manifest.files:
-            found = stored.get(prefix + entry.object)
-            if found != entry.stored_size:
-                state = "is missing" if found is None else f"has {found} bytes"
-                raise IntegrityError(
-                    f"backup {prefix.rstrip('/')} not committed: object {entry.object} {state} "
-                    f"in {self.url} right after its upload, expected {entry.stored_size} "
-                    "bytes; did another host or `catchup prune` remove it?"
-                )
-
-    def _discard(self, prefix: str) -> None:
-        """Remove a failed write: the manifest first (its put may have landed although it
-        raised), and the objects only once it is surely gone, so an interrupted cleanup
-        never leaves a visible manifest naming deleted objects."""
-        with contextlib.suppress(Exception):  # best effort; prune removes what is left
-            with contextlib.suppress(ObjectNotFound):
-                self.store.delete(prefix + MANIFEST)
-            self.store.delete_prefix(prefix)
+        """Store the data dir, then the manifest; only then is the backup visible
+        (repository/writing.py). `confirm` is called last before the manifest is stored
+        (a lock holder checks it still holds the shard)."""
+        return write_backup(self, header, data_dir, listing, codec, jobs, progress, confirm)
 
     # --- reading -------------------------------------------------------------
 
@@ -396,10 +329,13 @@ class Repository:
             os.mkdir(target, DIR_MODE)
         try:
             prefix = backup_prefix(manifest.keyspace, manifest.shard, manifest.backup_id)
+            if manifest.chunked:
+                self.chunks.restore(manifest, encryptor, target, jobs, progress)
+                return
             download_files(
                 self.store,
                 prefix,
-                manifest.files,
+                manifest.object_files(),
                 target,
                 jobs,
                 encryptor,
@@ -423,7 +359,31 @@ class Repository:
         """Re-read every object of a backup: authentication, decompression, hash; no writes."""
         prefix = backup_prefix(manifest.keyspace, manifest.shard, manifest.backup_id)
         encryptor = self._encryptor(manifest)
-        download_files(self.store, prefix, manifest.files, None, jobs, encryptor, progress)
+        if manifest.chunked:
+            self.chunks.check([(manifest, encryptor)], jobs, progress)
+            return
+        download_files(self.store, prefix, manifest.object_files(), None, jobs, encryptor, progress)
+
+    def check_chunks(
+        self, manifests: list[Manifest], jobs: int, progress: ByteCounter | None = None
+    ) -> tuple[int, int]:
+        """Format 3 backups' chunks, each stored chunk read once however many backups use
+        it; returns (chunks, stored bytes) checked."""
+        chunked = [(m, self._encryptor(m)) for m in manifests if m.chunked]
+        return self.chunks.check(chunked, jobs, progress)
+
+    # --- collecting unreferenced packs (format 3) ------------------------------
+
+    def garbage_packs(self, keyspace: str, shard: str, now: datetime) -> list[str]:
+        """Packs that no backup of the shard names, older than the safety window. None at
+        all while any backup of the shard cannot be read: what it names is unknown."""
+        catalog = self.catalog(keyspace, shard)
+        if catalog.damaged:
+            return []
+        return self.chunks.garbage(keyspace, shard, catalog.backups, now)
+
+    def delete_packs(self, keyspace: str, shard: str, names: list[str]) -> None:
+        self.chunks.delete_packs(keyspace, shard, names)
 
     # --- removing ------------------------------------------------------------
 
@@ -447,4 +407,5 @@ def open_repository(config: Config) -> Repository:
         open_store(config.repository, config.storage),
         keyring,
         read_unencrypted_before=config.encryption.read_unencrypted_before,
+        chunks=config.chunks,
     )

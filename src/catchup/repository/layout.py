@@ -42,3 +42,36 @@ def parse_key(key: str) -> tuple[str, str, str, str] | None:
     if len(parts) == 4 and BACKUP_ID.match(parts[2]):
         return parts[0], parts[1], parts[2], parts[3]
     return None
+
+
+# --- format 3: the chunks a shard's backups share (repository/chunks/) -------------------
+
+CHUNK_TABLE = "chunks.zst"  # a backup's chunk table, under its prefix
+PACK_NAME = re.compile(r"^\d{8}T\d{9}Z-[0-9a-f]{16}$")
+CHUNK_KEY_ID = re.compile(r"^c-\d{8}T\d{9}Z-[0-9a-f]{16}$")
+
+
+def chunks_prefix(keyspace: str, shard: str) -> str:
+    return f"{keyspace}/{shard}/chunks/"
+
+
+def new_pack_name(now: datetime | None = None) -> str:
+    """Like a backup id, so packs sort by the time they were started."""
+    now = now or datetime.now(UTC)
+    return now.strftime("%Y%m%dT%H%M%S") + f"{now.microsecond // 1000:03d}Z-{secrets.token_hex(8)}"
+
+
+def pack_time(name: str) -> datetime:
+    return backup_time(name)
+
+
+def pack_key(keyspace: str, shard: str, name: str) -> str:
+    return f"{chunks_prefix(keyspace, shard)}packs/{name}.pack"
+
+
+def pack_index_key(keyspace: str, shard: str, name: str) -> str:
+    return f"{chunks_prefix(keyspace, shard)}packs/{name}.index"
+
+
+def chunk_key_object(keyspace: str, shard: str, key_id: str) -> str:
+    return f"{chunks_prefix(keyspace, shard)}keys/{key_id}.json"

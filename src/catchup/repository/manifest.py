@@ -20,15 +20,20 @@ from pydantic import (
     model_validator,
 )
 
-FORMAT_VERSION = 2  # 2: file hashes are "<algorithm>:<hex>", BLAKE3 for new backups
+# 2: file hashes are "<algorithm>:<hex>", BLAKE3 for new backups; 3: files are lists of
+# content-addressed chunks shared by a shard's backups (repository/chunks/).
+FORMAT_VERSION = 3
+OBJECT_FORMATS = (1, 2)  # one stored object per file
 Kind = Literal["bootstrap", "catchup"]
 # The order a manifest's fields are stored and shown in, as before the header was split off.
 FIELD_ORDER = (
     *("format_version", "backup_id", "keyspace", "shard", "engine", "server_version", "kind"),
     *("parent", "rebootstrap_reason", "position", "source", "started_at", "created_at"),
     *("bytes_from_source", "data_bytes", "stored_bytes", "durations", "compression"),
-    *("encryption", "directories", "files"),
+    *("encryption", "new_stored_bytes", "chunk_key", "chunk_table", "packs"),
+    *("directories", "files"),
 )
+CHUNK_FIELDS = ("new_stored_bytes", "chunk_key", "chunk_table", "packs")  # format 3 only
 
 
 class _Named(Protocol):
@@ -91,6 +96,41 @@ class FileEntry(Model):
         return data
 
 
+class ChunkedFile(Model):
+    """Format 3: a file is `count` consecutive records of the backup's chunk table, from
+    record `first`; its content is those chunks' plaintexts in order."""
+
+    path: str
+    size: int = Field(ge=0)
+    mode: int
+    first: int = Field(ge=0)
+    count: int = Field(ge=0)
+
+    _paths = field_validator("path")(relative_path)
+
+
+class ChunkTableRef(Model):
+    """Format 3: the backup's chunk table, an object under its prefix, encoded like a
+    format 2 data object (zstd, then the backup's stream encryption)."""
+
+    object: str
+    records: int = Field(ge=0)
+    size: int = Field(ge=0)
+    hash: str = Field(pattern=r"^blake3:[0-9a-f]{64}$")
+    stored_size: int = Field(ge=0)
+
+    _paths = field_validator("object")(relative_path)
+
+
+class PackUse(Model):
+    """Format 3: a pack the backup's chunks lie in: its stored size, and how many of its
+    bytes the backup uses (each chunk counted once)."""
+
+    name: str = Field(pattern=r"^\d{8}T\d{9}Z-[0-9a-f]{16}$")
+    size: int = Field(ge=0)
+    used: int = Field(ge=0)
+
+
 class SourceInfo(Model):
     endpoint: str
     role: Literal["primary", "replica"]
@@ -119,7 +159,7 @@ class BackupHeader(Model):
 class Manifest(BackupHeader, ListedBackup):
     """A committed backup: its header and what `Repository.write_backup` stored."""
 
-    format_version: int = FORMAT_VERSION
+    format_version: int = 2  # the writer says which it writes (repository.write_backup)
     backup_id: str
     created_at: AwareDatetime
     data_bytes: int
@@ -127,13 +167,53 @@ class Manifest(BackupHeader, ListedBackup):
     compression: dict[str, object]
     encryption: dict[str, object] | None = None
     directories: list[str]
-    files: list[FileEntry]
+    files: list[FileEntry] | list[ChunkedFile]
+    # Format 3 (see ChunkedFile): the stored bytes this backup added (its new chunks and its
+    # table), the shard's chunk key it used (None: unencrypted), its table and its packs.
+    new_stored_bytes: int | None = None
+    chunk_key: str | None = None
+    chunk_table: ChunkTableRef | None = None
+    packs: list[PackUse] | None = None
 
     @model_serializer(mode="wrap")
     def _in_field_order(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
         fields: dict[str, Any] = handler(self)
+        if self.format_version in OBJECT_FORMATS:  # as a format 2 reader expects them
+            fields = {k: v for k, v in fields.items() if k not in CHUNK_FIELDS}
         # A field missing from FIELD_ORDER still comes, last.
         return {name: fields[name] for name in FIELD_ORDER if name in fields} | fields
+
+    @property
+    def chunked(self) -> bool:
+        return self.format_version not in OBJECT_FORMATS
+
+    def object_files(self) -> list[FileEntry]:
+        """Format 1 and 2: every file and its object."""
+        return [f for f in self.files if isinstance(f, FileEntry)]
+
+    def chunked_files(self) -> list[ChunkedFile]:
+        """Format 3: every file and its records in the chunk table."""
+        return [f for f in self.files if isinstance(f, ChunkedFile)]
+
+    @model_validator(mode="after")
+    def _one_format(self) -> Manifest:
+        """Its files, table and packs are those of its format, and its files' records tile
+        the table: a file's chunks can only be its own."""
+        kind = ChunkedFile if self.chunked else FileEntry
+        if any(not isinstance(f, kind) for f in self.files):
+            raise ValueError(f"format {self.format_version} lists files of another format")
+        if not self.chunked:
+            return self
+        if self.chunk_table is None or self.packs is None:
+            raise ValueError("format 3 needs chunk_table and packs")
+        expected = 0
+        for entry in self.chunked_files():
+            if entry.first != expected:
+                raise ValueError(f"file {entry.path!r} does not start at record {expected}")
+            expected += entry.count
+        if expected != self.chunk_table.records:
+            raise ValueError("the files' records do not add up to the chunk table's")
+        return self
 
     @field_validator("directories")
     @classmethod

@@ -79,6 +79,21 @@ class CloudStore:
         with self._errors("read", key):
             return bytes(obstore.get(self.store, key).bytes())
 
+    def get_range(self, key: str, start: int, length: int) -> bytes:
+        try:
+            with self._errors("read", key):
+                return bytes(obstore.get_range(self.store, key, start=start, length=length))
+        except ObjectNotFound:
+            raise
+        except StorageError:
+            # A range that starts past the end is an error to the store; to the caller,
+            # a short read (a truncated object) it reports as such.
+            with self._errors("read", key):
+                size = obstore.head(self.store, key)["size"]
+            if size <= start:
+                return b""
+            raise
+
     def list(self, prefix: str) -> Iterator[StoredObject]:
         with self._errors("list", prefix or "/"):
             for batch in obstore.list(self.store, prefix=prefix.rstrip("/") or None):

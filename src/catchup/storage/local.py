@@ -77,6 +77,11 @@ class LocalStore:
         with self.reader(key) as stream:
             return stream.read()
 
+    def get_range(self, key: str, start: int, length: int) -> bytes:
+        with self.reader(key) as stream:
+            stream.seek(start)
+            return stream.read(length)
+
     def list(self, prefix: str) -> Iterator[StoredObject]:
         for path, key in self._files(prefix):
             if not path.name.startswith(TEMP_MARK) and path.name != CAS_LOCK:

@@ -38,6 +38,10 @@ class Store(Protocol):
 
     def put(self, key: str, data: bytes) -> None: ...
 
+    def get_range(self, key: str, start: int, length: int) -> bytes:
+        """Bytes [start, start + length) of `key`; fewer if the object ends before."""
+        ...
+
     def get(self, key: str) -> bytes: ...
 
     def list(self, prefix: str) -> Iterator[StoredObject]:

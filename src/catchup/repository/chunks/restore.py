@@ -1,0 +1,271 @@
+"""Reading chunks back: ranged reads of packs, in parallel, every chunk authenticated
+and rehashed to its id before a byte of it is written.
+
+A *run* is consecutive chunks of one pack fetched with one ranged read (up to RUN
+bytes). A restore walks the chunk table once, file by file, and keeps at most
+`jobs * 2` runs in flight, so memory stays bounded by a few runs per thread.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+
+import zstandard
+
+from catchup.codec.encryption import DecryptionError
+from catchup.errors import IntegrityError
+from catchup.repository.chunks.keys import ChunkKey
+from catchup.repository.chunks.packs import PackedChunk
+from catchup.repository.chunks.table import ChunkRecord
+from catchup.repository.layout import pack_key
+from catchup.repository.manifest import ChunkedFile
+from catchup.repository.transfer import PERMISSIONS, ByteCounter, RestoreTarget
+from catchup.storage import ObjectNotFound, Store
+
+RUN = 16 << 20
+
+
+@dataclass
+class PackRun:
+    pack: str
+    chunks: list[PackedChunk] = field(default_factory=list)
+    places: list[int] = field(default_factory=list)  # file offset of each chunk
+    output: OpenFile | None = None
+
+    @property
+    def start(self) -> int:
+        return self.chunks[0].offset
+
+    @property
+    def end(self) -> int:
+        return self.chunks[-1].offset + self.chunks[-1].stored
+
+    def extends(self, chunk: PackedChunk) -> bool:
+        return (
+            chunk.pack == self.pack
+            and chunk.offset == self.end
+            and chunk.offset + chunk.stored - self.start <= RUN
+        )
+
+
+class OpenFile:
+    """A file being restored: closed, with its recorded mode, after its last run."""
+
+    def __init__(self, fd: int, entry: ChunkedFile) -> None:
+        self.fd, self.entry = fd, entry
+        self.pending = 0
+        self.complete = False  # every run of it was handed out
+        self._lock = threading.Lock()
+
+    def add_run(self) -> None:
+        with self._lock:
+            self.pending += 1
+
+    def finish_run(self) -> None:
+        with self._lock:
+            self.pending -= 1
+            self._close_if_done()
+
+    def handed_out(self) -> None:
+        with self._lock:
+            self.complete = True
+            self._close_if_done()
+
+    def _close_if_done(self) -> None:
+        if self.complete and self.pending == 0 and self.fd >= 0:
+            os.fchmod(self.fd, self.entry.mode & PERMISSIONS)  # only once every chunk matched
+            os.close(self.fd)
+            self.fd = -1
+
+    def abandon(self) -> None:
+        with self._lock:
+            if self.fd >= 0:
+                os.close(self.fd)
+                self.fd = -1
+
+
+class ChunkReader:
+    """Fetches runs and opens their chunks: authentication, decompression, id."""
+
+    def __init__(self, store: Store, key: ChunkKey, keyspace: str, shard: str) -> None:
+        self.store, self.key, self.keyspace, self.shard = store, key, keyspace, shard
+        self._local = threading.local()
+
+    def fetch(self, run: PackRun) -> Iterator[tuple[PackedChunk, bytes]]:
+        name = pack_key(self.keyspace, self.shard, run.pack)
+        try:
+            data = self.store.get_range(name, run.start, run.end - run.start)
+        except ObjectNotFound:
+            raise IntegrityError(
+                f"pack {run.pack} is missing from the repository; the backups that use it "
+                "are damaged"
+            ) from None
+        if len(data) != run.end - run.start:
+            raise IntegrityError(
+                f"pack {run.pack} is shorter than its chunks need ({run.start + len(data)} "
+                f"of {run.end} bytes): truncated or replaced"
+            )
+        for chunk in run.chunks:
+            begin = chunk.offset - run.start
+            yield chunk, self.open(chunk, data[begin : begin + chunk.stored])
+
+    def open(self, chunk: PackedChunk, blob: bytes) -> bytes:
+        where = f"chunk {chunk.id.hex()[:16]}… at {chunk.pack}+{chunk.offset}"
+        try:
+            compressed = self.key.open(chunk.id, blob)
+            plain = self._decompressor().decompress(compressed, max_output_size=chunk.size)
+        except DecryptionError:
+            raise IntegrityError(
+                f"{where} failed authentication: the pack was altered, swapped or belongs "
+                "to another shard or key"
+            ) from None
+        except zstandard.ZstdError as exc:
+            raise IntegrityError(f"{where} is corrupt: {exc}") from None
+        if len(plain) != chunk.size or self.key.chunk_id(plain) != chunk.id:
+            raise IntegrityError(f"{where} does not match its id: the pack was altered or swapped")
+        return plain
+
+    def _decompressor(self) -> zstandard.ZstdDecompressor:
+        found: zstandard.ZstdDecompressor | None = getattr(self._local, "decompressor", None)
+        if found is None:
+            found = self._local.decompressor = zstandard.ZstdDecompressor()
+        return found
+
+
+def file_runs(
+    entry: ChunkedFile, records: Iterable[ChunkRecord], packs: list[str]
+) -> Iterator[PackRun]:
+    """A file's chunks as runs, each with the file offsets its chunks go to."""
+    run: PackRun | None = None
+    place = 0
+    for record in records:
+        if record.pack >= len(packs):
+            raise IntegrityError(
+                f"file {entry.path!r} names pack number {record.pack}, which the manifest "
+                "does not list: altered"
+            )
+        chunk = PackedChunk(
+            record.id, packs[record.pack], record.offset, record.stored, record.size
+        )
+        if run is None or not run.extends(chunk):
+            if run is not None:
+                yield run
+            run = PackRun(chunk.pack)
+        run.chunks.append(chunk)
+        run.places.append(place)
+        place += record.size
+    if run is not None:
+        yield run
+    if place != entry.size:
+        raise IntegrityError(
+            f"file {entry.path!r}: its chunks hold {place} bytes, not the {entry.size} its "
+            "manifest entry says: altered"
+        )
+
+
+def _take(records: Iterator[ChunkRecord], entry: ChunkedFile) -> Iterator[ChunkRecord]:
+    for _ in range(entry.count):
+        record = next(records, None)
+        if record is None:
+            raise IntegrityError(
+                f"the chunk table ends before the chunks of {entry.path!r}: altered"
+            )
+        yield record
+
+
+def runs_of(chunks: Iterable[PackedChunk]) -> Iterator[PackRun]:
+    """Stored chunks in pack and offset order, as runs (a check: nothing is written)."""
+    run: PackRun | None = None
+    for chunk in chunks:
+        if run is None or not run.extends(chunk):
+            if run is not None:
+                yield run
+            run = PackRun(chunk.pack)
+        run.chunks.append(chunk)
+        run.places.append(0)
+    if run is not None:
+        yield run
+
+
+def restore_files(
+    reader: ChunkReader,
+    files: list[ChunkedFile],
+    records: Iterator[ChunkRecord],
+    packs: list[str],
+    target: RestoreTarget,
+    jobs: int,
+    progress: ByteCounter | None = None,
+) -> None:
+    """Write every file under `target` from its chunks."""
+    opened: list[OpenFile] = []
+
+    def write(run: PackRun) -> None:
+        assert run.output is not None
+        for (chunk, plain), place in zip(reader.fetch(run), run.places, strict=True):
+            os.pwrite(run.output.fd, plain, place)
+            if progress:
+                progress(chunk.size)
+        run.output.finish_run()
+
+    def runs() -> Iterator[PackRun]:
+        for entry in files:
+            output = OpenFile(target.create_file(entry.path), entry)
+            opened.append(output)
+            os.ftruncate(output.fd, entry.size)
+            for run in file_runs(entry, _take(records, entry), packs):
+                run.output = output
+                output.add_run()
+                yield run
+            output.handed_out()
+
+    try:
+        run_bounded(write, runs(), jobs)
+        if next(records, None) is not None:
+            raise IntegrityError("the chunk table has more records than its files: altered")
+    finally:
+        for output in opened:
+            output.abandon()
+
+
+def check_runs(
+    reader: ChunkReader, runs: Iterable[PackRun], jobs: int, progress: ByteCounter | None
+) -> None:
+    def check(run: PackRun) -> None:
+        for chunk, _ in reader.fetch(run):
+            if progress:
+                progress(chunk.size)
+
+    run_bounded(check, runs, jobs)
+
+
+def run_bounded(work: Callable[[PackRun], None], runs: Iterable[PackRun], jobs: int) -> None:
+    """`work` on every run, `jobs` threads, at most twice `jobs` runs handed out at once; the
+    first error stops the rest and is raised."""
+    slots = threading.BoundedSemaphore(max(1, jobs) * 2)
+    failed: list[BaseException] = []
+
+    def guarded(run: PackRun) -> None:
+        try:
+            if not failed:
+                work(run)
+        except BaseException as exc:
+            failed.append(exc)
+        finally:
+            slots.release()
+
+    with ThreadPoolExecutor(max_workers=max(1, jobs), thread_name_prefix="chunks") as pool:
+        try:
+            for run in runs:
+                slots.acquire()
+                if failed:
+                    slots.release()
+                    break
+                pool.submit(guarded, run)
+        except BaseException as exc:  # the runs' source failed: stop the workers too
+            failed.insert(0, exc)
+    if failed:
+        raise failed[0]
