@@ -17,15 +17,21 @@ from catchup.cli.options import (
 from catchup.cli.output import out, print_findings, print_json, quoted
 from catchup.cli.signals import cancellable
 from catchup.config import Config, load_config
-from catchup.errors import ExitCode
+from catchup.errors import ExitCode, UsageError
 from catchup.pitr import check_instance, replay_to
 from catchup.repository import open_repository
-from catchup.verification import check_stored_objects, verify_backup
+from catchup.verification import check_stored_backups, check_stored_objects, verify_backup
 
 
 def verify(
     shard: Annotated[str, typer.Argument(help="keyspace/shard.")],
-    backup_id: Annotated[str, typer.Argument(help="A backup id, or 'latest'.")] = "latest",
+    backup_id: Annotated[
+        str,
+        typer.Argument(
+            help="A backup id, or 'latest'; with --deep also 'all': every backup of the shard, "
+            "each shared chunk read once."
+        ),
+    ] = "latest",
     deep: Annotated[
         bool,
         typer.Option(
@@ -42,9 +48,16 @@ def verify(
     config = load_config(config_path)
     if to_time is not None or to_position is not None:
         verify_at_point(config, shard, backup_id, to_time, to_position, json_output)
-    selected, repository, manifest = find_backup(config, shard, backup_id)
+    if backup_id == "all" and not deep:
+        raise UsageError("backup id 'all' needs --deep; name one backup (or 'latest') to verify")
+    selected, repository, manifest = find_backup(
+        config, shard, "latest" if backup_id == "all" else backup_id
+    )
     with cancellable() as cancel:
-        if deep:
+        if deep and backup_id == "all":
+            every = repository.backups(selected.keyspace, selected.shard)
+            report = check_stored_backups(config, selected, repository, every)
+        elif deep:
             report = check_stored_objects(config, selected, repository, manifest)
         else:
             report = verify_backup(config, selected, repository, manifest, cancel)

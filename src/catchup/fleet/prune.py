@@ -97,7 +97,8 @@ def _prune_shard(
 ) -> None:
     """List the shard afresh, decide, and delete under `held` (None: a dry run)."""
     name = f"{keyspace}/{shard}"
-    backups = repository.backups(keyspace, shard)
+    catalog = repository.catalog(keyspace, shard)
+    backups = catalog.backups
     expired = expired_backups(
         backups, policy.min_count, max(policy.min_age, policy.pitr), policy.now
     )
@@ -123,8 +124,43 @@ def _prune_shard(
             repository.delete(keyspace, shard, backup_id)
         result.removed.append({"shard": name, "id": backup_id, "reason": reason})
     kept = [m for m in backups if m not in expired]
+    if catalog.damaged:
+        why = (
+            f"{len(catalog.damaged)} damaged backup(s) may name any pack; no pack is removed "
+            "until they are repaired or deleted (`catchup list`)"
+        )
+        result.skipped.append({"shard": name, "id": "packs", "reason": why})
+    else:
+        _collect_packs(repository, keyspace, shard, kept, policy.now, result, held)
     if kept:
         _prune_archive(repository, keyspace, shard, kept[0], result, held)
+
+
+def _collect_packs(
+    repository: Repository,
+    keyspace: str,
+    shard: str,
+    kept: list[Manifest],
+    now: datetime,
+    result: PruneResult,
+    held: Held | None,
+) -> None:
+    """Format 3: the packs no kept backup names, once older than the safety window (a
+    backup being written, or retried, may reuse younger ones)."""
+    garbage = repository.chunks.garbage(keyspace, shard, kept, now)
+    if not garbage:
+        return
+    if held is not None:
+        held.confirm()  # still ours: no writer can have started since the listing
+        repository.delete_packs(keyspace, shard, garbage)
+    window = repository.chunk_settings.gc_window_minutes
+    result.removed.append(
+        {
+            "shard": f"{keyspace}/{shard}",
+            "id": f"{len(garbage)} packs",
+            "reason": f"named by no kept backup, older than chunks.gc_window_minutes ({window:g})",
+        }
+    )
 
 
 def _prune_archive(

@@ -104,8 +104,10 @@ def decode_index(blob: bytes, key: ChunkKey, keyspace: str, shard: str, name: st
 
 
 class PackWriter:
-    """Appends sealed chunks to the current pack, starting a new one past `limit` bytes;
-    a pack's index is stored right after the pack. Safe to call from many threads."""
+    """Appends sealed chunks to packs, starting a new one past `limit` bytes; a pack's
+    index is stored right after the pack. Each thread writes a pack of its own, so the
+    chunks of one stretch of a file lie back to back and a restore reads them in one
+    ranged read."""
 
     def __init__(
         self,
@@ -114,60 +116,77 @@ class PackWriter:
         keyspace: str,
         shard: str,
         limit: int,
-        on_stored: Callable[[Pack], None] = lambda pack: None,
     ) -> None:
         self.store, self.key, self.keyspace, self.shard = store, key, keyspace, shard
         self.limit = limit
-        self.on_stored = on_stored
         self.stored: list[Pack] = []
         self._lock = threading.Lock()
-        self._pack: Pack | None = None
-        self._upload: AbstractContextManager[Writable] | None = None
-        self._sink: Writable | None = None
+        self._open: dict[int, _OpenPack] = {}  # by thread
 
     def add(self, chunk_id: bytes, blob: bytes, size: int) -> PackedChunk:
+        thread = threading.get_ident()
         with self._lock:
-            if self._pack is None:
-                self._start()
-            assert self._pack is not None and self._sink is not None
-            chunk = PackedChunk(chunk_id, self._pack.name, self._pack.size, len(blob), size)
-            self._sink.write(blob)
-            self._pack.size += len(blob)
-            self._pack.chunks.append(chunk)
-            if self._pack.size >= self.limit:
-                self._finish()
-            return chunk
+            current = self._open.get(thread)
+        if current is None:
+            current = _OpenPack(self.store, pack_key, self.keyspace, self.shard)
+            with self._lock:
+                self._open[thread] = current
+        chunk = current.append(chunk_id, blob, size)
+        if current.pack.size >= self.limit:
+            with self._lock:
+                del self._open[thread]
+            self._finish(current)
+        return chunk
 
     def close(self) -> None:
-        """Store the pack being written and its index."""
+        """Store every pack still being written, and its index."""
         with self._lock:
-            if self._pack is not None:
-                self._finish()
+            remaining, self._open = list(self._open.values()), {}
+        for current in remaining:
+            self._finish(current)
 
     def abort(self) -> None:
-        """Abandon the pack being written: its upload is never completed."""
+        """Abandon the packs being written: their uploads are never completed."""
         with self._lock:
-            upload, self._upload, self._pack, self._sink = self._upload, None, None, None
-            if upload is not None:
-                try:
-                    raise RuntimeError("backup aborted")
-                except RuntimeError as exc:
-                    upload.__exit__(type(exc), exc, exc.__traceback__)
+            remaining, self._open = list(self._open.values()), {}
+        for current in remaining:
+            current.abandon()
 
-    def _start(self) -> None:
-        name = new_pack_name()
-        self._upload = self.store.writer(pack_key(self.keyspace, self.shard, name))
-        self._sink = self._upload.__enter__()
-        self._pack = Pack(name)
-
-    def _finish(self) -> None:
-        pack, upload = self._pack, self._upload
-        assert pack is not None and upload is not None
-        self._pack, self._upload, self._sink = None, None, None
-        upload.__exit__(None, None, None)  # completes the upload: the pack now exists
+    def _finish(self, current: _OpenPack) -> None:
+        current.complete()  # the pack now exists
+        pack = current.pack
         self.store.put(
             pack_index_key(self.keyspace, self.shard, pack.name),
             encode_index(pack, self.key, self.keyspace, self.shard),
         )
-        self.stored.append(pack)
-        self.on_stored(pack)
+        with self._lock:
+            self.stored.append(pack)
+
+
+class _OpenPack:
+    """A pack whose upload is under way."""
+
+    def __init__(
+        self, store: Store, key_of: Callable[[str, str, str], str], keyspace: str, shard: str
+    ) -> None:
+        self.pack = Pack(new_pack_name())
+        self._upload: AbstractContextManager[Writable] = store.writer(
+            key_of(keyspace, shard, self.pack.name)
+        )
+        self._sink = self._upload.__enter__()
+
+    def append(self, chunk_id: bytes, blob: bytes, size: int) -> PackedChunk:
+        chunk = PackedChunk(chunk_id, self.pack.name, self.pack.size, len(blob), size)
+        self._sink.write(blob)
+        self.pack.size += len(blob)
+        self.pack.chunks.append(chunk)
+        return chunk
+
+    def complete(self) -> None:
+        self._upload.__exit__(None, None, None)
+
+    def abandon(self) -> None:
+        try:
+            raise RuntimeError("backup aborted")
+        except RuntimeError as exc:
+            self._upload.__exit__(type(exc), exc, exc.__traceback__)
