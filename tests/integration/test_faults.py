@@ -10,12 +10,11 @@ import subprocess
 import sys
 import time
 
-import zstandard
-
 from catchup.cycle import LogReporter
 from catchup.fleet.lock import shard_lock
 from tests.conftest import REPO, run_cli
 from tests.integration.conftest import mariadbd_processes_under
+from tests.integration.processes import stored_plaintext
 
 
 class HookReporter(LogReporter):
@@ -159,10 +158,7 @@ def test_passwords_never_reach_process_lists_backups_or_logs(fleet, caplog):
     repository = fleet.root / "repository"
     for path in repository.rglob("*"):
         if path.is_file():
-            blob = path.read_bytes()
-            if path.suffix == ".zst":
-                blob = zstandard.ZstdDecompressor().decompressobj().decompress(blob)
-            assert password not in blob, f"the password is in {path}"
+            assert password not in stored_plaintext(path), f"the password is in {path}"
 
 
 def test_check_reports_privileges_and_coverage(fleet):

@@ -10,8 +10,6 @@ import json
 import os
 import signal
 
-import zstandard
-
 from catchup.cancel import CancelToken
 from catchup.demo.mysql import MySQLSandbox
 from catchup.demo.run import prove_equal
@@ -20,7 +18,7 @@ from catchup.engines.mysql.server import MySQLServer, ServerFiles
 from catchup.engines.mysql.verify import table_checksums
 from tests.conftest import run_cli
 from tests.integration.conftest import Fleet
-from tests.integration.processes import command_lines, processes_under
+from tests.integration.processes import command_lines, processes_under, stored_plaintext
 from tests.integration.test_faults import HookReporter
 
 ARCHIVE_REDO_BYTES = 8 * 1024 * 1024  # mysql.archive_redo_log_mb's default
@@ -40,10 +38,7 @@ def assert_no_password(fleet: Fleet, password: bytes, seen_in_argv: list[int], l
     assert password not in logs.encode()
     for path in (fleet.root / "repository").rglob("*"):
         if path.is_file():
-            blob = path.read_bytes()
-            if path.suffix == ".zst":
-                blob = zstandard.ZstdDecompressor().decompressobj().decompress(blob)
-            assert password not in blob, f"the password is in {path}"
+            assert password not in stored_plaintext(path), f"the password is in {path}"
 
 
 def bootstrap_method(fleet: Fleet, method: str) -> None:

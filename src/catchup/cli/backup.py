@@ -91,7 +91,7 @@ def print_backup_summary(results: list[ShardResult]) -> None:
             quoted(r.position or ""),
             human_bytes(r.bytes_from_source) if r.ok else "",
             human_bytes(r.data_bytes) if r.ok else "",
-            human_bytes(r.stored_bytes) if r.ok else "",
+            _stored(r) if r.ok else "",
             f"{r.seconds:.1f}",
         )
     out.print(table)
@@ -105,3 +105,10 @@ def print_backup_summary(results: list[ShardResult]) -> None:
             out.print(escape(r.error), style="red")
     failed = sum(not r.ok for r in results)
     out.print(f"{len(results) - failed} of {len(results)} shards backed up")
+
+
+def _stored(result: ShardResult) -> str:
+    """What a restore reads, and (format 3) what this backup added to the store."""
+    if result.new_stored_bytes is None:
+        return human_bytes(result.stored_bytes)
+    return f"{human_bytes(result.stored_bytes)} ({human_bytes(result.new_stored_bytes)} new)"

@@ -53,6 +53,7 @@ class ShardResult:
     bytes_from_source: int = 0
     data_bytes: int = 0
     stored_bytes: int = 0
+    new_stored_bytes: int | None = None  # format 3: what the backup added to the store
     durations: dict[str, float] = field(default_factory=dict)
     rebootstrap_reason: str | None = None
     error: str | None = None
@@ -73,6 +74,7 @@ class ShardResult:
             bytes_from_source=manifest.bytes_from_source,
             data_bytes=manifest.data_bytes,
             stored_bytes=manifest.stored_bytes,
+            new_stored_bytes=manifest.new_stored_bytes,
             durations=manifest.durations,
             rebootstrap_reason=manifest.rebootstrap_reason,
         )

@@ -241,5 +241,6 @@ class Manifest(BackupHeader, ListedBackup):
             created_at=self.created_at.isoformat(),
             data_bytes=self.data_bytes,
             stored_bytes=self.stored_bytes,
+            **({"new_stored_bytes": self.new_stored_bytes} if self.chunked else {}),
             rebootstrap_reason=self.rebootstrap_reason,
         )

@@ -208,7 +208,7 @@ def restore_files(
         for (chunk, plain), place in zip(reader.fetch(run), run.places, strict=True):
             os.pwrite(run.output.fd, plain, place)
             if progress:
-                progress(chunk.size)
+                progress(chunk.stored)
         run.output.finish_run()
 
     def runs() -> Iterator[PackRun]:
@@ -237,7 +237,7 @@ def check_runs(
     def check(run: PackRun) -> None:
         for chunk, _ in reader.fetch(run):
             if progress:
-                progress(chunk.size)
+                progress(chunk.stored)
 
     run_bounded(check, runs, jobs)
 
