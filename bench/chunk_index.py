@@ -4,9 +4,10 @@ Usage: .venv/bin/python bench/chunk_index.py [--tb 1] [--chunk-kib 256] [--json]
 
 A format 3 backup keeps the chunks it may reuse in an on-disk SQLite index
 (src/catchup/repository/chunks/index.py) instead of in memory. This fills one with
-the chunks of a --tb TB shard (--tb × 2^40 / chunk size records, as the parent's
-chunk table would), then looks every one of them up as a steady backup does (all
-found) plus as many misses, and reports peak RSS (this process, which holds
+the chunks of a --tb TB shard (--tb TB / chunk size records, as the parent's
+chunk table would), then looks every one of them up as a steady backup does (a changed
+chunk: the rest are compared with the parent's chunk at their place and never
+reach the index), found, plus as many misses, and reports peak RSS (this process, which holds
 nothing else), the index's size on disk, and the rates. Memory does not grow with
 --tb: only SQLite's page cache (CACHE_MIB) and a batch of rows are resident.
 """
@@ -38,7 +39,7 @@ def measure(tb: float, chunk_kib: int, scratch: Path) -> dict[str, float]:
     index = ChunkIndex(scratch / "index.sqlite")
     started = time.monotonic()
     for first in range(0, chunks, BATCH):
-        index.add(
+        index.load(
             PackedChunk(chunk_id(n), f"pack-{n // 256}", (n % 256) << 18, 90_000, chunk_kib << 10)
             for n in range(first, min(chunks, first + BATCH))
         )
@@ -47,8 +48,8 @@ def measure(tb: float, chunk_kib: int, scratch: Path) -> dict[str, float]:
     started = time.monotonic()
     step = max(1, chunks // 1_000_000)  # a sample of a million lookups
     sampled = range(0, chunks, step)
-    hits = sum(index.use(chunk_id(n)) is not None for n in sampled)
-    misses = sum(index.use(chunk_id(chunks + n)) is None for n in sampled)
+    hits = sum(index.find(chunk_id(n)) is not None for n in sampled)
+    misses = sum(index.find(chunk_id(chunks + n)) is None for n in sampled)
     looked = time.monotonic() - started
     index.close()
     assert hits == len(sampled) and misses == len(sampled)

@@ -70,6 +70,11 @@ def test_mixed_demo_proves_one_shard_of_each_engine(short_tmp):
         r for r in rows[:-1] if r["shard"] == "commerce/2" and r["kind"] == "catchup"
     ]
     assert 0 < mysql_catchup["bytes_from_source"] < full["commerce/2"] / 2
+    # Every engine's second backup is a full backup that stores only the chunks that changed.
+    stored = {r["shard"]: r["stored_bytes"] for r in rows[:-1] if r["kind"] == "bootstrap"}
+    for row in (r for r in rows[:-1] if r["kind"] == "catchup"):
+        assert row["stored_bytes"] > stored[row["shard"]] / 2, row  # what a restore reads
+        assert row["new_stored_bytes"] < row["stored_bytes"] * 0.8, row  # what it added
     config = (directory / "catchup.toml").read_text()
     assert [line for line in config.splitlines() if line.startswith("engine")] == [
         'engine = "mariadb"',

@@ -11,10 +11,11 @@ import pytest
 from catchup.codec import CodecSettings, decode, encode
 from catchup.codec.encryption import HEADER, SEGMENT, TAG, DecryptionError, Encryptor, new_data_key
 from catchup.codec.keys import Keyring, generate_key_file, load_key_file
+from catchup.config import ChunkSettings
 from catchup.errors import ConfigError, IntegrityError
 from catchup.repository import Repository
 from catchup.storage.local import LocalStore
-from tests.unit.test_repository import header, make_data_dir
+from tests.unit.test_repository import FORMAT_2, header, make_data_dir
 
 MARKER = b"MARKER-7f3a9c-do-not-leak"
 
@@ -93,10 +94,10 @@ def test_key_files(tmp_path):
         Keyring.from_files([tmp_path / "missing.json"])
 
 
-def encrypted_backup(tmp_path: Path, keyring: Keyring):
+def encrypted_backup(tmp_path: Path, keyring: Keyring, chunks: ChunkSettings | None = None):
     data = make_data_dir(tmp_path)
     (data / "shop" / "secret.ibd").write_bytes(MARKER * 1000)
-    repo = Repository(LocalStore(tmp_path / "repo"), keyring)
+    repo = Repository(LocalStore(tmp_path / "repo"), keyring, chunks=chunks)
     listing = repo.scan(data, lambda rel: False)
     return repo, repo.write_backup(header(), data, listing, CodecSettings(1), 2)
 
@@ -155,7 +156,7 @@ def test_key_rotation(tmp_path):
 def test_flipped_byte_in_an_encrypted_backup_names_the_object(tmp_path, victim):
     generate_key_file(tmp_path / "k.json")
     keyring = Keyring.from_files([tmp_path / "k.json"])
-    _repo, manifest = encrypted_backup(tmp_path, keyring)
+    _repo, manifest = encrypted_backup(tmp_path, keyring, FORMAT_2)
     prefix = tmp_path / "repo" / "ks" / "0" / manifest.backup_id
     entry = max(manifest.files, key=lambda f: f.stored_size)
     path = prefix / (entry.object if victim == "object" else "manifest.json")

@@ -33,7 +33,13 @@ from catchup.repository.transfer import DataDirError
 from catchup.storage import StorageError, StoredObject
 from catchup.storage.local import LocalStore
 from tests.conftest import run_cli
-from tests.unit.test_repository import header, make_data_dir, manifest_without_files, write
+from tests.unit.test_repository import (
+    FORMAT_2,
+    header,
+    make_data_dir,
+    manifest_without_files,
+    write,
+)
 
 FUTURE_ID = "29990101T000000000Z-abcdef"
 PAYLOAD = b"* * * * * root touch /tmp/owned\n"
@@ -361,7 +367,7 @@ def test_objects_are_confirmed_then_the_lock_is_checked_before_the_manifest(tmp_
             return super().list(prefix)
 
     store = Recording(tmp_path / "repo")
-    repo = Repository(store)
+    repo = Repository(store, chunks=FORMAT_2)  # format 3: test_chunks.py
     listing = repo.scan(data, excluded)
 
     def write(confirm: Callable[[], object]) -> None:

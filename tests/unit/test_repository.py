@@ -14,6 +14,7 @@ from unittest.mock import patch
 import pytest
 
 from catchup.codec import CodecSettings
+from catchup.config import ChunkSettings
 from catchup.errors import IntegrityError, NotFoundError, TargetNotEmptyError
 from catchup.fleet.prune import prune
 from catchup.repository import BackupHeader, Manifest, Repository
@@ -23,6 +24,9 @@ from catchup.repository.manifest import SourceInfo
 from catchup.repository.retention import expired_backups
 from catchup.storage import StorageError
 from catchup.storage.local import LocalStore
+
+# Tests of one object per file (format 2) say so: new backups are format 3 (chunks).
+FORMAT_2 = ChunkSettings(format=2)
 
 
 def make_data_dir(root: Path) -> Path:
@@ -130,7 +134,7 @@ STORED_FIELDS = [
 
 def test_the_repository_finishes_the_manifest_from_the_cycles_header(tmp_path):
     data = make_data_dir(tmp_path)
-    repo = Repository(LocalStore(tmp_path / "repo"))
+    repo = Repository(LocalStore(tmp_path / "repo"), chunks=FORMAT_2)
     known = header("7").model_copy(update={"durations": {"catch up": 1.5}})
     listing = repo.scan(data, lambda rel: rel.startswith("relay-bin"))
     before = datetime.now(UTC)
@@ -194,7 +198,7 @@ def test_incomplete_prefix_is_ignored_by_listing_and_removed_by_prune(tmp_path):
 @pytest.mark.parametrize("victim", ["object", "manifest"])
 def test_a_flipped_byte_is_refused_naming_the_object(tmp_path, victim):
     data = make_data_dir(tmp_path)
-    repo = Repository(LocalStore(tmp_path / "repo"))
+    repo = Repository(LocalStore(tmp_path / "repo"), chunks=FORMAT_2)
     manifest = write(repo, data)
     prefix = tmp_path / "repo" / "ks" / "0" / manifest.backup_id
     if victim == "object":
@@ -274,7 +278,7 @@ def rewrite_plain_manifest(repo_dir: Path, manifest: Manifest, change) -> None:
 @pytest.mark.parametrize("damaged", [False, True])
 def test_a_format_1_backup_with_sha256_hashes_still_restores(tmp_path, damaged):
     data = make_data_dir(tmp_path)
-    repo = Repository(LocalStore(tmp_path / "repo"))
+    repo = Repository(LocalStore(tmp_path / "repo"), chunks=FORMAT_2)
     manifest = write(repo, data)
 
     def as_format_1(fields: dict) -> None:

@@ -114,6 +114,7 @@ def demo_rows(result: DemoResult) -> list[dict[str, object]]:
             "bytes_from_source": r.bytes_from_source,
             "data_bytes": r.data_bytes,
             "stored_bytes": r.stored_bytes,
+            "new_stored_bytes": r.new_stored_bytes,
             "percent_of_full_dump": share,
             "seconds": r.seconds,
             "durations": r.durations,

@@ -252,7 +252,7 @@ class Repository:
         cutoff = self.read_unencrypted_before
         return cutoff is not None and when is not None and when < cutoff
 
-    def _encryptor(self, manifest: Manifest) -> Encryptor | None:
+    def encryptor(self, manifest: Manifest) -> Encryptor | None:
         prefix = backup_prefix(manifest.keyspace, manifest.shard, manifest.backup_id)
         if prefix not in self._data_keys:
             self._read_manifest(prefix + MANIFEST)
@@ -322,7 +322,7 @@ class Repository:
             raise TargetNotEmptyError(
                 f"target dir '{target}' is not empty; give an empty or new dir"
             )
-        encryptor = self._encryptor(manifest)  # a missing or wrong key fails before any write
+        encryptor = self.encryptor(manifest)  # a missing or wrong key fails before any write
         created = not target.exists()
         if created:
             target.parent.mkdir(parents=True, exist_ok=True)
@@ -358,7 +358,7 @@ class Repository:
     ) -> None:
         """Re-read every object of a backup: authentication, decompression, hash; no writes."""
         prefix = backup_prefix(manifest.keyspace, manifest.shard, manifest.backup_id)
-        encryptor = self._encryptor(manifest)
+        encryptor = self.encryptor(manifest)
         if manifest.chunked:
             self.chunks.check([(manifest, encryptor)], jobs, progress)
             return
@@ -369,7 +369,7 @@ class Repository:
     ) -> tuple[int, int]:
         """Format 3 backups' chunks, each stored chunk read once however many backups use
         it; returns (chunks, stored bytes) checked."""
-        chunked = [(m, self._encryptor(m)) for m in manifests if m.chunked]
+        chunked = [(m, self.encryptor(m)) for m in manifests if m.chunked]
         return self.chunks.check(chunked, jobs, progress)
 
     # --- collecting unreferenced packs (format 3) ------------------------------

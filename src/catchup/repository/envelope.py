@@ -127,7 +127,11 @@ def decode_manifest(
         raise IntegrityError(f"manifest {name}: {exc}") from None
     except ValidationError as exc:
         first = exc.errors()[0]
-        where = ".".join(str(part) for part in first["loc"]) or "fields"
+        # Without the union's member names (files is a list of one format's entries).
+        where = (
+            ".".join(str(part) for part in first["loc"] if not str(part).startswith("list["))
+            or "fields"
+        )
         raise IntegrityError(
             f"manifest {name} is invalid ({where}: {first['msg']}): it was altered or damaged"
         ) from None

@@ -7,25 +7,46 @@ from __future__ import annotations
 import contextlib
 import time
 from collections.abc import Callable
+from datetime import datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from catchup.codec import CodecSettings
 from catchup.codec.encryption import Encryptor, new_data_key
+from catchup.codec.keys import Keyring
+from catchup.config.repository import ChunkSettings
 from catchup.errors import IntegrityError
-from catchup.repository.chunks import ChunkedWrite
+from catchup.repository.catalog import Catalog
+from catchup.repository.chunks import ChunkedWrite, ChunkStore
 from catchup.repository.envelope import BackupKeys, encode_manifest
 from catchup.repository.layout import MANIFEST, backup_prefix
 from catchup.repository.manifest import BackupHeader, Manifest
 from catchup.repository.transfer import ByteCounter, DataDirError, DataDirListing, upload_files
-from catchup.storage import ObjectNotFound
+from catchup.storage import ObjectNotFound, Store
 
-if TYPE_CHECKING:
-    from catchup.repository import Repository
+
+class WritableRepository(Protocol):
+    """What writing needs of the repository (catchup.repository.Repository)."""
+
+    store: Store
+    keyring: Keyring
+    chunk_settings: ChunkSettings
+    chunks: ChunkStore
+
+    @property
+    def url(self) -> str: ...
+
+    def catalog(self, keyspace: str | None = None, shard: str | None = None) -> Catalog: ...
+
+    def new_backup_id(self) -> str: ...
+
+    def now(self) -> datetime: ...
+
+    def encryptor(self, manifest: Manifest) -> Encryptor | None: ...
 
 
 def write_backup(
-    repo: Repository,
+    repo: WritableRepository,
     header: BackupHeader,
     data_dir: Path,
     listing: DataDirListing,
@@ -89,7 +110,7 @@ def write_backup(
 
 
 def _write_objects(
-    repo: Repository,
+    repo: WritableRepository,
     prefix: str,
     data_dir: Path,
     listing: DataDirListing,
@@ -109,7 +130,7 @@ def _write_objects(
 
 
 def _write_chunks(
-    repo: Repository,
+    repo: WritableRepository,
     header: BackupHeader,
     backup_id: str,
     data_dir: Path,
@@ -131,7 +152,7 @@ def _write_chunks(
         jobs,
         encryptor,
         parent,
-        repo._encryptor(parent) if parent is not None else None,
+        repo.encryptor(parent) if parent is not None else None,
         newest,
         repo.now(),
         progress,
@@ -148,7 +169,7 @@ def _write_chunks(
     }
 
 
-def _confirm_objects(repo: Repository, prefix: str, manifest: Manifest) -> None:
+def _confirm_objects(repo: WritableRepository, prefix: str, manifest: Manifest) -> None:
     """Every object the manifest names is in the store with its size (one listing), so
     a manifest never names an object someone else removed meanwhile."""
     stored = {obj.key: obj.size for obj in repo.store.list(prefix)}
@@ -167,7 +188,7 @@ def _confirm_objects(repo: Repository, prefix: str, manifest: Manifest) -> None:
             )
 
 
-def _discard(repo: Repository, prefix: str) -> None:
+def _discard(repo: WritableRepository, prefix: str) -> None:
     """Remove a failed write: the manifest first (its put may have landed although it
     raised), and the objects only once it is surely gone, so an interrupted cleanup
     never leaves a visible manifest naming deleted objects."""

@@ -29,7 +29,7 @@ from catchup.codec.encryption import Encryptor
 from catchup.codec.keys import Keyring
 from catchup.config.repository import ChunkSettings
 from catchup.errors import IntegrityError
-from catchup.repository.chunks.backup import ChunkStorer, store_files
+from catchup.repository.chunks.backup import ChunkStorer, ParentChunks, store_files
 from catchup.repository.chunks.index import ChunkIndex
 from catchup.repository.chunks.keys import PLAIN, ChunkKey, load_chunk_key, writing_chunk_key
 from catchup.repository.chunks.packs import PackedChunk, PackWriter, decode_index
@@ -103,36 +103,42 @@ class ChunkStore:
         key = writing_chunk_key(self.store, self.keyring, keyspace, shard, parent_key)
         stored = self.list_packs(keyspace, shard)
         prefix = backup_prefix(keyspace, shard, backup_id)
-        with tempfile.TemporaryDirectory(prefix=".catchup-chunks-", dir=_scratch(data_dir)) as tmp:
+        with (
+            tempfile.TemporaryDirectory(prefix=".catchup-chunks-", dir=_scratch(data_dir)) as tmp,
+            contextlib.ExitStack() as stack,
+        ):
             index = ChunkIndex(Path(tmp) / "index.sqlite")
+            stack.callback(index.close)
+            before = None
+            if parent is not None and parent.chunked and parent.chunk_key == key.key_id:
+                table_file = stack.enter_context(
+                    self._decoded_table(parent, Path(tmp), parent_encryptor)
+                )
+                before = self._know_parent(index, parent, table_file, stored)
+            self._know_recent(index, key, keyspace, shard, stored, parent, newest_commit, now)
+            spool = TableSpool(stack.enter_context(open(Path(tmp) / "table.spool", "w+b")))
+            packs = PackWriter(self.store, key, keyspace, shard, self.settings.pack_mb << 20)
+            storer = ChunkStorer(index, packs, key, codec.level)
             try:
-                if parent is not None and parent.chunked and parent.chunk_key == key.key_id:
-                    self._know_parent(index, parent, parent_encryptor, stored, Path(tmp))
-                self._know_recent(index, key, keyspace, shard, stored, parent, newest_commit, now)
-                with open(Path(tmp) / "table.spool", "w+b") as spool_file:
-                    spool = TableSpool(spool_file)
-                    packs = PackWriter(
-                        self.store, key, keyspace, shard, self.settings.pack_mb << 20
-                    )
-                    storer = ChunkStorer(index, packs, key, spool, codec.level)
-                    try:
-                        files = store_files(
-                            data_dir, listing, storer, self.settings.size_kib << 10, jobs, progress
-                        )
-                        packs.close()
-                    except BaseException:
-                        packs.abort()
-                        raise
-                    new_sizes = {pack.name: pack.size for pack in packs.stored}
-                    table = self._store_table(
-                        spool, prefix, Path(tmp), codec, encryptor, len(spool.units)
-                    )
-            finally:
-                index.close()
+                files = store_files(
+                    data_dir,
+                    listing,
+                    storer,
+                    spool,
+                    before,
+                    self.settings.size_kib << 10,
+                    jobs,
+                    progress,
+                )
+                packs.close()
+            except BaseException:
+                packs.abort()
+                raise
+            new_sizes = {pack.name: pack.size for pack in packs.stored}
+            table = self._store_table(spool, prefix, Path(tmp), codec, encryptor, index)
+            used = index.used_bytes()
         uses = [
-            PackUse(
-                name=name, size=new_sizes.get(name) or stored.sizes[name], used=spool.used[name]
-            )
+            PackUse(name=name, size=new_sizes.get(name) or stored.sizes[name], used=used[name])
             for name in spool.pack_names
         ]
         return ChunkedWrite(
@@ -145,31 +151,25 @@ class ChunkStore:
         )
 
     def _know_parent(
-        self,
-        index: ChunkIndex,
-        parent: Manifest,
-        encryptor: Encryptor | None,
-        stored: StoredPacks,
-        scratch: Path,
-    ) -> None:
-        """The parent's chunks, but not those in packs gone from the store, nor in packs the
-        parent uses too little of (repack_below): those chunks are stored again, densely."""
+        self, index: ChunkIndex, parent: Manifest, table: BinaryIO, stored: StoredPacks
+    ) -> ParentChunks:
+        """The parent's chunks, by place and in the index, but not those in packs gone from
+        the store, nor in packs the parent uses too little of (repack_below): those chunks
+        are stored again, densely."""
         assert parent.packs is not None
         reusable: list[str | None] = []
         for use in parent.packs:
             dense = use.size > 0 and use.used >= self.settings.repack_below * use.size
             reusable.append(use.name if dense and use.name in stored.sizes else None)
-        with self._open_table(parent, scratch, encryptor) as records:
 
-            def chunks() -> Iterator[PackedChunk]:
-                for record in records:
-                    name = reusable[record.pack] if record.pack < len(reusable) else None
-                    if name is not None:
-                        yield PackedChunk(
-                            record.id, name, record.offset, record.stored, record.size
-                        )
+        def chunks() -> Iterator[PackedChunk]:
+            for record in read_records(_Reader(table), "of the parent"):
+                name = reusable[record.pack] if record.pack < len(reusable) else None
+                if name is not None:
+                    yield PackedChunk(record.id, name, record.offset, record.stored, record.size)
 
-            index.add(chunks())
+        index.load(chunks())
+        return ParentChunks(table, parent.chunked_files(), reusable)
 
     def _know_recent(
         self,
@@ -203,7 +203,7 @@ class ChunkStore:
                 log.info("not reusing pack %s: %s", name, exc)  # another key, or damaged
                 continue
             if pack.size == stored.sizes[name]:
-                index.add(pack.chunks)
+                index.load(pack.chunks)
 
     def _store_table(
         self,
@@ -212,10 +212,16 @@ class ChunkStore:
         scratch: Path,
         codec: CodecSettings,
         encryptor: Encryptor | None,
-        units: int,
+        index: ChunkIndex,
     ) -> ChunkTableRef:
+        """Store the table; and tally, in `index`, the distinct chunks it uses per pack."""
         with open(scratch / "table", "w+b") as table:
-            records = spool.copy_to(table, range(units))
+            records = spool.copy_to(table, range(len(spool.units)))
+            table.seek(0)
+            index.refer(
+                PackedChunk(r.id, spool.pack_names[r.pack], r.offset, r.stored, r.size)
+                for r in read_records(_Reader(table), "being written")
+            )
             table.seek(0)
             with self.store.writer(prefix + CHUNK_TABLE) as sink:
                 encoded = encode(table, sink, codec, encryptor, prefix + CHUNK_TABLE)
@@ -281,9 +287,11 @@ class ChunkStore:
     ) -> tuple[int, int]:
         """Read every chunk the backups reference once, however many of them reference
         it: authentication, decompression, id. Returns (chunks, stored bytes) checked."""
-        by_key: dict[str | None, list[tuple[Manifest, Encryptor | None]]] = {}
+        # Packs live per shard, and a chunk key opens one shard's chunks.
+        by_key: dict[tuple[str, str, str | None], list[tuple[Manifest, Encryptor | None]]] = {}
         for manifest, encryptor in manifests:
-            by_key.setdefault(manifest.chunk_key, []).append((manifest, encryptor))
+            where = (manifest.keyspace, manifest.shard, manifest.chunk_key)
+            by_key.setdefault(where, []).append((manifest, encryptor))
         chunks = stored = 0
         for group in by_key.values():
             with tempfile.TemporaryDirectory(prefix=".catchup-check-", dir=scratch) as tmp:
@@ -331,8 +339,18 @@ class ChunkStore:
     def _open_table(
         self, manifest: Manifest, scratch: Path | None, encryptor: Encryptor | None = None
     ) -> Iterator[Iterator[ChunkRecord]]:
+        """The backup's chunk table, record by record."""
+        with self._decoded_table(manifest, scratch, encryptor) as table:
+            assert manifest.chunk_table is not None
+            name = manifest.backup_id + "/" + manifest.chunk_table.object
+            yield read_records(_Reader(table), name)
+
+    @contextlib.contextmanager
+    def _decoded_table(
+        self, manifest: Manifest, scratch: Path | None, encryptor: Encryptor | None
+    ) -> Iterator[BinaryIO]:
         """The backup's chunk table, decoded (authenticated, hash checked) into a temporary
-        file and read from there record by record."""
+        file."""
         assert manifest.chunk_table is not None
         ref = manifest.chunk_table
         name = backup_prefix(manifest.keyspace, manifest.shard, manifest.backup_id) + ref.object
@@ -345,7 +363,7 @@ class ChunkStore:
                     f"chunk table {name} is missing: the backup is damaged"
                 ) from None
             table.seek(0)
-            yield read_records(_Reader(table), name)
+            yield table
 
     # --- collecting ----------------------------------------------------------
 

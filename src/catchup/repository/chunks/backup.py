@@ -12,13 +12,14 @@ import os
 import threading
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 
 import zstandard
 
 from catchup.repository.chunks.index import ChunkIndex
 from catchup.repository.chunks.keys import ChunkKey
 from catchup.repository.chunks.packs import PackedChunk, PackWriter
-from catchup.repository.chunks.table import TableSpool
+from catchup.repository.chunks.table import RECORD, ChunkRecord, TableSpool
 from catchup.repository.manifest import ChunkedFile
 from catchup.repository.transfer import ByteCounter, DataDirError, DataDirListing, run_parallel
 
@@ -42,34 +43,53 @@ def units_of(listing: DataDirListing, chunk_size: int) -> list[Unit]:
     return units
 
 
-class ChunkStorer:
-    """Finds each chunk in the index, or stores it (once, whichever thread meets it first)."""
+class ParentChunks:
+    """The parent backup's chunks by place: file path and chunk number. Read from its
+    decoded chunk table with positioned reads, a unit's worth at a time."""
 
-    def __init__(
-        self,
-        index: ChunkIndex,
-        packs: PackWriter,
-        key: ChunkKey,
-        spool: TableSpool,
-        level: int,
-    ) -> None:
-        self.index, self.packs, self.key, self.spool, self.level = index, packs, key, spool, level
+    def __init__(self, table: BinaryIO, files: list[ChunkedFile], packs: list[str | None]):
+        self.fd = table.fileno()
+        self.files = {entry.path: entry for entry in files}
+        self.packs = packs  # None: a pack not to reuse (gone, or too sparse)
+
+    def at(self, path: str, first: int, count: int) -> list[PackedChunk | None]:
+        entry = self.files.get(path)
+        if entry is None or first >= entry.count:
+            return [None] * count
+        available = min(count, entry.count - first)
+        data = os.pread(self.fd, available * RECORD.size, (entry.first + first) * RECORD.size)
+        found: list[PackedChunk | None] = []
+        for record in map(ChunkRecord._make, RECORD.iter_unpack(data)):
+            pack = self.packs[record.pack] if record.pack < len(self.packs) else None
+            found.append(
+                None
+                if pack is None
+                else PackedChunk(record.id, pack, record.offset, record.stored, record.size)
+            )
+        return found + [None] * (count - available)
+
+
+class ChunkStorer:
+    """Finds each chunk (at its place in the parent, else in the index), or stores it
+    once, whichever thread meets it first."""
+
+    def __init__(self, index: ChunkIndex, packs: PackWriter, key: ChunkKey, level: int) -> None:
+        self.index, self.packs, self.key, self.level = index, packs, key, level
         self.new_bytes = 0
         self.new_chunks = 0
         self._lock = threading.Lock()
         self._pending: dict[bytes, threading.Event] = {}
         self._local = threading.local()
 
-    def place(self, data: memoryview) -> PackedChunk:
+    def place(self, data: memoryview, parent: PackedChunk | None) -> PackedChunk:
         chunk_id = self.key.chunk_id(data)
+        if parent is not None and parent.id == chunk_id and parent.size == len(data):
+            return parent  # unchanged since the parent: the common case, no lookup
         while True:
             with self._lock:
-                found = self.index.use(chunk_id)
+                found = self.index.find(chunk_id)
                 if found is not None:
-                    chunk, first = found
-                    if first:
-                        self.spool.count_use(chunk)
-                    return chunk
+                    return found
                 waiting = self._pending.get(chunk_id)
                 if waiting is None:
                     self._pending[chunk_id] = threading.Event()
@@ -85,7 +105,6 @@ class ChunkStorer:
         compressed = self._compressor().compress(data)
         chunk = self.packs.add(chunk_id, self.key.seal(chunk_id, compressed), len(data))
         self.index.stored(chunk)
-        self.spool.count_use(chunk)
         with self._lock:
             self.new_bytes += chunk.stored
             self.new_chunks += 1
@@ -102,6 +121,8 @@ def store_files(
     root: Path,
     listing: DataDirListing,
     storer: ChunkStorer,
+    spool: TableSpool,
+    parent: ParentChunks | None,
     chunk_size: int,
     jobs: int,
     progress: ByteCounter | None = None,
@@ -114,6 +135,9 @@ def store_files(
         rel, size, _ = listing.files[unit.file]
         buffer = bytearray(chunk_size)
         chunks: list[PackedChunk] = []
+        first = unit.start // chunk_size
+        count = -(-(unit.end - unit.start) // chunk_size)
+        before = parent.at(rel, first, count) if parent else [None] * count
         with open(root / rel, "rb") as source, memoryview(buffer) as view:
             source.seek(unit.start)
             position = unit.start
@@ -125,7 +149,7 @@ def store_files(
                         f"'{rel}' in the data dir shrank while it was backed up (it had "
                         f"{size} bytes); is a server still running on it?"
                     )
-                chunks.append(storer.place(view[:want]))
+                chunks.append(storer.place(view[:want], before[len(chunks)]))
                 position += want
                 if progress:
                     progress(want)
@@ -134,7 +158,7 @@ def store_files(
                     f"'{rel}' in the data dir changed size while it was backed up; is a "
                     "server still running on it?"
                 )
-        storer.spool.append(unit.number, chunks)
+        spool.append(unit.number, chunks)
 
     # Largest files first, so that no big file is left running alone at the end.
     order = sorted(units, key=lambda u: (-listing.files[u.file][1], u.number))
@@ -142,7 +166,7 @@ def store_files(
     files: list[ChunkedFile] = []
     by_file: dict[int, int] = {}
     for unit in units:
-        by_file[unit.file] = by_file.get(unit.file, 0) + storer.spool.count(unit.number)
+        by_file[unit.file] = by_file.get(unit.file, 0) + spool.count(unit.number)
     first = 0
     for index, (rel, size, mode) in enumerate(listing.files):
         count = by_file.get(index, 0)

@@ -2,9 +2,12 @@
 shard's size.
 
 A 10 TB shard at 256 KiB chunks has 40 million chunks: as Python objects that is
-gigabytes, in SQLite (a table keyed by the 32-byte id, without rowids) about 3 GB of
-disk and a page cache of CACHE_MIB. A lookup costs microseconds, against the
-milliseconds a chunk takes to read and hash.
+gigabytes; in SQLite it is a table on the work dir's disk and a page cache of
+CACHE_MIB. Most chunks never reach it: a backup first compares each chunk with the
+parent's chunk at the same place of the same file (ParentChunks in backup.py), and
+asks the index only about chunks that changed there (moved content, zero pages, a
+renamed table, what a failed attempt stored). The parent's chunks are loaded in
+bulk and indexed once, after the load: measured in bench/chunk_index.py.
 """
 
 from __future__ import annotations
@@ -17,10 +20,11 @@ from pathlib import Path
 from catchup.repository.chunks.packs import PackedChunk
 
 CACHE_MIB = 16
+BATCH = 50_000
 
 
 class ChunkIndex:
-    """id → where the chunk lies, and whether the backup being written uses it yet."""
+    """id → where a reusable chunk lies; and the tallies a backup and a check need."""
 
     def __init__(self, path: Path) -> None:
         self.path = path
@@ -30,13 +34,14 @@ class ChunkIndex:
             self._db.execute(f"PRAGMA {pragma}")
         self._db.execute("PRAGMA temp_store=FILE")
         self._db.execute(
-            "CREATE TABLE chunk (id BLOB PRIMARY KEY, pack INTEGER, offset INTEGER,"
-            " stored INTEGER, size INTEGER, used INTEGER) WITHOUT ROWID"
+            "CREATE TABLE chunk (id BLOB, pack INTEGER, offset INTEGER, stored INTEGER,"
+            " size INTEGER)"
         )
         self._db.execute(
             "CREATE TABLE reference (pack INTEGER, offset INTEGER, id BLOB, stored INTEGER,"
             " size INTEGER, PRIMARY KEY (pack, offset)) WITHOUT ROWID"
         )
+        self._indexed = False
         self._packs: dict[str, int] = {}
         self._names: list[str] = []
 
@@ -51,45 +56,37 @@ class ChunkIndex:
             self._names.append(name)
         return number
 
-    def add(self, chunks: Iterable[PackedChunk]) -> None:
-        """Chunks that may be reused (a chunk known twice keeps its first place)."""
-        with self._lock:
-            self._db.execute("BEGIN")
-            self._db.executemany(
-                "INSERT OR IGNORE INTO chunk VALUES (?, ?, ?, ?, ?, 0)",
-                ((c.id, self.pack_number(c.pack), c.offset, c.stored, c.size) for c in chunks),
-            )
-            self._db.execute("COMMIT")
+    def load(self, chunks: Iterable[PackedChunk]) -> None:
+        """Reusable chunks, in bulk, before the first lookup (appended, indexed later)."""
+        assert not self._indexed, "load before the first lookup"
+        self._insert("chunk", ((c.id, c.pack, c.offset, c.stored, c.size) for c in chunks))
 
-    def use(self, chunk_id: bytes) -> tuple[PackedChunk, bool] | None:
-        """Where the chunk lies, and True if this is the backup's first use of it."""
+    def find(self, chunk_id: bytes) -> PackedChunk | None:
         with self._lock:
+            self._index()
             row = self._db.execute(
-                "SELECT pack, offset, stored, size, used FROM chunk WHERE id = ?", (chunk_id,)
+                "SELECT pack, offset, stored, size FROM chunk WHERE id = ? LIMIT 1", (chunk_id,)
             ).fetchone()
-            if row is None:
-                return None
-            if not row[4]:
-                self._db.execute("UPDATE chunk SET used = 1 WHERE id = ?", (chunk_id,))
-        return PackedChunk(chunk_id, self._names[row[0]], row[1], row[2], row[3]), not row[4]
+        if row is None:
+            return None
+        return PackedChunk(chunk_id, self._names[row[0]], row[1], row[2], row[3])
 
     def stored(self, chunk: PackedChunk) -> None:
-        """A chunk the backup just stored: used, and reusable by its later files."""
+        """A chunk the backup just stored: reusable by its later files."""
         with self._lock:
+            self._index()
             self._db.execute(
-                "INSERT OR REPLACE INTO chunk VALUES (?, ?, ?, ?, ?, 1)",
+                "INSERT INTO chunk VALUES (?, ?, ?, ?, ?)",
                 (chunk.id, self.pack_number(chunk.pack), chunk.offset, chunk.stored, chunk.size),
             )
 
     def refer(self, chunks: Iterable[PackedChunk]) -> None:
-        """Chunks that backups reference, each stored copy kept once: what a check reads."""
-        with self._lock:
-            self._db.execute("BEGIN")
-            self._db.executemany(
-                "INSERT OR IGNORE INTO reference VALUES (?, ?, ?, ?, ?)",
-                ((self.pack_number(c.pack), c.offset, c.id, c.stored, c.size) for c in chunks),
-            )
-            self._db.execute("COMMIT")
+        """Chunks that a backup references; each stored copy is kept once."""
+        self._insert(
+            "reference",
+            ((c.pack, c.offset, c.id, c.stored, c.size) for c in chunks),
+            "OR IGNORE",
+        )
 
     def references(self) -> Iterator[PackedChunk]:
         """Every referenced stored chunk once, by pack and offset."""
@@ -98,3 +95,33 @@ class ChunkIndex:
         )
         for row in cursor:
             yield PackedChunk(row[2], self._names[row[0]], row[1], row[3], row[4])
+
+    def used_bytes(self) -> dict[str, int]:
+        """Per pack, the stored bytes of the distinct chunks referenced."""
+        rows = self._db.execute("SELECT pack, SUM(stored) FROM reference GROUP BY pack")
+        return {self._names[pack]: int(total) for pack, total in rows}
+
+    def _insert(self, table: str, rows: Iterable[tuple[object, ...]], conflict: str = "") -> None:
+        """Rows in transactions of BATCH; a pack name becomes its number."""
+        batch: list[tuple[object, ...]] = []
+        statement = f"INSERT {conflict} INTO {table} VALUES (?, ?, ?, ?, ?)"
+        pack_column = 1 if table == "chunk" else 0
+        with self._lock:
+            for row in rows:
+                values = list(row)
+                values[pack_column] = self.pack_number(str(values[pack_column]))
+                batch.append(tuple(values))
+                if len(batch) == BATCH:
+                    self._commit(statement, batch)
+                    batch = []
+            self._commit(statement, batch)
+
+    def _commit(self, statement: str, batch: list[tuple[object, ...]]) -> None:
+        self._db.execute("BEGIN")
+        self._db.executemany(statement, batch)
+        self._db.execute("COMMIT")
+
+    def _index(self) -> None:
+        if not self._indexed:
+            self._db.execute("CREATE INDEX chunk_id ON chunk (id)")
+            self._indexed = True

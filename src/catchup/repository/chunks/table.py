@@ -35,19 +35,14 @@ class ChunkRecord(NamedTuple):
 
 class TableSpool:
     """Records written by many threads, a unit (a stretch of one file) at a time, and
-    copied into the table in unit order. Tracks the packs used and bytes used in each."""
+    copied into the table in unit order; numbers the packs in order of first use."""
 
     def __init__(self, spool: BinaryIO) -> None:
         self.spool = spool
         self.units: dict[int, tuple[int, int]] = {}  # unit → (spool offset, records)
         self.pack_names: list[str] = []
-        self.used: dict[str, int] = {}  # pack → bytes of distinct chunks used
         self._numbers: dict[str, int] = {}
         self._lock = threading.Lock()
-
-    def count_use(self, chunk: PackedChunk) -> None:
-        with self._lock:
-            self.used[chunk.pack] = self.used.get(chunk.pack, 0) + chunk.stored
 
     def append(self, unit: int, chunks: Iterable[PackedChunk]) -> None:
         with self._lock:
