@@ -103,6 +103,13 @@ def show(
         f"{human_bytes(manifest.data_bytes)} / {human_bytes(manifest.stored_bytes)} in "
         f"{len(manifest.files)} files",
     )
+    if manifest.chunked:
+        field(
+            "format 3",
+            f"{human_bytes(manifest.new_stored_bytes or 0)} new, "
+            f"{manifest.chunk_table.records if manifest.chunk_table else 0} chunks in "
+            f"{len(manifest.packs or [])} packs shared with the shard's other backups",
+        )
     field("compression", manifest.compression)
     encryption = manifest.encryption or {"none": "not encrypted"}
     field("encryption", ", ".join(f"{k} {v}" for k, v in encryption.items()))
