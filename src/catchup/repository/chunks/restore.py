@@ -2,8 +2,9 @@
 and rehashed to its id before a byte of it is written.
 
 A *run* is consecutive chunks of one pack fetched with one ranged read (up to RUN
-bytes). A restore walks the chunk table once, file by file, and keeps at most
-`jobs * 2` runs in flight, so memory stays bounded by a few runs per thread.
+bytes, through gaps of up to GAP). A restore walks the chunk table once, file by
+file, and keeps at most `jobs * 2` runs in flight, so memory stays bounded by a few
+runs per thread.
 """
 
 from __future__ import annotations
@@ -27,6 +28,9 @@ from catchup.repository.transfer import PERMISSIONS, ByteCounter, RestoreTarget
 from catchup.storage import ObjectNotFound, Store
 
 RUN = 16 << 20
+# After many cycles a file's unchanged chunks lie in older packs, in order, with gaps where
+# chunks changed: reading through a small gap costs less than another request.
+GAP = 1 << 20
 
 
 @dataclass
@@ -45,9 +49,11 @@ class PackRun:
         return self.chunks[-1].offset + self.chunks[-1].stored
 
     def extends(self, chunk: PackedChunk) -> bool:
+        """Whether one read can fetch `chunk` too: the same pack, after this run's end by
+        at most GAP bytes (read and dropped: one request instead of two)."""
         return (
             chunk.pack == self.pack
-            and chunk.offset == self.end
+            and self.end <= chunk.offset <= self.end + GAP
             and chunk.offset + chunk.stored - self.start <= RUN
         )
 
