@@ -180,6 +180,7 @@ def test_metrics_parse_and_carry_the_per_shard_series(served):
         "catchup_shard_source_bytes",
         "catchup_shard_data_bytes",
         "catchup_shard_stored_bytes",
+        "catchup_shard_new_stored_bytes",
         "catchup_shard_cycles",
         "catchup_shard_catch_up_stalled",
         "catchup_cycles_running",

@@ -73,7 +73,15 @@ class FleetCollector(Collector):
             "catchup_shard_data_bytes", "Data dir size of the newest backup.", labels=SHARD
         )
         stored = GaugeMetricFamily(
-            "catchup_shard_stored_bytes", "Stored size of the newest backup.", labels=SHARD
+            "catchup_shard_stored_bytes",
+            "Stored bytes a restore of the newest backup reads.",
+            labels=SHARD,
+        )
+        added = GaugeMetricFamily(
+            "catchup_shard_new_stored_bytes",
+            "Stored bytes the newest backup added to the repository (format 3: its new "
+            "chunks and its chunk table).",
+            labels=SHARD,
         )
         cycles = CounterMetricFamily(
             "catchup_shard_cycles",
@@ -101,6 +109,8 @@ class FleetCollector(Collector):
                     age.add_metric(labels, (now - state.newest.created_at).total_seconds())
                     data.add_metric(labels, state.newest.data_bytes)
                     stored.add_metric(labels, state.newest.stored_bytes)
+                    if state.newest.new_stored_bytes is not None:
+                        added.add_metric(labels, state.newest.new_stored_bytes)
                 phase.add_metric([*labels, state.phase or "idle"], 1)
                 for step, seconds in state.last_durations.items():
                     durations.add_metric([*labels, step], seconds)
@@ -116,7 +126,7 @@ class FleetCollector(Collector):
                 "catchup_queue_length", "Cycles waiting for a free slot or their window."
             )
             queued.add_metric([], self.dispatcher.queue_length())
-        yield from (last_success, age, phase, durations, pulled, last_pulled, data, stored)
+        yield from (last_success, age, phase, durations, pulled, last_pulled, data, stored, added)
         yield from (cycles, stalled, damaged, running, queued)
         if self.archivers is not None:
             yield from archive_metrics(self.archivers.statuses, now)

@@ -87,11 +87,16 @@ class NewestBackup:
     created_at: datetime
     data_bytes: int
     stored_bytes: int
+    new_stored_bytes: int | None = None  # format 3: what the backup added to the store
 
     @classmethod
     def of_manifest(cls, manifest: Manifest) -> NewestBackup:
         return cls(
-            manifest.backup_id, manifest.created_at, manifest.data_bytes, manifest.stored_bytes
+            manifest.backup_id,
+            manifest.created_at,
+            manifest.data_bytes,
+            manifest.stored_bytes,
+            manifest.new_stored_bytes,
         )
 
 
@@ -173,7 +178,11 @@ class RunBook:
                 state.last_durations = dict(result.durations)
             if result.ok and result.backup_id:
                 state.newest = NewestBackup(
-                    result.backup_id, now, result.data_bytes, result.stored_bytes
+                    result.backup_id,
+                    now,
+                    result.data_bytes,
+                    result.stored_bytes,
+                    result.new_stored_bytes,
                 )
             if result.ok or result.bytes_from_source:
                 state.history.append(
