@@ -37,7 +37,7 @@ from catchup.repository.chunks.restore import (
     ChunkReader,
     check_runs,
     restore_files,
-    runs_of,
+    stored_runs,
 )
 from catchup.repository.chunks.table import ChunkRecord, TableSpool, read_records
 from catchup.repository.layout import (
@@ -304,7 +304,9 @@ class ChunkStore:
                         self.store, self.chunk_key(first), first.keyspace, first.shard
                     )
                     totals = _Totals()
-                    check_runs(reader, runs_of(totals.count(index.references())), jobs, progress)
+                    check_runs(
+                        reader, stored_runs(totals.count(index.references())), jobs, progress
+                    )
                     chunks += totals.chunks
                     stored += totals.stored
                 finally:

@@ -31,6 +31,7 @@ RUN = 16 << 20
 # After many cycles a file's unchanged chunks lie in older packs, in order, with gaps where
 # chunks changed: reading through a small gap costs less than another request.
 GAP = 1 << 20
+WINDOW = 1024  # chunks of a file ordered by pack at a time: 256 MiB of it by default
 
 
 @dataclass
@@ -145,8 +146,13 @@ class ChunkReader:
 def file_runs(
     entry: ChunkedFile, records: Iterable[ChunkRecord], packs: list[str]
 ) -> Iterator[PackRun]:
-    """A file's chunks as runs, each with the file offsets its chunks go to."""
-    run: PackRun | None = None
+    """A file's chunks as runs, each with the file offsets its chunks go to.
+
+    After many cycles a file's chunks come from many packs, interleaved; within each
+    WINDOW of the file they are taken in pack and offset order, so that the chunks of
+    one older pack are fetched together instead of one request between each two of
+    another pack's."""
+    window: list[tuple[PackedChunk, int]] = []
     place = 0
     for record in records:
         if record.pack >= len(packs):
@@ -157,15 +163,12 @@ def file_runs(
         chunk = PackedChunk(
             record.id, packs[record.pack], record.offset, record.stored, record.size
         )
-        if run is None or not run.extends(chunk):
-            if run is not None:
-                yield run
-            run = PackRun(chunk.pack)
-        run.chunks.append(chunk)
-        run.places.append(place)
+        window.append((chunk, place))
         place += record.size
-    if run is not None:
-        yield run
+        if len(window) == WINDOW:
+            yield from runs_of(window)
+            window = []
+    yield from runs_of(window)
     if place != entry.size:
         raise IntegrityError(
             f"file {entry.path!r}: its chunks hold {place} bytes, not the {entry.size} its "
@@ -183,16 +186,25 @@ def _take(records: Iterator[ChunkRecord], entry: ChunkedFile) -> Iterator[ChunkR
         yield record
 
 
-def runs_of(chunks: Iterable[PackedChunk]) -> Iterator[PackRun]:
-    """Stored chunks in pack and offset order, as runs (a check: nothing is written)."""
+def runs_of(chunks: Iterable[tuple[PackedChunk, int]]) -> Iterator[PackRun]:
+    """Chunks and the file offsets they go to, as runs, in pack and offset order."""
+    return _runs(sorted(chunks, key=lambda item: (item[0].pack, item[0].offset)))
+
+
+def stored_runs(chunks: Iterable[PackedChunk]) -> Iterator[PackRun]:
+    """Chunks already in pack and offset order (a check: nothing is written), as runs."""
+    return _runs((chunk, 0) for chunk in chunks)
+
+
+def _runs(chunks: Iterable[tuple[PackedChunk, int]]) -> Iterator[PackRun]:
     run: PackRun | None = None
-    for chunk in chunks:
+    for chunk, place in chunks:
         if run is None or not run.extends(chunk):
             if run is not None:
                 yield run
             run = PackRun(chunk.pack)
         run.chunks.append(chunk)
-        run.places.append(0)
+        run.places.append(place)
     if run is not None:
         yield run
 
