@@ -18,7 +18,7 @@ TEST_PACKAGES := node=nodejs npm=npm chromium=chromium
 # Servers the tests start on loopback that come from npm (Azurite), pinned by tools/package-lock.json.
 TOOLS := tools/node_modules/.installed
 
-.PHONY: demo test lint deps system-deps mysql venv test-tools bench-source-impact bench-archive clean
+.PHONY: demo test lint deps system-deps mysql venv test-tools bench-source-impact bench-dedup bench-archive clean
 
 demo: deps $(if $(filter mysql mixed,$(ENGINE)),mysql)
 	$(BIN)/catchup demo --engine $(ENGINE)
@@ -62,6 +62,12 @@ $(VENV)/.installed: requirements.lock pyproject.toml
 bench-source-impact: deps mysql
 	@sh tools/install-missing mydumper=mydumper mariadb-backup=mariadb-backup
 	$(BIN)/python bench/source_impact.py $(ARGS)
+
+# Repository format 3: new stored bytes per cycle, backup and restore speed, storage over
+# 14 cycles against format 2 and a mariadb-backup chain (docs/benchmarks.md); ~45 minutes.
+bench-dedup: deps
+	@sh tools/install-missing mariadb-backup=mariadb-backup
+	$(BIN)/python bench/dedup.py $(ARGS)
 
 # The log archive: lag, source CPU against an idle replica, source bytes of a cycle
 # from the archive, point-in-time restore against the manual way; about 12 minutes.
