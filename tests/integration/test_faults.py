@@ -250,13 +250,21 @@ def test_tampering_with_an_encrypted_backup_is_refused_by_restore_and_verify(fle
     assert json.loads(run_cli("verify", "commerce/0", "--deep", "--json", "-c", config).stdout)[
         "verified"
     ]
-    backup_dir = fleet.root / "repository" / "commerce" / "0" / second.backup_id
-    victim = max((backup_dir / "data").iterdir(), key=lambda p: p.stat().st_size)
-    for path, name in ((victim, f"data/{victim.name}"), (backup_dir / "manifest.json", "manifest")):
-        original = path.read_bytes()
-        flipped = bytearray(original)
-        flipped[len(flipped) // 3] ^= 0x40
-        path.write_bytes(bytes(flipped))
+    shard_dir = fleet.root / "repository" / "commerce" / "0"
+    backup_dir = shard_dir / second.backup_id
+    manifest = fleet.repository.find("commerce", "0", second.backup_id)
+    packs = [shard_dir / "chunks" / "packs" / f"{p.name}.pack" for p in manifest.packs or []]
+    victims = [
+        (packs, "pack "),  # a byte of every pack the backup uses: some chunk of it is hit
+        ([backup_dir / "chunks.zst"], "chunks.zst"),
+        ([backup_dir / "manifest.json"], "manifest"),
+    ]
+    for paths, name in victims:
+        originals = [path.read_bytes() for path in paths]
+        for path, original in zip(paths, originals, strict=True):
+            flipped = bytearray(original)
+            flipped[len(flipped) // 3] ^= 0x40
+            path.write_bytes(bytes(flipped))
         deep = run_cli("verify", "commerce/0", second.backup_id, "--deep", "--json", "-c", config)
         assert deep.returncode == 1
         assert name in deep.stdout + deep.stderr, deep.stdout + deep.stderr
@@ -266,7 +274,8 @@ def test_tampering_with_an_encrypted_backup_is_refused_by_restore_and_verify(fle
         )
         assert restored.returncode == 1 and name in restored.stderr, restored.stderr
         assert not target.exists()
-        path.write_bytes(original)
+        for path, original in zip(paths, originals, strict=True):
+            path.write_bytes(original)
     assert (
         run_cli(
             "restore", "commerce/0", "--target-dir", str(short_tmp / "ok"), "-c", config
