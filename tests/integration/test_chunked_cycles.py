@@ -35,7 +35,7 @@ class BackUpHook(LogReporter):
 
 
 def test_a_chain_shares_chunks_and_a_gc_racing_a_backup_loses_nothing(fleet):
-    source = fleet.add_source(size_mb=16)
+    source = fleet.add_source(size_mb=8)
     fleet.write_config()
     # One transfer thread: its packs fill (and close) before the backup ends.
     fleet.config_path.write_text("jobs = 1\n" + fleet.config_path.read_text() + CHUNKS)
@@ -71,7 +71,7 @@ def test_a_chain_shares_chunks_and_a_gc_racing_a_backup_loses_nothing(fleet):
         repository.delete_packs("commerce", "0", garbage)
         seen["deleted"] = garbage
 
-    source.apply_workload(0.3)
+    source.apply_workload(0.5)
     [fourth] = fleet.backup(reporter=BackUpHook(0.9, race))
     skipped = seen["prune"]["skipped"]  # type: ignore[index]
     assert skipped and all("busy" in s["reason"] for s in skipped), skipped
