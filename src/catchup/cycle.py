@@ -278,7 +278,7 @@ def restore_previous(
         def advance(n: int) -> None:
             nonlocal done
             done += n
-            clock.progress(done, parent.stored_bytes)
+            clock.progress(done, parent.data_bytes if parent.chunked else parent.stored_bytes)
 
         repository.restore(parent, instance.data_dir, config.jobs, advance)
 

@@ -226,7 +226,7 @@ def restore_files(
         for (chunk, plain), place in zip(reader.fetch(run), run.places, strict=True):
             os.pwrite(run.output.fd, plain, place)
             if progress:
-                progress(chunk.stored)
+                progress(chunk.size)  # plaintext: a chunk used twice is written twice
         run.output.finish_run()
 
     def runs() -> Iterator[PackRun]:
