@@ -7,6 +7,17 @@ Usage: .venv/bin/python bench/dedup.py --sweep [--size-gb 2] [--work /tmp/dedup-
        .venv/bin/python bench/dedup.py --timing | --report-only   (after a run: redo
        only the timing part, or only the report, from --work's results.json)
 
+A default run ends with the timing part (--timing-rounds 3). `--timing-rounds 0` leaves
+it out; a later `--timing` adds it (each --timing plays one more workload round on the
+run's server, numbered after the cycles and any earlier timing).
+
+What is backed up (dedup_parts/files.py), by catchup's backup step, format 2 and tar
+alike: what catchup's own archive of the data dir holds. The sandbox is a source with
+binlogs; catchup's replica runs without them, so they are left out, with what
+catchup's MariaDB instance never archives (MariaDBReplica.is_archived). Every clean
+stop shrinks the redo log to mariadb.archive_redo_log_mb (16 MiB) with catchup's own
+shrink_redo_and_stop, as an archived cycle does.
+
 On a sandbox MariaDB loaded with the demo schema ("shop") at --size-gb, kept in
 --work between runs (`base/`: loading takes minutes), every workload starts from
 a copy of the base and changes 1 % of the rows per cycle (dedup_parts/workloads.py:
@@ -14,7 +25,8 @@ skewed = appends plus a hot set of recent rows; uniform = random rows everywhere
 
 --sweep (phase 1: choosing the chunking): file-level chunk hashes of the stopped
 data dir for fixed page-aligned chunks of 16 KiB to 1 MiB and for FastCDC
-(`pip install fastcdc`, for this measurement only), before and after one round of
+(`pip install fastcdc` into the venv, for this measurement only; without it --sweep
+stops with that one line), before and after one round of
 each workload; reports each chunking's new bytes ÷ data dir bytes, its chunk count
 and hashing throughput, and the files that dominate the new bytes.
 
@@ -27,26 +39,33 @@ linear in between) and, on the skewed run, a mariadb-backup chain (a full, then 
 --incremental per cycle, each | zstd -1). On the final data dir of each workload:
 `tar -c | zstd -1 -T0` vs the backup step, and `zstd -d | tar -x` vs catchup's
 restore (page cache warm for both); then (dedup_parts/timing.py) one more skewed
-cycle on which both pairs are timed --timing-rounds times back to back, in
-alternating order: the ratios use the fastest of each. Results go into
+cycle on which they are timed --timing-rounds times back to back, in alternating
+order, beside the restore of a format 2 backup of the same files (restore_vs_format2:
+format 2's time ÷ format 3's, from the run's repository after all its cycles), also
+with catchup's default 4 jobs: the ratios use the fastest of each. The report also
+estimates, from the manifests, how much of the new stored bytes chunks.repack_below
+re-stores (dedup_parts/repack.py). Results go into
 docs/benchmarks.md (between the dedup markers) and docs/img/dedup-storage.png;
 --json prints the headline figures.
 
 The parts live in bench/dedup_parts/: source.py (the sandbox and its base copy),
-workloads.py, chunking.py and sweep.py (phase 1), step.py, cycles.py, timing.py and
-report.py (phase 2). mariadb-backup is the Debian package of that name.
+files.py (the file set), workloads.py, chunking.py and sweep.py (phase 1), step.py,
+cycles.py, timing.py, repack.py and report.py (phase 2). mariadb-backup is the Debian
+package of that name.
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import os
 import time
 from pathlib import Path
 
 from benchlib import machine, today, write_section
-from dedup_parts.cycles import run_cycles
+from dedup_parts.cycles import key_file, run_cycles
+from dedup_parts.repack import repack_estimate
 from dedup_parts.report import BEGIN, END, headline, markdown, plot
 from dedup_parts.source import ensure_base
 from dedup_parts.sweep import run_sweep, sweep_markdown
@@ -78,6 +97,11 @@ def main() -> None:
         "--timing", action="store_true", help="only the timing part, after a run of the cycles"
     )
     args = parser.parse_args()
+    if args.sweep and importlib.util.find_spec("fastcdc") is None:
+        raise SystemExit(
+            "--sweep measures FastCDC too: `.venv/bin/pip install fastcdc` first "
+            "(for this measurement only; it is not a catchup dependency)"
+        )
     args.work.mkdir(parents=True, exist_ok=True)
     if args.report_only or args.timing:
         results = json.loads((args.work / "results.json").read_text())
@@ -124,25 +148,30 @@ def main() -> None:
 def add_timing(results: dict, args: argparse.Namespace) -> None:
     """The speed figures, repeated back to back on one more skewed cycle (timing.py)."""
     started = time.monotonic()
-    cycles = len(results["skewed"]["records"]) - 1
+    # The run's server is one workload round past its last cycle per earlier timing.
+    cycle = results.get("timing", {}).get("cycle", len(results["skewed"]["records"]) - 1) + 1
     spec = {"format": 3, "size_kib": results["chunk_kib"], "shard": "skewed", "jobs": args.jobs}
-    results["timing"] = timing(
-        args.work, "skewed", args.fraction, cycles + 1, args.timing_rounds, spec
-    )
+    results["timing"] = timing(args.work, "skewed", args.fraction, cycle, args.timing_rounds, spec)
     results["seconds"] += time.monotonic() - started
     (args.work / "results.json").write_text(json.dumps(results, indent=2))
 
 
 def report(results: dict, args: argparse.Namespace) -> None:
-    if "base_binlog_bytes" not in results:  # what mariadb-backup leaves out: the binlogs
-        binlogs = (args.work / "base" / "data").glob("binlog.[0-9]*")
-        results["base_binlog_bytes"] = sum(p.stat().st_size for p in binlogs)
+    for workload in ("skewed", "uniform"):  # repack_below's share, from the manifests
+        if (args.work / f"repo-{workload}").is_dir():
+            results[workload]["repack"] = repack_estimate(
+                args.work, workload, key_file(args.work), results["chunk_kib"]
+            )
+    sweep_path = args.work / "sweep.json"
+    sweep = json.loads(sweep_path.read_text()) if sweep_path.exists() else None
+    if sweep:
+        results["sweep_rows"] = sweep["rows"]
     figures = headline(results)
     text = markdown(results, figures)
-    sweep = args.work / "sweep.json"
-    if sweep.exists():  # the measurement that chose the chunk size
-        text += "\n\n### Choosing the chunk size (`--sweep`)\n\n" + sweep_markdown(
-            json.loads(sweep.read_text()), args.fraction
+    if sweep:  # the measurement that chose the chunk size
+        text += (
+            "\n\n### Choosing the chunk size (`--sweep`)\n\nOn a load of its own of the "
+            "same size, the same file set. " + sweep_markdown(sweep, args.fraction)
         )
     if not args.no_report:
         plot(results)

@@ -20,6 +20,8 @@ from pathlib import Path
 import blake3
 import zstandard
 
+from dedup_parts.files import listing
+
 KIB = 1024
 
 Cutter = Callable[[memoryview], Iterator[tuple[int, int]]]  # -> (offset, length)
@@ -71,7 +73,8 @@ class Snapshot:
 
 
 def files_of(data_dir: Path) -> list[Path]:
-    return sorted(p for p in data_dir.rglob("*") if p.is_file() and not p.is_symlink())
+    """The files catchup's backup step would store (dedup_parts/files.py)."""
+    return sorted(data_dir / name for name, _, _ in listing(data_dir).files)
 
 
 def snapshot(data_dir: Path, chunking: Chunking, previous: Snapshot | None = None) -> Snapshot:

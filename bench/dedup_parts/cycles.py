@@ -14,7 +14,8 @@ from pathlib import Path
 from benchlib import MIB, dir_bytes, say
 from catchup.codec.keys import generate_key_file
 from catchup.demo.mariadb import MariaDBSandbox
-from dedup_parts.source import copy_tree, data_dir, open_source, start
+from dedup_parts.files import file_set, same_files, tar_command
+from dedup_parts.source import copy_tree, data_dir, open_source, start, stop_for_archive
 from dedup_parts.workloads import run_workload
 from impact.measure import shell
 
@@ -104,7 +105,11 @@ def run_cycles(
     finally:
         if source.server.running:
             source.stop()
-    return {"records": records, "baselines": baselines(work, workload, spec)}
+    return {
+        "records": records,
+        "file_set": file_set(Path(spec["data_dir"])),
+        "baselines": baselines(work, workload, spec),
+    }
 
 
 def cycle_all(
@@ -129,7 +134,7 @@ def cycle_all(
                 record["workload_seconds"] = time.perf_counter() - started
             if xb:
                 record["xb_bytes"] = xb.take(source)
-            source.stop()
+            stop_for_archive(source)
         record |= step(spec)
         record["repo_bytes"] = dir_bytes(repo)
         if cycle in format2_at:
@@ -156,7 +161,7 @@ def baselines(work: Path, workload: str, spec: dict) -> dict:
     backup step just timed, and `zstd -d | tar -x` vs catchup's restore of that backup."""
     data = Path(spec["data_dir"])
     tarball = work / "baseline.tar.zst"
-    tar_seconds = timed_shell(f"tar -c -C {data} . | zstd -1 -T0 -q > {tarball}")
+    tar_seconds = timed_shell(tar_command(data, work, tarball))
     tar_bytes = tarball.stat().st_size
     untar, restored = work / "restore-tar", work / "restore-catchup"
     for target in (untar, restored):
@@ -164,7 +169,7 @@ def baselines(work: Path, workload: str, spec: dict) -> dict:
     untar.mkdir()
     untar_seconds = timed_shell(f"zstd -d -T0 -q < {tarball} | tar -x -C {untar}")
     restore = step({**spec, "op": "restore", "target": str(restored)})
-    same = subprocess.run(["diff", "-rq", str(data), str(restored)], capture_output=True)
+    same = same_files(data, restored)
     for path in (tarball, untar, restored):
         shutil.rmtree(path, ignore_errors=True) if path.is_dir() else path.unlink()
     return {
@@ -173,5 +178,5 @@ def baselines(work: Path, workload: str, spec: dict) -> dict:
         "untar_seconds": untar_seconds,
         "restore_seconds": restore["seconds"],
         "restore_peak_rss_mib": restore["peak_rss_mib"],
-        "restore_identical": same.returncode == 0,
+        "restore_identical": same,
     }

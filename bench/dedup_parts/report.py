@@ -81,9 +81,39 @@ def headline(results: dict) -> dict:
                 min(timing["untar_seconds"]) / min(timing["restore_seconds"]), 2
             ),
             "restore_ratio_median": round(timing["untar_median"] / timing["restore_median"], 2),
+            "restore_vs_format2": round(
+                min(timing["restore_format2_seconds"]) / min(timing["restore_seconds"]), 2
+            ),
+            "restore_vs_format2_median": round(
+                timing["restore_format2_median"] / timing["restore_median"], 2
+            ),
             "peak_rss_mib": round(max(figures["peak_rss_mib"], timing["peak_rss_mib"]), 1),
         }
+        jobs = timing["default_jobs"]
+        if f"restore_jobs{jobs}_seconds" in timing:  # catchup's default jobs too
+            fastest = {
+                k: min(timing[f"{k}_jobs{jobs}_seconds"]) for k in ("restore", "restore_format2")
+            }
+            figures |= {
+                f"restore_ratio_jobs{jobs}": round(
+                    min(timing["untar_seconds"]) / fastest["restore"], 2
+                ),
+                f"restore_vs_format2_jobs{jobs}": round(
+                    fastest["restore_format2"] / fastest["restore"], 2
+                ),
+            }
+    for workload in ("skewed", "uniform"):
+        if "repack" in results.get(workload, {}):
+            figures[f"repack_share_at_most_{workload}"] = round(repack_share(results[workload]), 3)
     return figures
+
+
+def repack_share(run: dict) -> float:
+    """At most this share of the steady cycles' new stored bytes re-stores chunks of
+    sparse packs (repack.py)."""
+    rows = run["repack"][1:]  # per backup from cycle 1 on; steady: cycle 2 on
+    new = sum(r["new_stored_bytes"] for r in rows)
+    return sum(r["repacked_at_most"] for r in rows) / new if new else 0.0
 
 
 def plot(results: dict) -> Path:
@@ -145,6 +175,10 @@ def figure_rows(f: dict) -> list[str]:
         ("the same, medians", "backup_step_ratio_median", ""),
         ("`zstd -d \\| tar -x` time ÷ catchup restore time", "restore_ratio", "≥ 1.0"),
         ("the same, medians", "restore_ratio_median", ""),
+        ("format 2 restore time ÷ format 3 restore time", "restore_vs_format2", "≥ 1.0"),
+        ("the same, medians", "restore_vs_format2_median", ""),
+        ("`zstd -d \\| tar -x` ÷ catchup restore, 4 jobs", "restore_ratio_jobs4", ""),
+        ("format 2 ÷ format 3 restore, 4 jobs", "restore_vs_format2_jobs4", ""),
         ("peak RSS of catchup's backup or restore, MiB", "peak_rss_mib", ""),
     ]
     return [f"| {label} | {f[key]:g} | {goal} |" for label, key, goal in rows if key in f]
@@ -156,19 +190,36 @@ def timing_text(timing: dict, cycles: int) -> list[str]:
 
     load = " → ".join(f"{x:.1f}" for x in timing["load_average_1min"])
     same = "identical to" if timing["restore_identical"] else "NOT IDENTICAL to"
-    return [
-        f"Speed, on one more skewed cycle (cycle {cycles + 1}, "
-        f"{timing['step_new_stored_mib']:.0f} MiB new), each pair timed {timing['rounds']} "
-        "times back to back in alternating order, page cache warm; the ratios above use the "
-        "fastest of each (other work shared this 2-core machine: 1-minute load average "
-        f"{load}):",
+    jobs = timing["default_jobs"]
+    lines = [
+        f"Speed, on one more skewed cycle (cycle {timing.get('cycle', cycles + 1)}, "
+        f"{timing['step_new_stored_mib']:.0f} MiB new), timed {timing['rounds']} "
+        "times back to back in alternating (restores: rotating) order, page cache warm; "
+        "the ratios above use the fastest of each (other work shared this 2-core machine: "
+        f"1-minute load average {load}):",
         "",
         f"- `tar -c | zstd -1 -T0` ({timing['tar_zstd_bytes'] / GIB:.2f} GiB): "
         f"{seconds('tar_zstd_seconds')}; catchup's backup step (into a fresh copy of the "
         f"run's repository each time): {seconds('step_seconds')};",
-        f"- `zstd -d | tar -x`: {seconds('untar_seconds')}; catchup's restore: "
-        f"{seconds('restore_seconds')} (restored tree {same} the data dir).",
+        f"- `zstd -d | tar -x`: {seconds('untar_seconds')}; catchup's restore of the format 3 "
+        "backup (from the run's repository after all its cycles: its chunks spread over "
+        f"the packs of every cycle), {timing['jobs']} jobs: {seconds('restore_seconds')}; "
+        "of a format 2 backup of the same files (a repository of its own, same jobs, "
+        f"encrypted the same way; that backup took {timing['format2_backup_seconds']:.1f} s "
+        f"and stored {timing['format2_stored_bytes'] / GIB:.2f} GiB): "
+        f"{seconds('restore_format2_seconds')};",
     ]
+    if f"restore_jobs{jobs}_seconds" in timing:
+        lines.append(
+            f"- with catchup's default {jobs} jobs: format 3 "
+            f"{seconds(f'restore_jobs{jobs}_seconds')}, format 2 "
+            f"{seconds(f'restore_format2_jobs{jobs}_seconds')}."
+        )
+    lines.append(
+        "- The restored trees (of each kind in the first round, format 3's in every round) "
+        f"were {same} the backed-up files."
+    )
+    return lines
 
 
 def baseline_text(name: str, run: dict) -> str:
@@ -178,8 +229,76 @@ def baseline_text(name: str, run: dict) -> str:
         f"{name}: `tar | zstd` {b['tar_zstd_seconds']:.1f} s ({b['tar_zstd_bytes'] / GIB:.2f} GiB)"
         f" vs the backup step {last['seconds']:.1f} s; `zstd -d | tar -x` "
         f"{b['untar_seconds']:.1f} s vs catchup's restore {b['restore_seconds']:.1f} s "
-        f"(restored tree {same} the data dir)."
+        f"(restored tree {same} the backed-up files)."
     )
+
+
+def file_set_text(run: dict) -> str:
+    f = run["file_set"]
+    numbered = [name for name in f["left_out"] if name.split(".")[-1].isdigit()]
+    others = [name for name in f["left_out"] if name not in numbered]
+    left = ", ".join(
+        [f"`{numbered[0]}` to `{numbered[-1]}` ({len(numbered)} binlogs)"] * bool(numbered)
+        + [f"`{name}`" for name in others]
+    )
+    return (
+        "What is backed up, by every method here (catchup's backup step, format 2, `tar`): "
+        "what catchup's own archive of the data dir holds, i.e. every file and directory of "
+        "the stopped data dir except what catchup's MariaDB instance never archives "
+        "(`MariaDBReplica.is_archived`: replication state and runtime leftovers) and the "
+        "sandbox source's binary logs (catchup's replica runs without them); the redo log "
+        "`ib_logfile0` is shrunk before every shutdown as catchup does "
+        "(`shrink_redo_and_stop`, `mariadb.archive_redo_log_mb`, "
+        f"{f['redo_log_bytes'] / MIB:.0f} MiB). On the final skewed data dir: {f['files']} "
+        f"files, {f['bytes'] / GIB:.2f} GiB (InnoDB and Aria files, `ib_buffer_pool`, the "
+        f"system schemas); left out: {left} ({f['left_out_bytes'] / GIB:.2f} GiB)."
+    )
+
+
+def how_to_read(results: dict, figures: dict) -> list[str]:
+    parts = ["**How to read these numbers.**"]
+    sweep = results.get("sweep_rows")
+    if sweep:
+        by = {r["chunking"]: r for r in sweep}
+        small, mine, big = by["fixed 16 KiB"], by["fixed 256 KiB"], by["fixed 1 MiB"]
+        parts.append(
+            f"Chunk size: in the sweep below, 256 KiB chunks make a skewed round "
+            f"{mine['skewed_new_zstd_ratio']:.4f} of the data dir new after zstd, against "
+            f"{small['skewed_new_zstd_ratio']:.4f} for 16 KiB (InnoDB's page) and "
+            f"{big['skewed_new_zstd_ratio']:.4f} for 1 MiB, with {mine['chunks']:,} chunks to "
+            f"index instead of {small['chunks']:,}; FastCDC gains nothing on files rewritten "
+            "in place, page by page, and hashes slower."
+        )
+    xb = figures["xb_chain_total_gib"]
+    f3 = figures["format3_total_gib_skewed"]
+    parts.append(
+        f"The mariadb-backup chain stores {'less' if xb < f3 else 'more'} ({xb:.2f} GiB "
+        f"against {f3:.2f} GiB for format 3 on the same skewed cycles): an incremental "
+        "holds the changed 16 KiB pages, where "
+        "one changed page makes a whole 256 KiB chunk new, and only the redo written "
+        "during its run. What the difference buys: every format 3 backup is a full backup, "
+        "restorable on its own, while the chain must be restored through from its full "
+        "backup, and none of its middle links can be dropped."
+    )
+    uniform = steady(results["uniform"]["records"])
+    per_round = [r["new_stored_bytes"] / r["data_bytes"] for r in uniform]
+    parts.append(
+        f"Uniform updates of 1 % of the rows dirty most 256 KiB chunks they touch: each "
+        f"cycle stores {min(per_round):.2f} to {max(per_round):.2f} of the data dir anew "
+        f"(after zstd), against {figures['stored_new_ratio_skewed']:.3f} (median) for the "
+        "skewed workload, whose changes cluster in recent pages."
+    )
+    if "repack_share_at_most_skewed" in figures:
+        parts.append(
+            "`chunks.repack_below` (0.5) stores again the chunks a backup still needs from "
+            "packs its parent uses less than half of; from the manifests' `packs` (used "
+            "and size of each), that is at most "
+            f"{figures['repack_share_at_most_skewed']:.0%} of the skewed cycles' new stored "
+            f"bytes and at most {figures['repack_share_at_most_uniform']:.0%} of the "
+            "uniform ones' (at most: the sum of what each parent used of its sparse packs, "
+            "some of which the cycle changed anyway)."
+        )
+    return [" ".join(parts)]
 
 
 def markdown(results: dict, figures: dict) -> str:
@@ -203,6 +322,8 @@ def markdown(results: dict, figures: dict) -> str:
         "then a clean shutdown and catchup's backup step of the stopped data dir (format 3, "
         f"{results['chunk_kib']} KiB chunks, zstd -1, encrypted with a key file, "
         f"{results['jobs']} jobs, in a child process of its own).",
+        "",
+        file_set_text(skewed),
         "",
         "- **skewed**: half the change is new rows appended (orders with their items, "
         "customers, documents; all of event_log's share), half is updates of random rows "
@@ -234,12 +355,12 @@ def markdown(results: dict, figures: dict) -> str:
         "(a full backup each) and interpolated linearly in between. The mariadb-backup chain "
         "ran on the skewed workload, on the running server before each shutdown "
         "(`--stream=xbstream --extra-lsndir`, `--incremental-basedir` the previous one). "
-        "It is not the same content: catchup stores the whole data dir, binlogs included "
-        f"(the base's binlog of the bulk load alone is {results['base_binlog_bytes'] / GIB:.2f} "
-        "GiB, plus each cycle's), while mariadb-backup copies no binlog, only the redo log "
-        "written during its run, and for an incremental only the pages changed since the "
-        "previous one; a restore must apply the whole chain in order (`--prepare` of the "
-        "full, then of each incremental).",
+        "Neither copies a binlog; mariadb-backup copies only the redo log written during "
+        "its run and, for an incremental, only the pages changed since the previous one; "
+        "a restore must apply the whole chain in order (`--prepare` of the full, then of "
+        "each incremental).",
+        "",
+        *how_to_read(results, figures),
         "",
         "![stored bytes per cycle](img/dedup-storage.png)",
         "",

@@ -25,6 +25,7 @@ from catchup.codec.keys import Keyring
 from catchup.repository import BackupHeader, Repository
 from catchup.repository.manifest import SourceInfo
 from catchup.storage import open_store
+from dedup_parts.files import archived
 
 KEYSPACE = "bench"
 
@@ -62,7 +63,7 @@ def backup(spec: dict) -> dict:
     parent = repo.latest(KEYSPACE, spec["shard"])
     data_dir = Path(spec["data_dir"])
     started = time.perf_counter()
-    listing = repo.scan(data_dir, lambda _path: False)
+    listing = repo.scan(data_dir, lambda rel: not archived(rel))  # catchup's file set
     options = {}
     if "parent" in inspect.signature(repo.write_backup).parameters:
         options["parent"] = parent

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from benchlib import MIB, say
 from dedup_parts.chunking import SWEEP, Chunking, Snapshot, snapshot
-from dedup_parts.source import copy_tree, data_dir, open_source, start
+from dedup_parts.source import copy_tree, data_dir, open_source, start, stop_for_archive
 from dedup_parts.workloads import run_workload
 
 TOP_FILES_OF = "fixed 256 KiB"
@@ -35,7 +35,7 @@ def run_sweep(base: Path, work: Path, fraction: float) -> dict:
         start(source)
         say(f"{workload} workload, {fraction:.0%} of the rows")
         rounds[workload] = run_workload(source, workload, fraction, round_)
-        source.stop()
+        stop_for_archive(source)
         say(f"snapshots after the {workload} round")
         shots[workload] = previous = snapshots(data_dir(source), previous)
     return summarize(shots, rounds)

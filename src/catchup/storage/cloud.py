@@ -79,10 +79,10 @@ class CloudStore:
         with self._errors("read", key):
             return bytes(obstore.get(self.store, key).bytes())
 
-    def get_range(self, key: str, start: int, length: int) -> bytes:
+    def read_range(self, key: str, start: int, buffer: memoryview) -> int:
         try:
             with self._errors("read", key):
-                return bytes(obstore.get_range(self.store, key, start=start, length=length))
+                data = obstore.get_range(self.store, key, start=start, length=len(buffer))
         except ObjectNotFound:
             raise
         except StorageError:
@@ -91,8 +91,11 @@ class CloudStore:
             with self._errors("read", key):
                 size = obstore.head(self.store, key)["size"]
             if size <= start:
-                return b""
+                return 0
             raise
+        view = memoryview(data)
+        buffer[: len(view)] = view
+        return len(view)
 
     def list(self, prefix: str) -> Iterator[StoredObject]:
         with self._errors("list", prefix or "/"):

@@ -77,10 +77,25 @@ class LocalStore:
         with self.reader(key) as stream:
             return stream.read()
 
-    def get_range(self, key: str, start: int, length: int) -> bytes:
-        with self.reader(key) as stream:
-            stream.seek(start)
-            return stream.read(length)
+    def read_range(self, key: str, start: int, buffer: memoryview) -> int:
+        try:
+            fd = os.open(self._path(key), os.O_RDONLY | os.O_CLOEXEC)
+        except FileNotFoundError:
+            raise ObjectNotFound(f"{self.url}: object {key} does not exist") from None
+        except OSError as exc:
+            raise StorageError(f"{self.url}: cannot read {key}: {exc.strerror}") from exc
+        try:
+            done = 0
+            while done < len(buffer):
+                count = os.preadv(fd, [buffer[done:]], start + done)
+                if count == 0:
+                    break
+                done += count
+            return done
+        except OSError as exc:
+            raise StorageError(f"{self.url}: cannot read {key}: {exc.strerror}") from exc
+        finally:
+            os.close(fd)
 
     def list(self, prefix: str) -> Iterator[StoredObject]:
         for path, key in self._files(prefix):

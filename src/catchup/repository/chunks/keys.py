@@ -62,7 +62,7 @@ class ChunkKey:
         nonce = os.urandom(NONCE)
         return nonce + self._aead.encrypt(nonce, compressed, b"catchup chunk " + chunk_id)
 
-    def open(self, chunk_id: bytes, blob: bytes) -> bytes:
+    def open(self, chunk_id: bytes, blob: bytes | memoryview) -> bytes | memoryview:
         if self._aead is None:
             return blob
         try:

@@ -14,6 +14,7 @@ import threading
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from typing import TypeVar
 
 import zstandard
 
@@ -27,11 +28,12 @@ from catchup.repository.manifest import ChunkedFile
 from catchup.repository.transfer import PERMISSIONS, ByteCounter, RestoreTarget
 from catchup.storage import ObjectNotFound, Store
 
+T = TypeVar("T")
 RUN = 16 << 20
 # After many cycles a file's unchanged chunks lie in older packs, in order, with gaps where
 # chunks changed: reading through a small gap costs less than another request.
 GAP = 1 << 20
-WINDOW = 1024  # chunks of a file ordered by pack at a time: 256 MiB of it by default
+WINDOW = 1024  # chunks of a file fetched in pack order, by one thread: 256 MiB by default
 
 
 @dataclass
@@ -102,29 +104,48 @@ class ChunkReader:
         self.store, self.key, self.keyspace, self.shard = store, key, keyspace, shard
         self._local = threading.local()
 
-    def fetch(self, run: PackRun) -> Iterator[tuple[PackedChunk, bytes]]:
+    def fetch(self, run: PackRun) -> Iterator[tuple[PackedChunk, memoryview]]:
         name = pack_key(self.keyspace, self.shard, run.pack)
+        buffer = self._buffer(run.end - run.start)
         try:
-            data = self.store.get_range(name, run.start, run.end - run.start)
+            count = self.store.read_range(name, run.start, buffer)
         except ObjectNotFound:
             raise IntegrityError(
                 f"pack {run.pack} is missing from the repository; the backups that use it "
                 "are damaged"
             ) from None
-        if len(data) != run.end - run.start:
+        if count != run.end - run.start:
             raise IntegrityError(
-                f"pack {run.pack} is shorter than its chunks need ({run.start + len(data)} "
+                f"pack {run.pack} is shorter than its chunks need ({run.start + count} "
                 f"of {run.end} bytes): truncated or replaced"
             )
         for chunk in run.chunks:
             begin = chunk.offset - run.start
-            yield chunk, self.open(chunk, data[begin : begin + chunk.stored])
+            yield chunk, buffer[begin : begin + chunk.stored]
 
-    def open(self, chunk: PackedChunk, blob: bytes) -> bytes:
+    def _buffer(self, size: int) -> memoryview:
+        """This thread's read buffer (RUN bytes, or more for one large chunk)."""
+        found: bytearray | None = getattr(self._local, "buffer", None)
+        if found is None or len(found) < size:
+            found = self._local.buffer = bytearray(max(size, RUN))
+        return memoryview(found)[:size]
+
+    def open(
+        self, chunk: PackedChunk, blob: memoryview, output: memoryview | None = None
+    ) -> memoryview:
+        """The chunk's plaintext, checked, decompressed into `output` (by default this
+        thread's scratch buffer, valid until its next chunk): no allocation per chunk."""
         where = f"chunk {chunk.id.hex()[:16]}… at {chunk.pack}+{chunk.offset}"
+        if output is None:
+            output = self._output(chunk.size)
         try:
             compressed = self.key.open(chunk.id, blob)
-            plain = self._decompressor().decompress(compressed, max_output_size=chunk.size)
+            with self._decompressor().stream_reader(compressed) as frame:
+                size = 0
+                while size < chunk.size and (count := frame.readinto(output[size:])):
+                    size += count
+                if size == chunk.size and frame.read(1):
+                    size += 1  # more than the record says
         except DecryptionError:
             raise IntegrityError(
                 f"{where} failed authentication: the pack was altered, swapped or belongs "
@@ -132,9 +153,16 @@ class ChunkReader:
             ) from None
         except zstandard.ZstdError as exc:
             raise IntegrityError(f"{where} is corrupt: {exc}") from None
-        if len(plain) != chunk.size or self.key.chunk_id(plain) != chunk.id:
+        plain = output[: chunk.size]
+        if size != chunk.size or self.key.chunk_id(plain) != chunk.id:
             raise IntegrityError(f"{where} does not match its id: the pack was altered or swapped")
         return plain
+
+    def _output(self, size: int) -> memoryview:
+        found: bytearray | None = getattr(self._local, "output", None)
+        if found is None or len(found) < size:
+            found = self._local.output = bytearray(size)
+        return memoryview(found)[:size]
 
     def _decompressor(self) -> zstandard.ZstdDecompressor:
         found: zstandard.ZstdDecompressor | None = getattr(self._local, "decompressor", None)
@@ -145,8 +173,9 @@ class ChunkReader:
 
 def file_runs(
     entry: ChunkedFile, records: Iterable[ChunkRecord], packs: list[str]
-) -> Iterator[PackRun]:
-    """A file's chunks as runs, each with the file offsets its chunks go to.
+) -> Iterator[list[PackRun]]:
+    """A file's chunks as runs, each with the file offsets its chunks go to, a WINDOW of
+    the file at a time (one thread writes a window: no two write one stretch at once).
 
     After many cycles a file's chunks come from many packs, interleaved; within each
     WINDOW of the file they are taken in pack and offset order, so that the chunks of
@@ -166,9 +195,10 @@ def file_runs(
         window.append((chunk, place))
         place += record.size
         if len(window) == WINDOW:
-            yield from runs_of(window)
+            yield list(runs_of(window))
             window = []
-    yield from runs_of(window)
+    if window:
+        yield list(runs_of(window))
     if place != entry.size:
         raise IntegrityError(
             f"file {entry.path!r}: its chunks hold {place} bytes, not the {entry.size} its "
@@ -221,27 +251,30 @@ def restore_files(
     """Write every file under `target` from its chunks."""
     opened: list[OpenFile] = []
 
-    def write(run: PackRun) -> None:
-        assert run.output is not None
-        for (chunk, plain), place in zip(reader.fetch(run), run.places, strict=True):
-            os.pwrite(run.output.fd, plain, place)
-            if progress:
-                progress(chunk.size)  # plaintext: a chunk used twice is written twice
-        run.output.finish_run()
+    def write(window: list[PackRun]) -> None:
+        for run in window:
+            assert run.output is not None
+            for (chunk, blob), place in zip(reader.fetch(run), run.places, strict=True):
+                os.pwrite(run.output.fd, reader.open(chunk, blob), place)
+                if progress:
+                    progress(chunk.size)  # plaintext: a chunk used twice is written twice
+        if window:
+            assert window[0].output is not None
+            window[0].output.finish_run()
 
-    def runs() -> Iterator[PackRun]:
+    def windows() -> Iterator[list[PackRun]]:
         for entry in files:
             output = OpenFile(target.create_file(entry.path), entry)
             opened.append(output)
-            os.ftruncate(output.fd, entry.size)
-            for run in file_runs(entry, _take(records, entry), packs):
-                run.output = output
+            for window in file_runs(entry, _take(records, entry), packs):
+                for run in window:
+                    run.output = output
                 output.add_run()
-                yield run
+                yield window
             output.handed_out()
 
     try:
-        run_bounded(write, runs(), jobs)
+        run_bounded(write, windows(), jobs)
         if next(records, None) is not None:
             raise IntegrityError("the chunk table has more records than its files: altered")
     finally:
@@ -253,20 +286,21 @@ def check_runs(
     reader: ChunkReader, runs: Iterable[PackRun], jobs: int, progress: ByteCounter | None
 ) -> None:
     def check(run: PackRun) -> None:
-        for chunk, _ in reader.fetch(run):
+        for chunk, blob in reader.fetch(run):
+            reader.open(chunk, blob)
             if progress:
                 progress(chunk.stored)
 
     run_bounded(check, runs, jobs)
 
 
-def run_bounded(work: Callable[[PackRun], None], runs: Iterable[PackRun], jobs: int) -> None:
+def run_bounded(work: Callable[[T], None], runs: Iterable[T], jobs: int) -> None:
     """`work` on every run, `jobs` threads, at most twice `jobs` runs handed out at once; the
     first error stops the rest and is raised."""
     slots = threading.BoundedSemaphore(max(1, jobs) * 2)
     failed: list[BaseException] = []
 
-    def guarded(run: PackRun) -> None:
+    def guarded(run: T) -> None:
         try:
             if not failed:
                 work(run)
