@@ -181,8 +181,9 @@ def test_restore_masks_modes_and_keeps_plaintext_private_until_verified(tmp_path
     assert (target / "shop" / "tool").read_bytes() == PAYLOAD
 
 
-def test_a_symlink_raced_into_the_target_is_never_followed(tmp_path):
-    repo = Repository(LocalStore(tmp_path / "repo"))
+@pytest.mark.parametrize("chunks", [FORMAT_2, None], ids=["format 2", "format 3"])
+def test_a_symlink_raced_into_the_target_is_never_followed(tmp_path, chunks):
+    repo = Repository(LocalStore(tmp_path / "repo"), chunks=chunks)
     data = make_data_dir(tmp_path)
     manifest = backup(repo, data)
     outside = tmp_path / "outside"
@@ -195,13 +196,19 @@ def test_a_symlink_raced_into_the_target_is_never_followed(tmp_path):
         nonlocal swapped
         if not swapped:
             swapped = True
-            (target / "shop").rmdir()
+            (target / "shop").rename(tmp_path / "moved")
             (target / "shop").symlink_to(outside)
 
-    with pytest.raises(IntegrityError, match="refusing to restore through 'shop'"):
-        repo.restore(manifest, target, jobs=1, progress=swap)
+    if chunks is FORMAT_2:  # shop/ is reached after the swap: refused
+        with pytest.raises(IntegrityError, match="refusing to restore through 'shop'"):
+            repo.restore(manifest, target, jobs=1, progress=swap)
+        assert not target.exists()
+    else:  # format 3 may have opened shop/'s files already: it writes through their fds
+        try:
+            repo.restore(manifest, target, jobs=1, progress=swap)
+        except IntegrityError as exc:
+            assert "refusing to restore through 'shop'" in str(exc)
     assert swapped and list(outside.iterdir()) == []
-    assert not target.exists()
 
 
 def test_a_target_that_is_itself_a_symlink_is_the_operators_choice(tmp_path):
