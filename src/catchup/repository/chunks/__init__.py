@@ -65,7 +65,6 @@ class ChunkedWrite:
     packs: list[PackUse]
     chunk_key: str | None
     new_stored_bytes: int  # new chunks and the table
-    new_chunks: int
 
 
 @dataclass(frozen=True)
@@ -74,7 +73,6 @@ class StoredPacks:
 
     sizes: dict[str, int]
     indexed: set[str]
-    strays: set[str]  # objects under packs/ that are not a well-named pack or index
 
 
 class ChunkStore:
@@ -139,7 +137,7 @@ class ChunkStore:
             used = index.used_bytes()
         uses = [
             PackUse(name=name, size=new_sizes.get(name) or stored.sizes[name], used=used[name])
-            for name in spool.pack_names
+            for name in spool.packs.names
         ]
         return ChunkedWrite(
             files=files,
@@ -147,7 +145,6 @@ class ChunkStore:
             packs=uses,
             chunk_key=key.key_id,
             new_stored_bytes=storer.new_bytes + table.stored_size,
-            new_chunks=storer.new_chunks,
         )
 
     def _know_parent(
@@ -219,7 +216,7 @@ class ChunkStore:
             records = spool.copy_to(table, range(len(spool.units)))
             table.seek(0)
             index.refer(
-                PackedChunk(r.id, spool.pack_names[r.pack], r.offset, r.stored, r.size)
+                PackedChunk(r.id, spool.packs.names[r.pack], r.offset, r.stored, r.size)
                 for r in read_records(_Reader(table), "being written")
             )
             table.seek(0)
@@ -373,16 +370,15 @@ class ChunkStore:
         prefix = chunks_prefix(keyspace, shard) + "packs/"
         sizes: dict[str, int] = {}
         indexed: set[str] = set()
-        strays: set[str] = set()
         for obj in self.store.list(prefix):
             name, _, kind = obj.key[len(prefix) :].rpartition(".")
             if not PACK_NAME.match(name) or kind not in ("pack", "index"):
-                strays.add(obj.key)
-            elif kind == "pack":
+                continue  # not catchup's: never reused, never collected
+            if kind == "pack":
                 sizes[name] = obj.size
             else:
                 indexed.add(name)
-        return StoredPacks(sizes, indexed, strays)
+        return StoredPacks(sizes, indexed)
 
     def garbage(
         self, keyspace: str, shard: str, manifests: list[Manifest], now: datetime

@@ -76,7 +76,6 @@ class ChunkStorer:
     def __init__(self, index: ChunkIndex, packs: PackWriter, key: ChunkKey, level: int) -> None:
         self.index, self.packs, self.key, self.level = index, packs, key, level
         self.new_bytes = 0
-        self.new_chunks = 0
         self._lock = threading.Lock()
         self._pending: dict[bytes, threading.Event] = {}
         self._local = threading.local()
@@ -107,7 +106,6 @@ class ChunkStorer:
         self.index.stored(chunk)
         with self._lock:
             self.new_bytes += chunk.stored
-            self.new_chunks += 1
         return chunk
 
     def _compressor(self) -> zstandard.ZstdCompressor:

@@ -17,7 +17,7 @@ import threading
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
-from catchup.repository.chunks.packs import PackedChunk
+from catchup.repository.chunks.packs import PackedChunk, PackNames
 
 CACHE_MIB = 16
 BATCH = 50_000
@@ -42,19 +42,11 @@ class ChunkIndex:
             " size INTEGER, PRIMARY KEY (pack, offset)) WITHOUT ROWID"
         )
         self._indexed = False
-        self._packs: dict[str, int] = {}
-        self._names: list[str] = []
+        self._packs = PackNames()
 
     def close(self) -> None:
         self._db.close()
         self.path.unlink(missing_ok=True)
-
-    def pack_number(self, name: str) -> int:
-        number = self._packs.get(name)
-        if number is None:
-            number = self._packs[name] = len(self._names)
-            self._names.append(name)
-        return number
 
     def load(self, chunks: Iterable[PackedChunk]) -> None:
         """Reusable chunks, in bulk, before the first lookup (appended, indexed later)."""
@@ -69,7 +61,7 @@ class ChunkIndex:
             ).fetchone()
         if row is None:
             return None
-        return PackedChunk(chunk_id, self._names[row[0]], row[1], row[2], row[3])
+        return PackedChunk(chunk_id, self._packs.names[row[0]], row[1], row[2], row[3])
 
     def stored(self, chunk: PackedChunk) -> None:
         """A chunk the backup just stored: reusable by its later files."""
@@ -77,7 +69,7 @@ class ChunkIndex:
             self._index()
             self._db.execute(
                 "INSERT INTO chunk VALUES (?, ?, ?, ?, ?)",
-                (chunk.id, self.pack_number(chunk.pack), chunk.offset, chunk.stored, chunk.size),
+                (chunk.id, self._packs.number(chunk.pack), chunk.offset, chunk.stored, chunk.size),
             )
 
     def refer(self, chunks: Iterable[PackedChunk]) -> None:
@@ -94,12 +86,12 @@ class ChunkIndex:
             "SELECT pack, offset, id, stored, size FROM reference ORDER BY pack, offset"
         )
         for row in cursor:
-            yield PackedChunk(row[2], self._names[row[0]], row[1], row[3], row[4])
+            yield PackedChunk(row[2], self._packs.names[row[0]], row[1], row[3], row[4])
 
     def used_bytes(self) -> dict[str, int]:
         """Per pack, the stored bytes of the distinct chunks referenced."""
         rows = self._db.execute("SELECT pack, SUM(stored) FROM reference GROUP BY pack")
-        return {self._names[pack]: int(total) for pack, total in rows}
+        return {self._packs.names[pack]: int(total) for pack, total in rows}
 
     def _insert(self, table: str, rows: Iterable[tuple[object, ...]], conflict: str = "") -> None:
         """Rows in transactions of BATCH; a pack name becomes its number."""
@@ -109,7 +101,7 @@ class ChunkIndex:
         with self._lock:
             for row in rows:
                 values = list(row)
-                values[pack_column] = self.pack_number(str(values[pack_column]))
+                values[pack_column] = self._packs.number(str(values[pack_column]))
                 batch.append(tuple(values))
                 if len(batch) == BATCH:
                     self._commit(statement, batch)

@@ -103,6 +103,22 @@ def decode_index(blob: bytes, key: ChunkKey, keyspace: str, shard: str, name: st
         ) from None
 
 
+class PackNames:
+    """Packs numbered in order of first mention: a table record or an index row holds
+    the number, `names` the names."""
+
+    def __init__(self) -> None:
+        self.names: list[str] = []
+        self._numbers: dict[str, int] = {}
+
+    def number(self, name: str) -> int:
+        found = self._numbers.get(name)
+        if found is None:
+            found = self._numbers[name] = len(self.names)
+            self.names.append(name)
+        return found
+
+
 class PackWriter:
     """Appends sealed chunks to packs, starting a new one past `limit` bytes; a pack's
     index is stored right after the pack. Each thread writes a pack of its own, so the

@@ -18,7 +18,7 @@ from collections.abc import Iterable, Iterator
 from typing import BinaryIO, NamedTuple
 
 from catchup.errors import IntegrityError
-from catchup.repository.chunks.packs import PackedChunk
+from catchup.repository.chunks.packs import PackedChunk, PackNames
 from catchup.streams import Readable, Writable
 
 RECORD = struct.Struct(">32sIQII")
@@ -40,14 +40,14 @@ class TableSpool:
     def __init__(self, spool: BinaryIO) -> None:
         self.spool = spool
         self.units: dict[int, tuple[int, int]] = {}  # unit → (spool offset, records)
-        self.pack_names: list[str] = []
-        self._numbers: dict[str, int] = {}
+        self.packs = PackNames()
         self._lock = threading.Lock()
 
     def append(self, unit: int, chunks: Iterable[PackedChunk]) -> None:
         with self._lock:
             data = b"".join(
-                RECORD.pack(c.id, self._number(c.pack), c.offset, c.stored, c.size) for c in chunks
+                RECORD.pack(c.id, self.packs.number(c.pack), c.offset, c.stored, c.size)
+                for c in chunks
             )
             self.spool.seek(0, 2)
             self.units[unit] = (self.spool.tell(), len(data) // RECORD.size)
@@ -65,13 +65,6 @@ class TableSpool:
             sink.write(self.spool.read(count * RECORD.size))
             total += count
         return total
-
-    def _number(self, pack: str) -> int:
-        number = self._numbers.get(pack)
-        if number is None:
-            number = self._numbers[pack] = len(self.pack_names)
-            self.pack_names.append(pack)
-        return number
 
 
 def read_records(source: Readable, name: str) -> Iterator[ChunkRecord]:
